@@ -1,0 +1,1 @@
+"""One module per ``embserve-hil`` subcommand; each defines ``register(subparsers)``."""

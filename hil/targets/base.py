@@ -1,0 +1,135 @@
+"""The one interface every device backend implements, and its registry.
+
+A :class:`Target` brings one embServe device up and gives the harness its
+console. Everything above it (bootstrap through the shell, the gateway, the
+deployer, the checks) is the same for the simulator, QEMU, Renode and a real
+board on a serial port. Backends register themselves by name with
+:func:`register_target`; :func:`get_target_class` finds them.
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ..boards import Board
+from ..console import Console, Shell
+
+
+class TargetError(RuntimeError):
+    """A device could not be brought up or driven; the message says why and where the log is."""
+
+
+class TargetUnavailable(TargetError):
+    """The backend cannot run on this machine (missing tool, missing board)."""
+
+
+@dataclass
+class TargetConfig:
+    """What a backend needs to bring one device up."""
+
+    endpoint: str  # the LwM2M endpoint name the device will register with
+    log_dir: Path
+    board: Board | None = None
+    firmware: Path | None = None
+    serial_port: str | None = None
+    net_serial_port: str | None = None
+    gateway_host: str | None = None  # address the device is told, when it differs from where the gateway listens
+    sensors: dict[str, float] = field(default_factory=dict)  # initial sensor values
+    options: dict[str, Any] = field(default_factory=dict)  # backend-specific knobs
+
+
+class Target(abc.ABC):
+    """One device, from power-on to power-off."""
+
+    name: ClassVar[str]
+    #: device seconds per wall-clock second (> 1 when the backend fast-forwards)
+    time_scale: float = 1.0
+
+    def __init__(self, config: TargetConfig):
+        self.config = config
+        config.log_dir.mkdir(parents=True, exist_ok=True)
+        prompt = config.board.prompt if config.board else "uart:~$ "
+        self.console = Console(f"{config.endpoint} console", config.log_dir / f"{config.endpoint}.console.log")
+        self.console.fail_on("HardFault in main", "Kernel panic", "ZEPHYR FATAL ERROR")
+        self.shell = Shell(self.console, prompt)
+
+    @property
+    def endpoint(self) -> str:
+        return self.config.endpoint
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Power the device on; the console reader is attached before it boots.
+
+        Returns once the shell prompt is seen.
+        """
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Power off and release everything; safe to call twice and after a failed start."""
+
+    def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
+        """The CoAP URI the device must be told to reach a gateway listening at host:port."""
+        host = self.config.gateway_host or gateway_host
+        return f"coap://{host}:{gateway_port}"
+
+    async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
+        """What IoTNetEMU does after boot: point the device's LwM2M client at the gateway."""
+        await self.shell.exec(f"embserve connector lwm2m server_add {server_uri} {self.endpoint}", timeout)
+
+    async def set_sensor(self, name: str, value: float, timeout: float = 5.0) -> None:
+        out = await self.shell.exec(f"sensor set {name} {value}", timeout)
+        errors = [line for line in out if "error" in line.lower() or "not found" in line.lower()]
+        if errors:
+            raise TargetError(f"{self.endpoint}: sensor set {name} {value} failed: {errors[0]}")
+
+    async def reboot(self, timeout: float = 10.0) -> None:
+        await self.console.send_line("kernel reboot")
+        await self.console.expect_prompt(timeout)
+
+    def describe(self) -> str:
+        board = self.config.board.name if self.config.board else "-"
+        return f"{self.name} target, board {board}, endpoint {self.endpoint}"
+
+    async def __aenter__(self) -> "Target":
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+        self.console.close()
+
+
+_TARGETS: dict[str, type[Target]] = {}
+# Backends are imported on first use so a missing optional tool never breaks the others.
+_MODULES = {"sim": "hil.targets.sim", "qemu": "hil.targets.qemu", "renode": "hil.targets.renode", "serial": "hil.targets.serial"}
+
+
+def register_target(cls: type[Target]) -> type[Target]:
+    _TARGETS[cls.name] = cls
+    return cls
+
+
+def known_targets() -> list[str]:
+    return sorted(set(_MODULES) | set(_TARGETS))
+
+
+def get_target_class(name: str) -> type[Target]:
+    if name not in _TARGETS and name in _MODULES:
+        try:
+            importlib.import_module(_MODULES[name])
+        except ModuleNotFoundError as e:
+            if e.name == _MODULES[name]:
+                raise TargetUnavailable(f"target {name!r} is not available in this version of embserve-hil yet") from None
+            raise
+    if name not in _TARGETS:
+        raise TargetUnavailable(f"unknown target {name!r}; known targets: {', '.join(known_targets())}")
+    return _TARGETS[name]

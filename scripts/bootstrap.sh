@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine: apt packages, then a virtualenv
+# with the project installed. Safe to run again; does nothing that is done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  python3 python3-venv python3-pip    # the harness itself
+  gcc-arm-none-eabi picolibc-arm-none-eabi libnewlib-arm-none-eabi  # services and firmware
+  qemu-system-arm                     # emulated boards
+  mosquitto                           # MQTT broker (gateway northbound API)
+  docker-registry                     # OCI registry for the far-edge path
+)
+VENV=${HIL_VENV:-.venv}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bootstrap: installing apt packages: ${missing[*]}"
+  as_root apt-get update -qq
+  # policy-rc.d keeps Debian from starting the system mosquitto/registry services:
+  # the harness runs its own instances on free ports.
+  as_root env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "bootstrap: creating virtualenv $VENV"
+  python3 -m venv "$VENV"
+fi
+stamp="$VENV/.embserve-hil-installed"
+want=$(cat pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "bootstrap: installing Python packages into $VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -e .
+  echo "$want" > "$stamp"
+fi
