@@ -87,6 +87,12 @@ class Target(abc.ABC):
         if errors:
             raise TargetError(f"{self.endpoint}: sensor set {name} {value} failed: {errors[0]}")
 
+    async def sleep_device(self, seconds: float) -> None:
+        """Let ``seconds`` of device time pass (backends with virtual time override this)."""
+        import asyncio
+
+        await asyncio.sleep(seconds / self.time_scale)
+
     async def reboot(self, timeout: float = 10.0) -> None:
         await self.console.send_line("kernel reboot")
         await self.console.expect_prompt(timeout)

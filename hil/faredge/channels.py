@@ -1,0 +1,123 @@
+"""How the deployer reaches a node's object 9: the paths FITA's kubelet takes.
+
+The deployer speaks to one :class:`DeployChannel`; which one is picked by
+``--deploy-via``:
+
+* ``lwm2m``: straight through the gateway's LwM2M server API (in process);
+* ``mqtt``: MQTT v5 SDF requests to the gateway, as the kubelet's
+  NextGenGW mode does (:mod:`hil.faredge.channel_mqtt`);
+* ``rest``: the Leshan-style REST API, as the kubelet's leshan mode does
+  (:mod:`hil.faredge.channel_rest`).
+
+Every method raises :class:`DeployStepError` naming the node, the step and
+the device's answer when a step fails.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Any
+
+from ..lwm2m import Path
+
+SOFTWARE_MANAGEMENT = 9
+
+
+class DeployStepError(RuntimeError):
+    """One deployment step failed; says which node, which step and what came back."""
+
+    def __init__(self, endpoint: str, step: str, detail: str):
+        self.endpoint = endpoint
+        self.step = step
+        self.detail = detail
+        super().__init__(f"{endpoint}: {step} failed: {detail}")
+
+
+class DeployChannel(abc.ABC):
+    """The five operations a deployment needs, plus reading instance state."""
+
+    name: str
+
+    async def __aenter__(self) -> "DeployChannel":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Release connections; the default has none."""
+
+    @abc.abstractmethod
+    async def instances(self, endpoint: str) -> list[int]:
+        """Ids of the node's /9 instances."""
+
+    @abc.abstractmethod
+    async def create(self, endpoint: str, instance: int) -> None: ...
+
+    @abc.abstractmethod
+    async def write_package(self, endpoint: str, instance: int, service_json: bytes) -> None: ...
+
+    @abc.abstractmethod
+    async def install(self, endpoint: str, instance: int) -> None: ...
+
+    @abc.abstractmethod
+    async def activate(self, endpoint: str, instance: int) -> None: ...
+
+    @abc.abstractmethod
+    async def delete(self, endpoint: str, instance: int) -> None: ...
+
+    @abc.abstractmethod
+    async def read_instance(self, endpoint: str, instance: int) -> dict[int, Any]:
+        """Resource id -> value of /9/{instance} (7 Update State, 9 Update Result, 12 Activation State...)."""
+
+
+class LwM2MChannel(DeployChannel):
+    """Directly through the in-process gateway's LwM2M server."""
+
+    name = "lwm2m"
+
+    def __init__(self, gateway: Any, step_timeout: float = 10.0):
+        self.gateway = gateway
+        self.step_timeout = step_timeout
+
+    async def _call(self, endpoint: str, step: str, coro: Any) -> Any:
+        from ..gateway.errors import GatewayError
+
+        try:
+            return await coro
+        except GatewayError as e:
+            raise DeployStepError(endpoint, step, str(e)) from e
+
+    async def instances(self, endpoint: str) -> list[int]:
+        from ..gateway.errors import UnknownEndpoint
+
+        try:
+            reg = self.gateway.registration(endpoint)
+        except UnknownEndpoint as e:
+            raise DeployStepError(endpoint, "list instances", str(e)) from e
+        return sorted(reg.available_instances.get(SOFTWARE_MANAGEMENT, []))
+
+    async def create(self, endpoint: str, instance: int) -> None:
+        await self._call(endpoint, f"create /9/{instance}",
+                         self.gateway.create(endpoint, "/9", instance_id=instance, timeout=self.step_timeout))
+
+    async def write_package(self, endpoint: str, instance: int, service_json: bytes) -> None:
+        await self._call(endpoint, f"write package /9/{instance}/2",
+                         self.gateway.write(endpoint, f"/9/{instance}/2", service_json, timeout=self.step_timeout))
+
+    async def install(self, endpoint: str, instance: int) -> None:
+        await self._call(endpoint, f"install /9/{instance}/4",
+                         self.gateway.execute(endpoint, f"/9/{instance}/4", timeout=self.step_timeout))
+
+    async def activate(self, endpoint: str, instance: int) -> None:
+        await self._call(endpoint, f"activate /9/{instance}/10",
+                         self.gateway.execute(endpoint, f"/9/{instance}/10", timeout=self.step_timeout))
+
+    async def delete(self, endpoint: str, instance: int) -> None:
+        await self._call(endpoint, f"delete /9/{instance}",
+                         self.gateway.delete(endpoint, f"/9/{instance}", timeout=self.step_timeout))
+
+    async def read_instance(self, endpoint: str, instance: int) -> dict[int, Any]:
+        content = await self._call(endpoint, f"read /9/{instance}",
+                                   self.gateway.read(endpoint, f"/9/{instance}", timeout=self.step_timeout))
+        return {p.res: v for p, v in content.items() if isinstance(p, Path) and p.res is not None and p.ri is None}

@@ -1,0 +1,318 @@
+"""The far-edge-kubelet's job, done by the harness: put a service on a node.
+
+``deploy`` fetches ``service.json`` for the node's platform (from a registry
+reference, a local file or bytes), validates it before anything reaches the
+device, picks the first free ``/9`` instance, then creates, writes the
+package, installs, activates, and waits until Activation State is true. A step
+that fails rolls back (the instance is deleted), so no orphan is left behind.
+Deploying the same name and version again is a no-op; another version of the
+same service replaces the old one.
+
+It also takes a Kubernetes Pod or Deployment manifest: the container image is
+the reference, and the node selector and tolerations are checked against the
+labels FITA's node watcher would give the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import oci
+from .channels import DeployChannel, DeployStepError, LwM2MChannel
+from .labels import FAR_EDGE_TAINT, node_labels
+from .manifest import Manifest, ManifestError, parse_manifest
+
+log = logging.getLogger("hil.deployer")
+
+PLATFORM = "zephyr/arm/v7"
+
+
+class DeployError(RuntimeError):
+    """A deployment could not be done; nothing was left half-deployed."""
+
+
+@dataclass
+class Deployment:
+    endpoint: str
+    instance: int
+    name: str
+    version: int
+    source: str  # reference, file or "<bytes>"
+    digest: str | None = None
+    reused: bool = False  # already there: nothing was sent
+    steps: dict[str, float] = field(default_factory=dict)  # step -> seconds
+
+    @property
+    def path(self) -> str:
+        return f"/9/{self.instance}"
+
+    def describe(self) -> str:
+        timing = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in self.steps.items())
+        what = "already running" if self.reused else "deployed"
+        return f"{self.name} v{self.version} {what} on {self.endpoint} at {self.path} ({timing})"
+
+
+@dataclass
+class PodSpec:
+    """What the deployer reads from a Pod or Deployment manifest."""
+
+    name: str
+    image: str
+    node_selector: dict[str, str]
+    tolerations: list[dict[str, Any]]
+    source: str
+
+
+def load_pod_spec(path: Path | str) -> PodSpec:
+    path = Path(path)
+    try:
+        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d]
+    except (OSError, yaml.YAMLError) as e:
+        raise DeployError(f"{path}: cannot read Kubernetes manifest: {e}") from None
+    for doc in docs:
+        kind = doc.get("kind")
+        if kind == "Pod":
+            spec = doc.get("spec") or {}
+        elif kind in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"):
+            spec = ((doc.get("spec") or {}).get("template") or {}).get("spec") or {}
+        else:
+            continue
+        containers = spec.get("containers") or []
+        if not containers or not containers[0].get("image"):
+            raise DeployError(f"{path}: {kind} has no spec.containers[0].image")
+        if len(containers) > 1:
+            log.warning("%s: %d containers; an embServe node runs the first (%s)", path, len(containers), containers[0]["image"])
+        return PodSpec(
+            name=(doc.get("metadata") or {}).get("name", path.stem),
+            image=containers[0]["image"],
+            node_selector={str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()},
+            tolerations=list(spec.get("tolerations") or []),
+            source=str(path),
+        )
+    raise DeployError(f"{path}: no Pod or Deployment found (kinds: {', '.join(str(d.get('kind')) for d in docs) or 'none'})")
+
+
+def tolerates_far_edge(tolerations: list[dict[str, Any]]) -> bool:
+    key, value, effect = FAR_EDGE_TAINT
+    for t in tolerations:
+        if t.get("effect") not in (None, "", effect):
+            continue
+        if t.get("operator") == "Exists" and t.get("key") in (None, "", key):
+            return True
+        if t.get("key") == key and t.get("value") == value:
+            return True
+    return False
+
+
+class Deployer:
+    """Deploys services to nodes registered at ``gateway``.
+
+    ``via`` picks the path to the gateway: ``lwm2m`` (direct), ``mqtt``
+    (needs ``broker``: host, port) or ``rest`` (needs ``rest_url``); or pass
+    a ready ``channel``.
+    """
+
+    def __init__(
+        self,
+        gateway: Any,
+        *,
+        cache_dir: Path | str | None = None,
+        via: str = "lwm2m",
+        channel: DeployChannel | None = None,
+        broker: tuple[str, int] | None = None,
+        rest_url: str | None = None,
+        platform: str = PLATFORM,
+        activation_timeout: float = 10.0,
+        auth: Any = None,
+    ):
+        self.gateway = gateway
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.platform = platform
+        self.activation_timeout = activation_timeout
+        self.auth = auth
+        self.via = channel.name if channel else via
+        self.channel = channel or self._make_channel(via, broker, rest_url)
+        # The kubelet's NextGenGW mode numbers instances from 0, leshan mode from 1000.
+        self.first_instance = 0 if self.via == "mqtt" else 1000
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _make_channel(self, via: str, broker: tuple[str, int] | None, rest_url: str | None) -> DeployChannel:
+        if via == "lwm2m":
+            return LwM2MChannel(self.gateway)
+        if via == "mqtt":
+            if broker is None:
+                raise DeployError("deploy via mqtt needs the broker address (host, port)")
+            from .channel_mqtt import MqttChannel
+
+            return MqttChannel(*broker)
+        if via == "rest":
+            if rest_url is None:
+                raise DeployError("deploy via rest needs the gateway's REST API base URL")
+            from .channel_rest import RestChannel
+
+            return RestChannel(rest_url)
+        raise DeployError(f"unknown deploy path {via!r}: use lwm2m, mqtt or rest")
+
+    async def __aenter__(self) -> "Deployer":
+        await self.channel.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.channel.close()
+
+    # ----------------------------------------------------------------- fetch
+    async def fetch(self, source: str | Path | bytes) -> tuple[bytes, str, str | None]:
+        """service.json bytes, a description of where they came from, and the OCI digest."""
+        if isinstance(source, bytes):
+            return source, "<bytes>", None
+        if isinstance(source, Path) or (isinstance(source, str) and Path(source).is_file()):
+            p = Path(source)
+            return p.read_bytes(), str(p), None
+        resolved = await oci.resolve(str(source), self.platform, cache_dir=self.cache_dir, auth=self.auth)
+        return resolved.service_json, str(source), resolved.digest
+
+    @staticmethod
+    def validate(service_json: bytes, source: str) -> Manifest:
+        try:
+            return parse_manifest(service_json, source=source)
+        except ManifestError as e:
+            raise DeployError(f"refusing to deploy: {e}") from None
+
+    # ---------------------------------------------------------------- deploy
+    async def deploy(self, source: str | Path | bytes, node: str, *, instance: int | None = None) -> Deployment:
+        endpoint = getattr(node, "endpoint", node)
+        steps: dict[str, float] = {}
+        t0 = time.perf_counter()
+        try:
+            service_json, where, digest = await self.fetch(source)
+        except oci.OciError as e:
+            raise DeployError(f"cannot fetch {source} for {self.platform}: {e}") from None
+        steps["fetch"] = time.perf_counter() - t0
+        t = time.perf_counter()
+        manifest = self.validate(service_json, where)
+        steps["validate"] = time.perf_counter() - t
+        lock = self._locks.setdefault(endpoint, asyncio.Lock())
+        async with lock:  # instance choice and creation must not interleave per node
+            existing = await self._find(endpoint, manifest.name)
+            for inst, info in existing:
+                if str(info.get(1)) == str(manifest.version) and info.get(12) is True and instance in (None, inst):
+                    log.info("%s: %s v%s already active at /9/%d", endpoint, manifest.name, manifest.version, inst)
+                    return Deployment(endpoint, inst, manifest.name, manifest.version, where, digest, True, steps)
+            for inst, info in existing:
+                log.info("%s: replacing %s v%s at /9/%d", endpoint, manifest.name, info.get(1), inst)
+                await self.channel.delete(endpoint, inst)
+            chosen = instance if instance is not None else await self._free_instance(endpoint)
+            deployment = Deployment(endpoint, chosen, manifest.name, manifest.version, where, digest, False, steps)
+            await self._run_steps(deployment, service_json)
+        log.info("%s", deployment.describe())
+        return deployment
+
+    async def _run_steps(self, d: Deployment, service_json: bytes) -> None:
+        ch, ep, inst = self.channel, d.endpoint, d.instance
+        created = False
+        try:
+            t = time.perf_counter()
+            await ch.create(ep, inst)
+            created = True
+            d.steps["create"] = time.perf_counter() - t
+            t = time.perf_counter()
+            await ch.write_package(ep, inst, service_json)
+            d.steps["write"] = time.perf_counter() - t
+            t = time.perf_counter()
+            await ch.install(ep, inst)
+            await self._check_installed(ep, inst)
+            d.steps["install"] = time.perf_counter() - t
+            t = time.perf_counter()
+            await ch.activate(ep, inst)
+            await self._wait_active(ep, inst)
+            d.steps["activate"] = time.perf_counter() - t
+        except (DeployStepError, DeployError) as e:
+            if created:
+                await self._rollback(ep, inst)
+            raise DeployError(f"deploying {d.name} v{d.version} to {ep} at /9/{inst} failed: {e}"
+                              f"{'; the instance was removed' if created else ''}") from None
+
+    async def _check_installed(self, ep: str, inst: int) -> None:
+        info = await self.channel.read_instance(ep, inst)
+        result = info.get(9)
+        if result is not None and int(result) >= 50:
+            raise DeployError(f"install reported Update Result {result}"
+                              + (f" ({info.get(27404) or info.get('error')})" if info.get("error") else ""))
+
+    async def _wait_active(self, ep: str, inst: int) -> None:
+        deadline = time.monotonic() + self.activation_timeout
+        last: dict[int, Any] = {}
+        while time.monotonic() < deadline:
+            last = await self.channel.read_instance(ep, inst)
+            if last.get(12) is True:
+                return
+            result = last.get(9)
+            if result is not None and int(result) >= 50:
+                raise DeployError(f"activation failed, Update Result {result}")
+            await asyncio.sleep(0.02)
+        raise DeployError(f"Activation State of /9/{inst} still not true after {self.activation_timeout:g} s (last read: {last})")
+
+    async def _rollback(self, ep: str, inst: int) -> None:
+        try:
+            await self.channel.delete(ep, inst)
+            log.info("%s: rolled back /9/%d", ep, inst)
+        except DeployStepError as e:
+            log.error("%s: rollback of /9/%d failed: %s", ep, inst, e)
+
+    async def _free_instance(self, endpoint: str) -> int:
+        used = set(await self.channel.instances(endpoint))
+        inst = self.first_instance
+        while inst in used:
+            inst += 1
+        return inst
+
+    async def _find(self, endpoint: str, name: str) -> list[tuple[int, dict[int, Any]]]:
+        found = []
+        for inst in await self.channel.instances(endpoint):
+            try:
+                info = await self.channel.read_instance(endpoint, inst)
+            except DeployStepError:
+                continue  # vanished meanwhile
+            if info.get(0) == name:
+                found.append((inst, info))
+        return found
+
+    # ---------------------------------------------------------------- remove
+    async def remove(self, node: str, what: int | str | Deployment) -> list[int]:
+        """Delete a service by instance id, deployment or name; returns the ids removed."""
+        endpoint = getattr(node, "endpoint", node)
+        if isinstance(what, Deployment):
+            ids = [what.instance]
+        elif isinstance(what, int):
+            ids = [what]
+        else:
+            ids = [inst for inst, _ in await self._find(endpoint, what)]
+            if not ids:
+                raise DeployError(f"{endpoint}: no service named {what!r} is deployed")
+        for inst in ids:
+            await self.channel.delete(endpoint, inst)
+        return ids
+
+    # ------------------------------------------------------------------- pods
+    async def deploy_pod(self, pod_yaml: Path | str, node: str) -> Deployment:
+        spec = load_pod_spec(pod_yaml)
+        endpoint = getattr(node, "endpoint", node)
+        labels = await node_labels(self.gateway, endpoint)
+        missing = {k: v for k, v in spec.node_selector.items() if labels.get(k) != v}
+        if missing:
+            have = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+            want = ", ".join(f"{k}={v}" for k, v in missing.items())
+            raise DeployError(f"{spec.source}: node {endpoint} does not match the nodeSelector: it lacks {want} (node labels: {have})")
+        if not tolerates_far_edge(spec.tolerations):
+            key, value, effect = FAR_EDGE_TAINT
+            raise DeployError(f"{spec.source}: the pod does not tolerate the far-edge taint {key}={value}:{effect}"
+                              f" that every embServe node carries; add that toleration")
+        return await self.deploy(spec.image, endpoint)
+

@@ -1,0 +1,333 @@
+"""pytest plugin: options, markers and fixtures for embServe HIL tests.
+
+Loaded through the ``pytest11`` entry point, so any project that installs
+embserve-hil gets it. The fixtures only compose the library:
+
+    registry, broker (session)  -> real docker-registry / mosquitto processes
+    gateway                     -> LwM2M gateway on a free loopback port
+    board                       -> the selected board file
+    node (alias dut)            -> a device from the selected target, booted,
+                                   bootstrapped through its shell, registered
+    shell                       -> the node's Zephyr-style shell
+    deployer                    -> far-edge deployer through the gateway
+    temperature_service         -> the project's temperature service pushed to the registry
+    readings                    -> awaits readings from a node's /3303/x/5700
+
+Each test gets its own log directory (console, gateway, and links to the
+session's registry and broker logs); a failing test's report names it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Iterator
+
+import pytest
+
+from .boards import Board, BoardError, get_board
+from .targets.base import TargetConfig, TargetError, TargetUnavailable, get_target_class, known_targets
+
+DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
+LOG_KEY = pytest.StashKey[Path]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("embserve-hil", "embServe hardware-in-the-loop")
+    group.addoption("--target", default=os.environ.get("HIL_TARGET", "sim"),
+                    help=f"device backend: {', '.join(known_targets())} (default sim)")
+    group.addoption("--board", default=None, help="board name from the catalog (embserve-hil boards)")
+    group.addoption("--firmware", default=None, help="firmware ELF for emulated/real boards (default: the board's)")
+    group.addoption("--serial-port", default=None, help="serial port or URL (rfc2217://host:port, socket://...) of a real board")
+    group.addoption("--net-serial-port", default=None, help="second serial port carrying the board's SLIP network link")
+    group.addoption("--gateway-host", default=None, help="gateway address the device is told (default: as the target needs)")
+    group.addoption("--nodes", type=int, default=1, help="number of nodes the `nodes` fixture brings up")
+    group.addoption("--deploy-via", default="lwm2m", choices=["lwm2m", "mqtt", "rest"],
+                    help="path the deployer takes to the gateway")
+    group.addoption("--hil-log-dir", default=None, help="directory for per-test logs (default .hil-logs/<session>)")
+    group.addoption("--hil-show-readings", action="store_true", help="print the readings each test saw")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for marker, text in [
+        ("hil", "hardware-in-the-loop test; runs on every target"),
+        ("sim", "needs only the in-process simulator"),
+        ("emulation", "runs an emulator (QEMU or Renode)"),
+        ("hardware", "needs a real board"),
+        ("requires_renode", "needs the renode binary on PATH"),
+    ]:
+        config.addinivalue_line("markers", f"{marker}: {text}")
+    base = config.getoption("--hil-log-dir")
+    session_dir = Path(base) if base else Path(".hil-logs") / time.strftime("%Y%m%d-%H%M%S")
+    config.stash[LOG_KEY] = session_dir.resolve()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if shutil.which("renode") is None:
+        skip = pytest.mark.skip(reason="renode is not on PATH (install Renode: see README, 'Renode')")
+        for item in items:
+            if "requires_renode" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    report = yield
+    log_dir = getattr(item, "_hil_log_dir", None)
+    if report.failed and log_dir is not None:
+        report.sections.append(("embserve-hil logs", f"logs for this test: {log_dir}"))
+    return report
+
+
+def _slug(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid.split("::", 1)[-1])[:120]
+
+
+@pytest.fixture(scope="session")
+def hil_session_log_dir(pytestconfig: pytest.Config) -> Path:
+    path = pytestconfig.stash[LOG_KEY]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def hil_log_dir(request: pytest.FixtureRequest, hil_session_log_dir: Path) -> Path:
+    path = hil_session_log_dir / f"{Path(request.node.path).stem}-{_slug(request.node.nodeid)}"
+    path.mkdir(parents=True, exist_ok=True)
+    request.node._hil_log_dir = path
+    for name in ("registry.log", "broker.log"):
+        link = path / name
+        if (hil_session_log_dir / name).exists() and not link.exists():
+            with contextlib.suppress(OSError):
+                link.symlink_to(hil_session_log_dir / name)
+    return path
+
+
+@pytest.fixture(scope="session")
+def registry(hil_session_log_dir: Path):
+    """A real OCI registry (Debian docker-registry) on a free loopback port."""
+    from .infra.registry import Registry
+
+    with Registry(log_dir=hil_session_log_dir) as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def broker(hil_session_log_dir: Path):
+    """A real MQTT broker (mosquitto) on a free loopback port."""
+    from .infra.broker import Broker
+
+    with Broker(log_dir=hil_session_log_dir) as b:
+        yield b
+
+
+@pytest.fixture
+def hil_target_name(pytestconfig: pytest.Config) -> str:
+    return pytestconfig.getoption("--target")
+
+
+@pytest.fixture
+def board(pytestconfig: pytest.Config, hil_target_name: str) -> Board | None:
+    name = pytestconfig.getoption("--board") or DEFAULT_BOARD.get(hil_target_name)
+    if name is None:
+        pytest.fail(f"--target {hil_target_name} needs --board NAME (see `embserve-hil boards`)", pytrace=False)
+    try:
+        chosen = get_board(name)
+    except BoardError as e:
+        pytest.fail(str(e), pytrace=False)
+    if not chosen.supports(hil_target_name):
+        pytest.fail(f"board {name!r} cannot run on target {hil_target_name!r}; it supports {', '.join(chosen.backends)}",
+                    pytrace=False)
+    return chosen
+
+
+@pytest.fixture
+async def gateway(hil_log_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator:
+    """The LwM2M gateway on a free loopback port, with its northbound APIs when asked for."""
+    import logging
+
+    from .gateway.server import Gateway
+
+    logger = logging.getLogger(f"hil.gateway.{_slug(request.node.nodeid)}")
+    logger.setLevel(logging.DEBUG)
+    handler = logging.FileHandler(hil_log_dir / "gateway.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    try:
+        async with Gateway(host="127.0.0.1", port=0, log=logger) as gw:
+            yield gw
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+
+
+def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Path, endpoint: str) -> TargetConfig:
+    firmware = pytestconfig.getoption("--firmware")
+    return TargetConfig(
+        endpoint=endpoint,
+        log_dir=log_dir,
+        board=board,
+        firmware=Path(firmware).resolve() if firmware else None,
+        serial_port=pytestconfig.getoption("--serial-port"),
+        net_serial_port=pytestconfig.getoption("--net-serial-port"),
+        gateway_host=pytestconfig.getoption("--gateway-host"),
+    )
+
+
+@dataclass
+class NodeHandle:
+    """A device under test: its target (console, shell) and its gateway registration."""
+
+    endpoint: str
+    target: object
+    gateway: object
+
+    @property
+    def console(self):
+        return self.target.console
+
+    @property
+    def shell(self):
+        return self.target.shell
+
+    async def set_sensor(self, name: str, value: float) -> None:
+        await self.target.set_sensor(name, value)
+
+    async def set_service_input(self, instance: int, key: str, value: float | int) -> list[str]:
+        """Write a service input by key through the device shell (`embserve service input`)."""
+        return await self.target.shell.exec(f"embserve service input {instance} {key} {value}")
+
+    async def sleep_device(self, seconds: float) -> None:
+        """Let ``seconds`` of device time pass."""
+        await self.target.sleep_device(seconds)
+
+    @property
+    def time_scale(self) -> float:
+        return self.target.time_scale
+
+
+async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout: float = 30.0):
+    """Start a target, bootstrap it through its shell, wait for its registration."""
+    try:
+        cls = get_target_class(target_name)
+    except TargetUnavailable as e:
+        pytest.skip(str(e))
+    target = cls(config)
+    await target.__aenter__()
+    try:
+        await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
+        await gateway.wait_for_registration(config.endpoint, timeout=timeout)
+    except BaseException:
+        await target.__aexit__(None, None, None)
+        raise
+    return target
+
+
+@pytest.fixture
+async def node(pytestconfig: pytest.Config, hil_target_name: str, board, gateway, hil_log_dir: Path) -> AsyncIterator[NodeHandle]:
+    """One device from the selected target, booted, bootstrapped and registered to ``gateway``."""
+    config = _target_config(pytestconfig, board, hil_log_dir, "node1")
+    try:
+        target = await bring_up_node(hil_target_name, config, gateway)
+    except TargetUnavailable as e:
+        pytest.skip(str(e))
+    try:
+        yield NodeHandle(config.endpoint, target, gateway)
+    finally:
+        await target.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def dut(node: NodeHandle) -> NodeHandle:
+    """Alias of ``node``: the device under test."""
+    return node
+
+
+@pytest.fixture
+def shell(node: NodeHandle):
+    return node.shell
+
+
+@pytest.fixture
+async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, gateway, hil_log_dir: Path) -> AsyncIterator[list[NodeHandle]]:
+    """``--nodes`` devices of the selected target, all registered."""
+    import asyncio
+
+    count = pytestconfig.getoption("--nodes")
+    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}") for i in range(1, count + 1)]
+    results = await asyncio.gather(*(bring_up_node(hil_target_name, c, gateway) for c in configs), return_exceptions=True)
+    started = [r for r in results if not isinstance(r, BaseException)]
+    try:
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise failures[0]
+        yield [NodeHandle(c.endpoint, t, gateway) for c, t in zip(configs, started)]
+    finally:
+        for t in started:
+            await t.__aexit__(None, None, None)
+
+
+@pytest.fixture
+def service_cache(hil_log_dir: Path) -> Path:
+    path = hil_log_dir / "oci-cache"
+    path.mkdir(exist_ok=True)
+    return path
+
+
+@pytest.fixture
+async def deployer(pytestconfig: pytest.Config, gateway, registry, service_cache: Path):
+    """The far-edge deployer: resolve from the registry, deploy through the gateway."""
+    from .faredge.deployer import Deployer
+
+    via = pytestconfig.getoption("--deploy-via")
+    async with Deployer(gateway, cache_dir=service_cache, via=via) as d:
+        yield d
+
+
+@pytest.fixture(scope="session")
+def temperature_service_json(hil_session_log_dir: Path) -> Path:
+    """The project's own temperature_sensor service, built from C."""
+    from .sdk import build_service
+
+    src = Path(__file__).resolve().parent.parent / "services" / "temperature_sensor"
+    return build_service(src, hil_session_log_dir / "services" / "temperature_sensor")
+
+
+@pytest.fixture(scope="session")
+def temperature_service(registry, temperature_service_json: Path) -> str:
+    """Reference of the temperature service pushed to ``registry`` as an OCI artifact."""
+    from .faredge import oci
+
+    ref = f"{registry.address}/embserve/temperature_sensor:1"
+    oci.push_artifact(temperature_service_json, ref)
+    return ref
+
+
+@pytest.fixture
+def readings(request: pytest.FixtureRequest, gateway):
+    """Factory: ``async with readings(node) as r: values = await r.wait(3, timeout=...)``."""
+    from .readings import ReadingCollector
+
+    show = request.config.getoption("--hil-show-readings")
+    collectors: list[ReadingCollector] = []
+
+    def make(node: NodeHandle | str, path: str | None = None, **kwargs) -> ReadingCollector:
+        ep = node if isinstance(node, str) else node.endpoint
+        c = ReadingCollector(gateway, ep, path, **kwargs)
+        collectors.append(c)
+        return c
+
+    yield make
+    if show:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        for c in collectors:
+            line = c.summary()
+            if reporter is not None:
+                reporter.write_line(f"\n[readings] {request.node.name}: {line}")
+            else:
+                print(f"[readings] {request.node.name}: {line}")

@@ -1,0 +1,147 @@
+"""Collect a deployed service's readings as they arrive at the gateway.
+
+A :class:`ReadingCollector` observes the resource a service's output is
+mapped to (``/3303/x/5700`` for the temperature service) and keeps every
+notification with its arrival time, so a test can wait for N readings, for a
+value, or look at the spacing between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .lwm2m import Path
+
+TEMPERATURE_VALUE = (3303, 5700)
+
+
+class ReadingTimeout(AssertionError):
+    """Readings did not arrive in time; says what did arrive."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    value: Any
+    time: float  # wall clock (time.time()) when the gateway received it
+    path: Path
+
+
+class ReadingCollector:
+    """``async with ReadingCollector(gateway, "node1") as r: await r.wait(3, timeout=10)``.
+
+    ``path`` defaults to the first ``/3303`` instance the node registers.
+    The first notification (the current value, sent when the observation
+    starts) is kept apart as :attr:`initial` and not counted as a reading
+    unless ``include_initial`` is set.
+    """
+
+    def __init__(self, gateway: Any, endpoint: str, path: str | Path | None = None, *, include_initial: bool = False):
+        self.gateway = gateway
+        self.endpoint = endpoint
+        self._path = Path.parse(path) if path is not None else None
+        self.include_initial = include_initial
+        self.readings: list[Reading] = []
+        self.initial: Reading | None = None
+        self._observation: Any = None
+        self._changed = asyncio.Event()
+
+    @property
+    def path(self) -> Path | None:
+        return self._path
+
+    async def _find_path(self, timeout: float) -> Path:
+        obj, res = TEMPERATURE_VALUE
+        deadline = time.monotonic() + timeout
+        while True:
+            reg = self.gateway.registration(self.endpoint)
+            instances = reg.available_instances.get(obj, [])
+            if instances:
+                return Path(obj, instances[0], res)
+            if time.monotonic() >= deadline:
+                raise ReadingTimeout(
+                    f"{self.endpoint} has no /{obj} instance after {timeout:g} s; it registered "
+                    f"{', '.join(reg.object_paths) if hasattr(reg, 'object_paths') else reg}"
+                )
+            await asyncio.sleep(0.05)
+
+    async def start(self, timeout: float = 10.0) -> "ReadingCollector":
+        if self._path is None:
+            self._path = await self._find_path(timeout)
+        self._observation = await self.gateway.observe(self.endpoint, self._path, timeout=timeout)
+        # The answer to the Observe request is the current value; nothing else can
+        # have arrived before the listener is added (callbacks run on later loop turns).
+        if self._observation.latest is not None:
+            self._add(self._observation.latest, True)
+        self._observation.add_listener(lambda n: self._add(n, False))
+        return self
+
+    def _add(self, notification: Any, initial: bool) -> None:
+        reading = Reading(notification.value(self._path), notification.timestamp, self._path)
+        if initial and not self.include_initial:
+            self.initial = reading
+        else:
+            self.readings.append(reading)
+        self._changed.set()
+
+    async def stop(self) -> None:
+        if self._observation is not None:
+            self._observation.cancel()
+
+    async def __aenter__(self) -> "ReadingCollector":
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- waiting ---------------------------------------------------------------
+    async def wait_until(self, predicate: Callable[[list[Reading]], bool], timeout: float, what: str) -> list[Reading]:
+        deadline = time.monotonic() + timeout
+        while not predicate(self.readings):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReadingTimeout(
+                    f"{self.endpoint} {self._path}: {what} not seen within {timeout:g} s; "
+                    f"readings so far: {self.values() or 'none'}"
+                    + (f" (initial value {self.initial.value})" if self.initial else "")
+                )
+            self._changed.clear()
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except asyncio.TimeoutError:
+                pass
+        return list(self.readings)
+
+    async def wait(self, count: int, timeout: float) -> list[Reading]:
+        """Wait until ``count`` readings (in total) have arrived."""
+        return (await self.wait_until(lambda r: len(r) >= count, timeout, f"{count} readings"))[:count]
+
+    async def wait_for_value(self, value: float, timeout: float, tolerance: float = 1e-3) -> Reading:
+        """Wait for a reading within ``tolerance`` of ``value`` (arriving after now)."""
+        start = len(self.readings)
+        match = lambda r: any(abs(float(x.value) - value) <= tolerance for x in r[start:])  # noqa: E731
+        readings = await self.wait_until(match, timeout, f"a reading of {value}")
+        return next(x for x in readings[start:] if abs(float(x.value) - value) <= tolerance)
+
+    async def wait_more(self, count: int, timeout: float) -> list[Reading]:
+        """Wait for ``count`` readings beyond those already here; returns the new ones."""
+        start = len(self.readings)
+        got = await self.wait_until(lambda r: len(r) >= start + count, timeout, f"{count} more readings")
+        return got[start : start + count]
+
+    def values(self) -> list[Any]:
+        return [r.value for r in self.readings]
+
+    def intervals(self, readings: list[Reading] | None = None) -> list[float]:
+        rs = self.readings if readings is None else readings
+        return [b.time - a.time for a, b in zip(rs, rs[1:])]
+
+    def summary(self) -> str:
+        if not self.readings:
+            return f"{self.endpoint} {self._path}: no readings"
+        t0 = self.readings[0].time
+        shown = ", ".join(f"{r.value:.2f}@+{r.time - t0:.2f}s" if isinstance(r.value, float) else f"{r.value}@+{r.time - t0:.2f}s"
+                          for r in self.readings)
+        return f"{self.endpoint} {self._path}: {len(self.readings)} readings: {shown}"
