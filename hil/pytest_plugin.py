@@ -301,10 +301,12 @@ def temperature_service_json(hil_session_log_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def temperature_service(registry, temperature_service_json: Path) -> str:
     """Reference of the temperature service pushed to ``registry`` as an OCI artifact."""
+    import asyncio
+
     from .faredge import oci
 
     ref = f"{registry.address}/embserve/temperature_sensor:1"
-    oci.push_artifact(temperature_service_json, ref)
+    asyncio.run(oci.push_artifact(temperature_service_json, ref))  # push is a coroutine
     return ref
 
 
