@@ -69,8 +69,13 @@ class Console:
         """Called by the backend's reader with whatever arrived, in order."""
         text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
         self.bytes_in += len(text)
-        text = _ANSI.sub("", self._partial + text).replace("\r\n", "\n").replace("\r", "\n")
-        *complete, self._partial = text.split("\n")
+        text = self._partial + text
+        # A CR at the end of a chunk may be the first half of a CR LF split
+        # across reads (QEMU sends each UART byte on its own): keep it back.
+        held = "\r" if text.endswith("\r") else ""
+        text = _ANSI.sub("", text[: len(text) - len(held)]).replace("\r\n", "\n").replace("\r", "\n")
+        *complete, partial = text.split("\n")
+        self._partial = partial + held
         for line in complete:
             self._add_line(line)
         self._wake()

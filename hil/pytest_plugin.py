@@ -49,6 +49,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--nodes", type=int, default=1, help="number of nodes the `nodes` fixture brings up")
     group.addoption("--deploy-via", default="lwm2m", choices=["lwm2m", "mqtt", "rest"],
                     help="path the deployer takes to the gateway")
+    group.addoption("--sim-speed", type=float, default=10.0,
+                    help="simulator target: device seconds per wall-clock second (default 10)")
     group.addoption("--hil-log-dir", default=None, help="directory for per-test logs (default .hil-logs/<session>)")
     group.addoption("--hil-show-readings", action="store_true", help="print the readings each test saw")
 
@@ -176,6 +178,7 @@ def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Pa
         serial_port=pytestconfig.getoption("--serial-port"),
         net_serial_port=pytestconfig.getoption("--net-serial-port"),
         gateway_host=pytestconfig.getoption("--gateway-host"),
+        options={"sim_speed": pytestconfig.getoption("--sim-speed")},
     )
 
 

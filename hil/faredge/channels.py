@@ -70,6 +70,10 @@ class DeployChannel(abc.ABC):
     async def read_instance(self, endpoint: str, instance: int) -> dict[int, Any]:
         """Resource id -> value of /9/{instance} (7 Update State, 9 Update Result, 12 Activation State...)."""
 
+    async def labels(self, endpoint: str) -> dict[str, str]:
+        """The node labels FITA's node watcher would derive (see :mod:`hil.faredge.labels`)."""
+        raise NotImplementedError(f"the {self.name} deploy channel cannot read node labels")
+
 
 class LwM2MChannel(DeployChannel):
     """Directly through the in-process gateway's LwM2M server."""
@@ -116,6 +120,11 @@ class LwM2MChannel(DeployChannel):
     async def delete(self, endpoint: str, instance: int) -> None:
         await self._call(endpoint, f"delete /9/{instance}",
                          self.gateway.delete(endpoint, f"/9/{instance}", timeout=self.step_timeout))
+
+    async def labels(self, endpoint: str) -> dict[str, str]:
+        from .labels import node_labels
+
+        return await self._call(endpoint, "read capabilities", node_labels(self.gateway, endpoint))
 
     async def read_instance(self, endpoint: str, instance: int) -> dict[int, Any]:
         content = await self._call(endpoint, f"read /9/{instance}",

@@ -26,7 +26,7 @@ import yaml
 
 from . import oci
 from .channels import DeployChannel, DeployStepError, LwM2MChannel
-from .labels import FAR_EDGE_TAINT, node_labels
+from .labels import FAR_EDGE_TAINT
 from .manifest import Manifest, ManifestError, parse_manifest
 
 log = logging.getLogger("hil.deployer")
@@ -304,7 +304,7 @@ class Deployer:
     async def deploy_pod(self, pod_yaml: Path | str, node: str) -> Deployment:
         spec = load_pod_spec(pod_yaml)
         endpoint = getattr(node, "endpoint", node)
-        labels = await node_labels(self.gateway, endpoint)
+        labels = await self.channel.labels(endpoint)
         missing = {k: v for k, v in spec.node_selector.items() if labels.get(k) != v}
         if missing:
             have = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
