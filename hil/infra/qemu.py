@@ -5,8 +5,9 @@ The console (UART0) is a TCP socket chardev on a free loopback port with
 connected, so no boot output is lost, and Nagle does not add ~40 ms to every
 shell round trip. ``-no-reboot`` turns a guest reset (``kernel reboot``) into
 a clean QEMU exit, which :meth:`QemuMachine.wait_exit` reports with the exit
-code; whoever wants the node back starts it again. Semihosting is on so a
-firmware can end QEMU with an exit code of its own.
+code; to bring the node back, ``await stop_async()`` then ``await
+start_async()`` (same object, same log file, new console streams).
+Semihosting is on so a firmware can end QEMU with an exit code of its own.
 
 Async use (streams are connected to UART0)::
 
@@ -136,9 +137,9 @@ class QemuMachine(ManagedProcess):
         )
 
     def probe(self) -> None:
-        # ManagedProcess polls every 50 ms; QEMU listens within a few ms, so
-        # retry faster here to keep the start-to-prompt time short.
-        deadline = time.monotonic() + 0.05
+        # ManagedProcess probes every 50 ms; QEMU needs ~60-100 ms before it
+        # listens, so retry every 5 ms here to keep start-to-prompt short.
+        deadline = time.monotonic() + 0.5
         while True:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:

@@ -1,0 +1,11 @@
+/* 1 kHz system tick: the firmware's millisecond clock and the scheduler's pulse. */
+#ifndef SYSTICK_H
+#define SYSTICK_H
+
+#include <stdint.h>
+
+void systick_init(void);
+/* Milliseconds since boot; wraps after ~49 days. */
+uint32_t fw_millis(void);
+
+#endif

@@ -1,0 +1,137 @@
+"""The QEMU target: an emulated board (default mps2-an385) running firmware.
+
+QEMU starts with the console on a socket the harness is connected to before
+the CPU runs, so the boot banner is in the log. The guest reaches the gateway
+on the host's loopback through user networking at 10.0.2.2. With
+``-no-reboot`` a guest reset ends QEMU; the target then powers the board up
+again and repeats the bootstrap commands, as FITA's IoTNetEMU does after boot.
+
+Options (``TargetConfig.options``): ``qemu_icount`` (e.g. ``"shift=auto"``
+for deterministic time), ``qemu_extra_args`` (a list).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+
+from .base import Target, TargetConfig, TargetError, TargetUnavailable, register_target
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+#: where the guest sees the host under QEMU user networking
+HOST_FROM_GUEST = "10.0.2.2"
+BOOT_TIMEOUT = 15.0
+
+log = logging.getLogger("hil.targets.qemu")
+
+
+def default_firmware(config: TargetConfig) -> Path:
+    if config.firmware:
+        return Path(config.firmware)
+    if config.board and config.board.firmware:
+        return REPO_ROOT / config.board.firmware
+    return REPO_ROOT / "firmware" / "build" / "embserve.elf"
+
+
+@register_target
+class QemuTarget(Target):
+    name = "qemu"
+
+    def __init__(self, config: TargetConfig):
+        super().__init__(config)
+        self.firmware = default_firmware(config)
+        self.machine_name = (config.board.qemu_machine if config.board and config.board.qemu_machine else "mps2-an385")
+        self.qemu = None
+        self._pump: asyncio.Task | None = None
+        self._bootstrap: list[str] = []
+        self._stopping = False
+        self.restarts = 0
+        self.reset_seen = asyncio.Event()
+
+    def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
+        # A gateway on the host's loopback is at 10.0.2.2 for the guest.
+        host = self.config.gateway_host or (HOST_FROM_GUEST if gateway_host in ("127.0.0.1", "localhost", "::1") else gateway_host)
+        return f"coap://{host}:{gateway_port}"
+
+    async def start(self) -> None:
+        from ..infra.qemu import QemuMachine
+
+        if shutil.which("qemu-system-arm") is None:
+            raise TargetUnavailable("qemu-system-arm is not installed (apt-get install qemu-system-arm)")
+        if not self.firmware.is_file():
+            hint = "build it with: make firmware" if not self.config.firmware else "check --firmware"
+            raise TargetUnavailable(f"firmware {self.firmware} does not exist ({hint})")
+        self.qemu = QemuMachine(
+            self.firmware,
+            log_dir=self.config.log_dir,
+            icount=self.config.options.get("qemu_icount"),
+            extra_args=tuple(self.config.options.get("qemu_extra_args", ())),
+            machine=self.machine_name,
+            name=f"{self.endpoint}.qemu",
+        )
+        await self._power_on()
+
+    async def _power_on(self) -> None:
+        await self.qemu.start_async()
+        writer = self.qemu.writer
+
+        async def write(data: bytes) -> None:
+            # The guest UART holds one byte; QEMU's chardev buffers the rest.
+            writer.write(data)
+            await writer.drain()
+
+        self.console.writer = write
+        self._pump = asyncio.create_task(self._pump_console(), name=f"{self.endpoint} console")
+        await self.console.expect_prompt(BOOT_TIMEOUT)
+
+    async def _pump_console(self) -> None:
+        await self.qemu.pump_console(self.console.feed)
+        if self._stopping:
+            return
+        code = await self.qemu.wait_exit(5.0)
+        if code != 0:
+            self.console.feed(f"\n[embserve-hil] QEMU exited with code {code}; see {self.qemu.log_path}\n")
+            return
+        # -no-reboot: a guest reset ends QEMU. Power the board up again.
+        self.reset_seen.set()
+        self.restarts += 1
+        self.console.feed("\n[embserve-hil] guest reset: restarting QEMU\n")
+        asyncio.get_running_loop().create_task(self._restart())
+
+    async def _restart(self) -> None:
+        try:
+            await self.qemu.stop_async()
+            await self._power_on()
+            for command in self._bootstrap:
+                await self.shell.exec(command)
+        except Exception as e:  # reported on the console, where tests look
+            log.error("%s: restart after reset failed: %s", self.endpoint, e)
+            self.console.feed(f"\n[embserve-hil] restart after reset failed: {e}\n")
+
+    async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
+        command = f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"
+        self._bootstrap = [command]
+        await self.shell.exec(command, timeout)
+
+    async def reboot(self, timeout: float = 15.0) -> None:
+        self.reset_seen.clear()
+        await self.console.send_line("kernel reboot")
+        try:
+            await asyncio.wait_for(self.reset_seen.wait(), timeout)
+        except asyncio.TimeoutError:
+            raise TargetError(f"{self.endpoint}: no reset within {timeout:g} s after 'kernel reboot'."
+                              f" Last console lines:\n{self.console.tail()}") from None
+        await self.console.expect_prompt(timeout)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self.qemu is not None:
+            await self.qemu.stop_async()
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._pump
+            self._pump = None
