@@ -1,25 +1,36 @@
 """Board catalog: passive descriptions of boards, loaded from ``boards/*.toml``.
 
 A board file says what a board is (architecture, console UART, prompt, baud
-rate, sensors, how to reset and flash it) and which backends can run it; it
-never does anything itself. Search path, first match wins: directories in
-``$EMBSERVE_HIL_BOARDS`` (``:``-separated), then ``./boards`` of the current
-project, then the catalog shipped with embserve-hil.
+rate, sensors, how to reset and flash it, which Renode platform models it)
+and which backends can run it; it never does anything itself. Search path,
+first match wins: directories in ``$EMBSERVE_HIL_BOARDS`` (``:``-separated),
+then ``./boards`` of the current project, then the catalog shipped with
+embserve-hil. The fields are documented in ``docs/boards.md``.
 """
 
 from __future__ import annotations
 
 import os
+import string
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 PACKAGE_BOARDS = Path(__file__).resolve().parent.parent / "boards"
 BACKENDS = ("sim", "qemu", "renode", "serial")
+RESETS = ("none", "dtr", "rts", "command")
+#: placeholders a command field may use, filled in by the serial target
+COMMAND_PLACEHOLDERS = {
+    "reset_command": ("port", "board"),
+    "flash": ("firmware", "port", "board"),
+}
 
 
 class BoardError(ValueError):
     """A board file is missing, unknown or malformed; the message names it."""
+
+    path: Path | None = None  # the offending board file, when there is one
 
 
 @dataclass(frozen=True)
@@ -27,30 +38,65 @@ class Board:
     name: str
     arch: str
     backends: tuple[str, ...]
-    console: str = "uart0"
+    console: str = "uart0"  # console UART; for Renode the peripheral name (``sysbus.`` is implied)
     prompt: str = "uart:~$ "
     baudrate: int = 115200
     platform: str = "zephyr/arm/v7"
     sensors: tuple[str, ...] = ("temperature",)
     description: str = ""
-    firmware: str | None = None  # default firmware, relative to the repository root
-    network: str | None = None  # "lan9118", "slip", "board" (the board's own network)
+    firmware: str | None = None  # default firmware; relative paths: see resolve_path()
+    network: str | None = None  # "lan9118", "ethernet", "slip", "board" (the board's own network)
     qemu_machine: str | None = None
-    renode_platform: str | None = None  # .repl for Renode
-    reset: str | None = None  # "dtr", "rts" or a shell command
-    flash: str | None = None  # shell command with {firmware}
+    renode_platform: str | None = None  # .repl: a path, or "@platforms/..." inside Renode
+    renode_script: str | None = None  # .resc that starts the board by hand in Renode
+    renode_ethernet: str | None = None  # Renode peripheral with an Ethernet model, e.g. "sysbus.ethernet"
+    reset: str = "none"  # "none", "dtr", "rts" (pulse the modem line) or "command"
+    reset_command: str | None = None  # shell command; {port}, {board}
+    reset_pulse: float = 0.1  # seconds the DTR/RTS line is held active
+    flash: str | None = None  # shell command; {firmware}, {port}, {board}
+    flash_timeout: float = 120.0
+    boot_timeout: float = 10.0  # seconds from reset to the shell prompt
     source: Path | None = field(default=None, compare=False)
 
     def supports(self, backend: str) -> bool:
         return backend in self.backends
 
+    def resolve_path(self, value: str) -> Path:
+        """A path named in this board file, made absolute.
 
-_REQUIRED = {"name": str, "arch": str, "backends": list}
-_OPTIONAL = {
+        Relative paths are looked up next to the board file, then one level
+        up (so ``boards/x.toml`` can name ``renode/x.repl`` or
+        ``firmware/build/x.elf`` of the same project).
+        """
+        path = Path(value).expanduser()
+        if path.is_absolute() or self.source is None:
+            return path.resolve()
+        here = self.source.resolve().parent
+        candidates = [here / path, here.parent / path]
+        for candidate in candidates:
+            if candidate.exists():
+                return candidate
+        return candidates[-1]
+
+    @property
+    def renode_console(self) -> str:
+        return self.console if "." in self.console else f"sysbus.{self.console}"
+
+
+_REQUIRED: dict[str, type | tuple[type, ...]] = {"name": str, "arch": str, "backends": list}
+_NUMBER = (int, float)
+_OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "console": str, "prompt": str, "baudrate": int, "platform": str, "sensors": list,
     "description": str, "firmware": str, "network": str, "qemu_machine": str,
-    "renode_platform": str, "reset": str, "flash": str,
+    "renode_platform": str, "renode_script": str, "renode_ethernet": str,
+    "reset": str, "reset_command": str, "reset_pulse": _NUMBER, "flash": str,
+    "flash_timeout": _NUMBER, "boot_timeout": _NUMBER,
 }
+assert set(_REQUIRED) | set(_OPTIONAL) == {f.name for f in fields(Board)} - {"source"}
+
+
+def _type_name(typ: type | tuple[type, ...]) -> str:
+    return "number" if typ == _NUMBER else typ.__name__  # type: ignore[union-attr]
 
 
 def search_path() -> list[Path]:
@@ -64,50 +110,118 @@ def search_path() -> list[Path]:
     return seen
 
 
-def load_board_file(path: Path) -> Board:
+def _check_command(path: Path, key: str, command: str) -> None:
+    allowed = COMMAND_PLACEHOLDERS[key]
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise BoardError(f"board file {path}: not valid TOML: {e}") from None
-    board = data.get("board", data)
-    for key, typ in _REQUIRED.items():
+        names = [name for _, name, _, _ in string.Formatter().parse(command) if name is not None]
+    except ValueError as e:
+        raise BoardError(f"board file {path}: field '{key}' is not a valid command template: {e}") from None
+    unknown = [n for n in names if n not in allowed]
+    if unknown:
+        raise BoardError(
+            f"board file {path}: field '{key}' uses unknown placeholder {{{unknown[0]}}};"
+            f" known: {', '.join('{' + a + '}' for a in allowed)}"
+        )
+    if not command.strip():
+        raise BoardError(f"board file {path}: field '{key}' is empty")
+
+
+def _check(path: Path, board: dict[str, Any]) -> None:
+    for key in _REQUIRED:
         if key not in board:
             raise BoardError(f"board file {path}: missing field '{key}'")
+    known = {**_REQUIRED, **_OPTIONAL}
     for key, value in board.items():
-        typ = _REQUIRED.get(key) or _OPTIONAL.get(key)
+        typ = known.get(key)
         if typ is None:
-            raise BoardError(f"board file {path}: unknown field '{key}' (known: {', '.join(sorted({**_REQUIRED, **_OPTIONAL}))})")
-        if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-            raise BoardError(f"board file {path}: field '{key}' must be {typ.__name__}, got {type(value).__name__} {value!r}")
+            raise BoardError(f"board file {path}: unknown field '{key}' (known: {', '.join(sorted(known))})")
+        if not isinstance(value, typ) or isinstance(value, bool):
+            raise BoardError(
+                f"board file {path}: field '{key}' must be {_type_name(typ)}, got {type(value).__name__} {value!r}"
+            )
+    for key in ("backends", "sensors"):
+        bad = [v for v in board.get(key, []) if not isinstance(v, str)]
+        if bad:
+            raise BoardError(f"board file {path}: field '{key}' must list strings, got {bad[0]!r}")
     bad = [b for b in board["backends"] if b not in BACKENDS]
     if bad or not board["backends"]:
         raise BoardError(f"board file {path}: field 'backends' has {bad or 'nothing'}; each must be one of {', '.join(BACKENDS)}")
     if board["name"] != path.stem:
         raise BoardError(f"board file {path}: field 'name' is {board['name']!r} but the file is named {path.stem!r}")
-    if "baudrate" in board and board["baudrate"] <= 0:
-        raise BoardError(f"board file {path}: field 'baudrate' must be positive, got {board['baudrate']}")
-    fields = dict(board)
-    fields["backends"] = tuple(board["backends"])
-    if "sensors" in fields:
-        fields["sensors"] = tuple(fields["sensors"])
-    return Board(source=path, **fields)
+    for key in ("name", "arch"):
+        if not board[key].strip():
+            raise BoardError(f"board file {path}: field '{key}' is empty")
+    for key in ("baudrate", "reset_pulse", "flash_timeout", "boot_timeout"):
+        if key in board and board[key] <= 0:
+            raise BoardError(f"board file {path}: field '{key}' must be positive, got {board[key]}")
+    if "reset" in board and board["reset"] not in RESETS:
+        raise BoardError(
+            f"board file {path}: field 'reset' is {board['reset']!r}; must be one of {', '.join(RESETS)}"
+            " (a shell command goes in 'reset_command')"
+        )
+    if board.get("reset") == "command" and "reset_command" not in board:
+        raise BoardError(f"board file {path}: field 'reset' is 'command' but field 'reset_command' is missing")
+    for key in COMMAND_PLACEHOLDERS:
+        if key in board:
+            _check_command(path, key, board[key])
+    if "prompt" in board and not board["prompt"].strip():
+        raise BoardError(f"board file {path}: field 'prompt' is empty; the shell prompt is how boot is detected")
 
 
-def catalog() -> dict[str, Board]:
-    """All boards on the search path; earlier directories win."""
+def load_board_file(path: Path) -> Board:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise BoardError(f"board file {path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise BoardError(f"board file {path}: cannot be read: {e.strerror}") from None
+    board = data.get("board", data)
+    if not isinstance(board, dict):
+        raise BoardError(f"board file {path}: [board] must be a table")
+    _check(path, board)
+    values = dict(board)
+    values["backends"] = tuple(board["backends"])
+    if "sensors" in values:
+        values["sensors"] = tuple(values["sensors"])
+    for key in ("reset_pulse", "flash_timeout", "boot_timeout"):
+        if key in values:
+            values[key] = float(values[key])
+    if "reset_command" in values and "reset" not in values:
+        values["reset"] = "command"
+    return Board(source=path, **values)
+
+
+def catalog(errors: list[BoardError] | None = None) -> dict[str, Board]:
+    """All boards on the search path; earlier directories win.
+
+    A malformed board file raises :class:`BoardError`, unless ``errors`` is
+    given: then it is collected there and the other boards are still listed.
+    """
     boards: dict[str, Board] = {}
     for d in search_path():
         if not d.is_dir():
             continue
         for f in sorted(d.glob("*.toml")):
-            if f.stem not in boards:
+            if f.stem in boards:
+                continue
+            try:
                 boards[f.stem] = load_board_file(f)
+            except BoardError as e:
+                if errors is None:
+                    raise
+                e.path = f
+                errors.append(e)
     return boards
 
 
 def get_board(name: str) -> Board:
-    boards = catalog()
+    # A broken file elsewhere on the path must not hide the board asked for.
+    problems: list[BoardError] = []
+    boards = catalog(problems)
     if name not in boards:
+        broken = [str(p) for p in problems if p.path is not None and p.path.stem == name]
+        if broken:
+            raise BoardError(broken[0])
         known = ", ".join(sorted(boards)) or "none"
         raise BoardError(
             f"unknown board {name!r}; known boards: {known}"

@@ -1,0 +1,55 @@
+"""The Renode target on a real Renode: the reference firmware on the project's MPS2 AN385 platform.
+
+Renode cannot be installed on the project's own machines, so these tests
+skip there (marker ``requires_renode``); with ``renode`` on PATH they boot the
+same ELF that runs on QEMU, on renode/mps2_an385.repl.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hil.boards import get_board
+from hil.targets.base import TargetConfig, TargetError
+from hil.targets.renode import RenodeTarget
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.emulation, pytest.mark.requires_renode]
+
+
+@pytest.fixture(scope="module")
+def firmware_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("arm-none-eabi-gcc is not installed: cannot build the reference firmware")
+    build = tmp_path_factory.mktemp("firmware-build")
+    run = subprocess.run(["make", "-s", "-C", str(REPO / "firmware"), f"BUILD={build}", f"-j{os.cpu_count() or 2}"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, f"firmware build failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    return build / "embserve.elf"
+
+
+def renode_target(tmp_path: Path, firmware: Path) -> RenodeTarget:
+    return RenodeTarget(TargetConfig(endpoint="node1", log_dir=tmp_path, board=get_board("mps2_an385"), firmware=firmware))
+
+
+async def test_reference_firmware_boots_to_its_shell_on_renode(firmware_elf: Path, tmp_path: Path) -> None:
+    async with renode_target(tmp_path, firmware_elf) as target:
+        lines = await target.shell.exec("help")
+        assert any(line.split()[:1] == ["sensor"] for line in lines), lines
+        await target.set_sensor("temperature", 22.5)
+        await target.sleep_device(1.0)  # virtual time: pause, RunFor, start
+        assert (await target.shell.exec("help")) == lines  # the machine runs on after RunFor
+    console = (tmp_path / "node1.console.log").read_text()
+    assert "*** Booting embServe reference firmware" in console
+
+
+async def test_bootstrap_without_a_network_model_is_refused(firmware_elf: Path, tmp_path: Path) -> None:
+    async with renode_target(tmp_path, firmware_elf) as target:
+        with pytest.raises(TargetError, match="no Ethernet model on Renode"):
+            await target.bootstrap("coap://127.0.0.1:5683")

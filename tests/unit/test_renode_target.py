@@ -1,0 +1,275 @@
+"""The Renode target and its monitor client, against fakes (Renode is not installable here).
+
+Two fakes, both named so: a scripted monitor (a TCP server in the test that
+speaks the monitor's telnet bytes, echo, colours and prompts) for the
+conversation itself, and fake_renode.py, an executable standing in for the
+``renode`` binary, for the whole bring-up. The real thing is exercised by
+tests/integration/test_renode_emulation.py where Renode is installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from hil.boards import get_board, load_board_file
+from hil.console import ConsoleTimeout
+from hil.infra.renode import RenodeError, RenodeMonitor, TelnetText
+from hil.targets.base import TargetConfig, TargetError, TargetUnavailable, get_target_class
+from hil.targets.renode import RenodeTarget, bring_up_commands, run_for_argument
+
+FAKE_RENODE = Path(__file__).with_name("fake_renode.py")
+TELNET_HELLO = bytes([255, 253, 0, 255, 251, 1, 255, 251, 3, 255, 252, 34])
+
+
+# -- the monitor conversation, against a scripted fake monitor ---------------------------
+
+
+class FakeMonitor:
+    """Speaks like Renode's monitor: telnet option bytes, echo, coloured prompts, errors in text."""
+
+    def __init__(self, replies: dict[str, str]):
+        self.replies = replies
+        self.received: list[str] = []
+        self.machine: str | None = None
+        self.server: asyncio.AbstractServer | None = None
+
+    def prompt(self) -> bytes:
+        return f"\x1b[33;1m({self.machine or 'monitor'}) \x1b[0m".encode()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(TELNET_HELLO + b"Renode, version 1.16.1.0\r\n\r\n" + self.prompt())
+        while line := await reader.readline():
+            command = line.decode().strip()
+            self.received.append(command)
+            if command.startswith("mach create"):
+                self.machine = command.split('"')[1]
+            if command == "hang":
+                continue  # never answers
+            if command == "drop":
+                writer.close()
+                return
+            # echo arrives byte by byte from the line editor, the reply in pieces
+            for ch in command:
+                writer.write(ch.encode())
+            reply = self.replies.get(command, "")
+            writer.write(b"\r\n" + (reply.replace("\n", "\r\n").encode() + b"\r\n" if reply else b""))
+            await writer.drain()
+            writer.write(self.prompt())
+            await writer.drain()
+
+    async def __aenter__(self) -> "FakeMonitor":
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+@pytest.fixture
+async def fake_monitor() -> AsyncIterator[FakeMonitor]:
+    replies = {
+        "version": "Renode, version 1.16.1.0",
+        "sysbus LoadELF @/nope.elf": "\x1b[31;1mThere was an error executing command 'sysbus LoadELF @/nope.elf'\x1b[0m\n"
+                                     "Could not find file '/nope.elf'",
+        "frobnicate": "\x1b[31;1mNo such command or device: frobnicate\x1b[0m",
+        "sysbus.uart0": "The following methods are available:\n - Void WriteChar (Byte value)",
+    }
+    async with FakeMonitor(replies) as monitor:
+        yield monitor
+
+
+async def test_fake_monitor_conversation_follows_prompt_changes(fake_monitor: FakeMonitor, tmp_path: Path) -> None:
+    transcript = tmp_path / "monitor.log"
+    monitor = await RenodeMonitor.connect("127.0.0.1", fake_monitor.port, timeout=5, transcript=transcript)
+    try:
+        assert monitor.prompt == "monitor"
+        assert await monitor.execute("version", 5) == "Renode, version 1.16.1.0"
+        assert await monitor.execute('mach create "node1"', 5) == ""
+        assert monitor.prompt == "node1"
+        out = await monitor.execute("sysbus.uart0", 5)
+        assert out.splitlines() == ["The following methods are available:", " - Void WriteChar (Byte value)"]
+    finally:
+        monitor.close()
+    assert fake_monitor.received == ["version", 'mach create "node1"', "sysbus.uart0"]
+    log = transcript.read_text()
+    assert "> version" in log and "(node1)" in log and "\x1b" not in log and "\xff" not in log
+
+
+async def test_fake_monitor_errors_raise_with_renodes_words(fake_monitor: FakeMonitor) -> None:
+    monitor = await RenodeMonitor.connect("127.0.0.1", fake_monitor.port, timeout=5)
+    try:
+        with pytest.raises(RenodeError) as info:
+            await monitor.execute("sysbus LoadELF @/nope.elf", 5)
+        assert "Could not find file '/nope.elf'" in str(info.value)
+        with pytest.raises(RenodeError, match="No such command or device: frobnicate"):
+            await monitor.execute("frobnicate", 5)
+        assert await monitor.execute("version", 5)  # still in step after errors
+    finally:
+        monitor.close()
+
+
+async def test_fake_monitor_silence_and_hangup_are_reported(fake_monitor: FakeMonitor) -> None:
+    monitor = await RenodeMonitor.connect("127.0.0.1", fake_monitor.port, timeout=5)
+    try:
+        with pytest.raises(RenodeError, match=r"no prompt after 'hang' within 0.3 s"):
+            await monitor.execute("hang", 0.3)
+    finally:
+        monitor.close()
+    monitor = await RenodeMonitor.connect("127.0.0.1", fake_monitor.port, timeout=5)
+    try:
+        with pytest.raises(RenodeError, match="closed the connection"):
+            await monitor.execute("drop", 5)
+    finally:
+        monitor.close()
+
+
+def test_telnet_text_strips_negotiation_and_keeps_escaped_ff() -> None:
+    text = TelnetText()
+    data = TELNET_HELLO + b"a\xff\xffb" + bytes([255, 250, 24, 1, 255, 240]) + b"\x1b[32mc\x1b[0m\r\n"
+    assert text.feed(data[:5]) + text.feed(data[5:]) == "a\ufffdb" "c\n"
+
+
+def test_run_for_argument_is_a_time_interval() -> None:
+    assert run_for_argument(2.0) == '"00:00:02.000000"'
+    assert run_for_argument(3725.25) == '"01:02:05.250000"'
+
+
+def test_bring_up_sequence_connects_console_before_start(tmp_path: Path) -> None:
+    before, after = bring_up_commands("node1", "@/r/mps2_an385.repl", Path("/fw/e.elf"), "sysbus.uart0", 4567,
+                                      ethernet="sysbus.ethernet", tap="renode-tap0")
+    assert before == [
+        'mach create "node1"',
+        "machine LoadPlatformDescription @/r/mps2_an385.repl",
+        "sysbus LoadELF @/fw/e.elf",
+        'emulation CreateServerSocketTerminal 4567 "term" false',
+        "connector Connect sysbus.uart0 term",
+    ]
+    assert after == ['emulation CreateSwitch "switch"', "connector Connect sysbus.ethernet switch",
+                     'emulation CreateTap "renode-tap0" "tap"', "connector Connect host.tap switch", "start"]
+
+
+# -- the whole target, against the fake renode executable --------------------------------
+
+
+@pytest.fixture
+def fake_renode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    launcher = tmp_path / "renode"
+    launcher.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_RENODE} \"$@\"\n")
+    launcher.chmod(0o755)
+    log = tmp_path / "fake-renode-commands.log"
+    monkeypatch.setenv("RENODE", str(launcher))
+    monkeypatch.setenv("FAKE_RENODE_LOG", str(log))
+    return log
+
+
+@pytest.fixture
+def firmware(tmp_path: Path) -> Path:
+    elf = tmp_path / "embserve.elf"
+    elf.write_bytes(b"\x7fELF")
+    return elf
+
+
+def renode_target(tmp_path: Path, firmware: Path, board_name: str = "mps2_an385", **options) -> RenodeTarget:
+    config = TargetConfig(endpoint="node1", log_dir=tmp_path / "logs", board=get_board(board_name),
+                          firmware=firmware, options=options)
+    target = get_target_class("renode")(config)
+    assert isinstance(target, RenodeTarget)
+    return target
+
+
+async def test_fake_renode_brings_the_board_up_and_runs_virtual_time(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
+    target = renode_target(tmp_path, firmware)
+    async with target:
+        assert (await target.shell.exec("help"))[0] == "Available commands:"
+        await target.sleep_device(2.5)
+        pid_file = tmp_path / "logs" / "node1.renode.pid"
+        assert pid_file.read_text().strip().isdigit()
+    assert target.process is None
+    commands = fake_renode.read_text().splitlines()
+    repl = get_board("mps2_an385").resolve_path("renode/mps2_an385.repl")
+    assert commands[0] == f"HOME={tmp_path / 'logs' / 'node1.renode-home'}"
+    assert commands[1:6] == [
+        'mach create "node1"',
+        f"machine LoadPlatformDescription @{repl}",
+        f"sysbus LoadELF @{firmware}",
+        commands[4],
+        "connector Connect sysbus.uart0 term",
+    ]
+    assert commands[4].startswith("emulation CreateServerSocketTerminal ") and commands[4].endswith(' "term" false')
+    assert commands[6:] == ["start", "pause", 'emulation RunFor "00:00:02.500000"', "start", "quit"]
+    console = (tmp_path / "logs" / "node1.console.log").read_text()
+    assert "*** Booting embServe reference firmware" in console
+
+
+async def test_fake_renode_board_with_ethernet_joins_a_switch(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
+    async with renode_target(tmp_path, firmware, "stm32f4_discovery", renode_tap="renode-tap0"):
+        pass
+    commands = fake_renode.read_text().splitlines()
+    assert "machine LoadPlatformDescription @platforms/boards/stm32f4_discovery-kit.repl" in commands
+    assert "connector Connect sysbus.usart2 term" in commands
+    assert commands[commands.index("connector Connect sysbus.usart2 term") + 1:] == [
+        'emulation CreateSwitch "switch"', "connector Connect sysbus.ethernet switch",
+        'emulation CreateTap "renode-tap0" "tap"', "connector Connect host.tap switch", "start", "quit"]
+
+
+async def test_fake_renode_refusing_a_command_names_it_and_the_logs(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    (boards / "odd.toml").write_text('name = "odd"\narch = "armv7-m"\nbackends = ["renode"]\nconsole = "usart9"\n'
+                                     f'renode_platform = "{get_board("mps2_an385").resolve_path("renode/mps2_an385.repl")}"\n')
+    config = TargetConfig(endpoint="node1", log_dir=tmp_path / "logs", board=load_board_file(boards / "odd.toml"),
+                          firmware=firmware)
+    with pytest.raises(TargetError) as info:
+        async with RenodeTarget(config):
+            pass
+    message = str(info.value)
+    assert "Renode refused 'connector Connect sysbus.usart9 term'" in message
+    assert "Could not find peripheral 'sysbus.usart9'" in message
+    assert str(tmp_path / "logs" / "node1.renode-monitor.log") in message
+    assert fake_renode.read_text().splitlines()[-1] == "quit"  # Renode was told to quit all the same
+
+
+async def test_fake_renode_silent_uart_times_out_with_console_log(
+    tmp_path: Path, fake_renode: Path, firmware: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAKE_RENODE_SILENT_UART", "1")
+    with pytest.raises(ConsoleTimeout) as info:
+        async with renode_target(tmp_path, firmware, boot_timeout=0.5):
+            pass
+    assert "within 0.5 s" in str(info.value) and "node1.console.log" in str(info.value)
+
+
+async def test_board_without_ethernet_cannot_bootstrap(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
+    async with renode_target(tmp_path, firmware) as target:
+        with pytest.raises(TargetError, match="no Ethernet model on Renode"):
+            await target.bootstrap("coap://10.0.0.1:5683")
+
+
+async def test_missing_renode_is_unavailable_with_install_hint(
+    tmp_path: Path, firmware: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("RENODE", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
+    with pytest.raises(TargetUnavailable) as info:
+        async with renode_target(tmp_path, firmware):
+            pass
+    assert "renode is not on PATH" in str(info.value)
+    assert "renode-colab" in str(info.value) and "portable" in str(info.value)
+
+
+async def test_missing_platform_and_firmware_are_named(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
+    with pytest.raises(TargetError, match="board frdm_k64f has no renode_platform"):
+        async with renode_target(tmp_path, firmware, "frdm_k64f"):
+            pass
+    with pytest.raises(TargetError, match="firmware .*missing.elf does not exist"):
+        async with renode_target(tmp_path, tmp_path / "missing.elf"):
+            pass
+    assert not os.path.exists(fake_renode), "Renode must not be started for a request that cannot work"
