@@ -46,6 +46,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--serial-port", default=None, help="serial port or URL (rfc2217://host:port, socket://...) of a real board")
     group.addoption("--net-serial-port", default=None, help="second serial port carrying the board's SLIP network link")
     group.addoption("--gateway-host", default=None, help="gateway address the device is told (default: as the target needs)")
+    group.addoption("--gateway-listen", default="127.0.0.1",
+                    help="address the gateway listens on (a real board needs one on its network; default 127.0.0.1)")
+    group.addoption("--net", default="eth", choices=["eth", "slip"],
+                    help="how an emulated node reaches the gateway: eth (LAN9118) or slip (UART1 through the SLIP bridge)")
     group.addoption("--nodes", type=int, default=1, help="number of nodes the `nodes` fixture brings up")
     group.addoption("--deploy-via", default="lwm2m", choices=["lwm2m", "mqtt", "rest"],
                     help="path the deployer takes to the gateway")
@@ -161,7 +165,7 @@ async def gateway(hil_log_dir: Path, request: pytest.FixtureRequest) -> AsyncIte
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     try:
-        async with Gateway(host="127.0.0.1", port=0, log=logger) as gw:
+        async with Gateway(host=request.config.getoption("--gateway-listen"), port=0, log=logger) as gw:
             yield gw
     finally:
         logger.removeHandler(handler)
@@ -178,7 +182,7 @@ def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Pa
         serial_port=pytestconfig.getoption("--serial-port"),
         net_serial_port=pytestconfig.getoption("--net-serial-port"),
         gateway_host=pytestconfig.getoption("--gateway-host"),
-        options={"sim_speed": pytestconfig.getoption("--sim-speed")},
+        options={"sim_speed": pytestconfig.getoption("--sim-speed"), "net": pytestconfig.getoption("--net")},
     )
 
 

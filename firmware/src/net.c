@@ -1,10 +1,11 @@
-/* ARP, IPv4, UDP and ICMP echo. Runs in the main loop only, so no locking. */
+/* ARP, IPv4, UDP and ICMP echo over eth0 (LAN9118) or sl0 (SLIP); main loop only, so no locking. */
 #include "net.h"
 
 #include <stdio.h>
 #include <string.h>
 
 #include "lan9118.h"
+#include "slip.h"
 #include "systick.h"
 
 #define ETH_HDR_LEN        14u
@@ -20,6 +21,11 @@
 #define ICMP_ECHO_REPLY    0u
 #define ICMP_ECHO_REQUEST  8u
 #define UDP_ECHO_PORT      7u   /* RFC 862 echo: lets a harness check the path end to end */
+
+/* make NET=slip sets it: SLIP, not Ethernet, is up after boot */
+#ifndef FW_NET_DEFAULT_SLIP
+#define FW_NET_DEFAULT_SLIP 0
+#endif
 
 #define ARP_CACHE_SIZE     8
 #define ARP_TTL_MS         600000u
@@ -54,6 +60,7 @@ struct udp_binding {
 };
 
 static struct netif eth0 = { .name = "eth0" };
+static struct netif sl0 = { .name = "sl0" };
 static struct netif *netifs;
 static struct arp_entry arp_cache[ARP_CACHE_SIZE];
 static struct arp_pending arp_pending[ARP_PENDING_SLOTS];
@@ -135,6 +142,7 @@ void net_add_netif(struct netif *nif)
     while (*tail)
         tail = &(*tail)->next;
     nif->next = NULL;
+    nif->up = 0;
     *tail = nif;
 }
 
@@ -169,18 +177,46 @@ void net_set_ipv4(struct netif *nif, uint32_t ip, uint32_t netmask, uint32_t gat
     arp_forget(nif); /* next hops may have moved to another subnet */
 }
 
-uint32_t net_local_ip(void)
+int net_select(struct netif *nif)
 {
-    return netifs ? netifs->ip : 0;
+    int known = 0;
+    for (struct netif *n = netifs; n; n = n->next)
+        known |= n == nif;
+    if (!known)
+        return NET_EINVAL;
+    for (struct netif *n = netifs; n; n = n->next) {
+        if (n != nif && n->up) {
+            n->up = 0;
+            arp_forget(n); /* frames parked for it would never leave */
+        }
+    }
+    if (!nif->up && nif == &sl0)
+        slip_reset(); /* bytes that sat on the line while it was down are stale */
+    nif->up = 1;
+    return 0;
 }
 
-/* The interface whose subnet holds dst; otherwise the default (first) one. */
+struct netif *net_selected(void)
+{
+    for (struct netif *nif = netifs; nif; nif = nif->next)
+        if (nif->up)
+            return nif;
+    return NULL;
+}
+
+uint32_t net_local_ip(void)
+{
+    struct netif *nif = net_selected();
+    return nif ? nif->ip : 0;
+}
+
+/* The up interface whose subnet holds dst; otherwise the selected one. */
 static struct netif *route(uint32_t dst)
 {
     for (struct netif *nif = netifs; nif; nif = nif->next)
-        if (nif->ip && nif->netmask && (dst & nif->netmask) == (nif->ip & nif->netmask))
+        if (nif->up && nif->ip && nif->netmask && (dst & nif->netmask) == (nif->ip & nif->netmask))
             return nif;
-    return netifs;
+    return net_selected();
 }
 
 /* ---- ARP ---- */
@@ -484,8 +520,10 @@ static void icmp_input(struct netif *nif, uint32_t src, const uint8_t *icmp, uin
 
 static void ip_input(struct netif *nif, const uint8_t *ip, uint32_t len)
 {
-    if (len < IP_HDR_LEN || (ip[0] >> 4) != 4u)
+    if (len < IP_HDR_LEN || (ip[0] >> 4) != 4u) {
+        nif->rx_dropped++; /* on SLIP, line noise ends up here */
         return;
+    }
     uint32_t hdr_len = (ip[0] & 0x0Fu) * 4u;
     uint32_t total = get16(ip + 2);
     /* Ethernet pads short frames: trust the IP total length, not the frame. */
@@ -530,6 +568,8 @@ int net_service(void)
 {
     int handled = 0;
     for (struct netif *nif = netifs; nif; nif = nif->next) {
+        if (!nif->up)
+            continue;
         for (int i = 0; i < RX_BURST; i++) {
             int len = nif->recv(nif, rx_frame, NET_ETH_FRAME_MAX);
             if (len <= 0)
@@ -564,19 +604,38 @@ int net_arp_entry(int i, uint32_t *ip, uint8_t mac[6], uint32_t *age_ms)
     return -1;
 }
 
+static void set_static_ipv4(struct netif *nif, const char *ip, const char *netmask, const char *gateway)
+{
+    uint32_t a, m, g;
+    net_parse_ip(ip, &a);
+    net_parse_ip(netmask, &m);
+    net_parse_ip(gateway, &g);
+    net_set_ipv4(nif, a, m, g);
+}
+
 void net_init(void)
 {
-    uint32_t ip, mask, gw;
     int rc = lan9118_init(&eth0);
     if (rc != 0) {
-        printf("net: LAN9118 not found (error %d); networking is off\n", rc);
+        printf("net: LAN9118 not found (error %d); eth0 is unavailable\n", rc);
     } else {
         net_add_netif(&eth0);
         /* QEMU user networking (slirp) defaults; the shell can override them. */
-        net_parse_ip("10.0.2.15", &ip);
-        net_parse_ip("255.255.255.0", &mask);
-        net_parse_ip("10.0.2.2", &gw);
-        net_set_ipv4(&eth0, ip, mask, gw);
+        set_static_ipv4(&eth0, "10.0.2.15", "255.255.255.0", "10.0.2.2");
     }
+    slip_init(&sl0);
+    net_add_netif(&sl0);
+    set_static_ipv4(&sl0, SLIP_DEFAULT_IP, SLIP_DEFAULT_NETMASK, SLIP_DEFAULT_PEER);
+
+#if FW_NET_DEFAULT_SLIP
+    net_select(&sl0);
+#else
+    net_select(rc == 0 ? &eth0 : &sl0);
+#endif
+    struct netif *nif = net_selected();
+    char ip[16], gw[16];
+    net_format_ip(nif->ip, ip);
+    net_format_ip(nif->gateway, gw);
+    printf("net: %s (%s) up, address %s gateway %s\n", nif->name, nif->driver_name, ip, gw);
     udp_bind(UDP_ECHO_PORT, udp_echo);
 }

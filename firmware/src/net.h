@@ -8,7 +8,7 @@
 typedef void (*udp_rx_fn)(uint32_t src_ip, uint16_t src_port, uint16_t dst_port, const uint8_t *data, uint16_t len);
 int  udp_bind(uint16_t local_port, udp_rx_fn fn);       /* 0 ok */
 int  udp_send(uint32_t dst_ip, uint16_t dst_port, uint16_t src_port, const uint8_t *data, uint16_t len); /* 0 ok, <0 error; IPs host byte order */
-uint32_t net_local_ip(void);                              /* host byte order */
+uint32_t net_local_ip(void);                              /* host byte order; the selected interface's */
 void net_poll(void);                                      /* called from the main loop */
 int  net_parse_ip(const char *s, uint32_t *ip);           /* 0 ok, -1 not a dotted quad */
 
@@ -35,6 +35,7 @@ struct netif {
     const char *name;          /* "eth0" */
     const char *driver_name;   /* "LAN9118" */
     enum netif_link link;
+    uint8_t up;                /* carries traffic; see net_select() */
     uint8_t mac[6];
     uint32_t ip, netmask, gateway; /* host byte order */
     /* Transmit one link frame; 0 ok, <0 error. */
@@ -46,10 +47,18 @@ struct netif {
     struct netif *next;
 };
 
-void net_init(void);             /* brings up eth0 (LAN9118) with 10.0.2.15/24 gw 10.0.2.2 */
-void net_add_netif(struct netif *nif);
-struct netif *net_netif_first(void);     /* iterate with ->next; the first is the default route */
+/* Registers eth0 (LAN9118, 10.0.2.15/24 gw 10.0.2.2, matching QEMU user
+ * networking) and sl0 (SLIP on UART1, 192.0.2.2/24 gw 192.0.2.1), then
+ * selects the build's default: FW_NET_DEFAULT_SLIP (make NET=slip) picks sl0,
+ * otherwise eth0 when the LAN9118 answers. */
+void net_init(void);
+void net_add_netif(struct netif *nif);    /* registered down; net_select() brings it up */
+struct netif *net_netif_first(void);     /* every registered interface: iterate with ->next */
 struct netif *net_netif_find(const char *name);
+/* Makes nif the one interface that is up (all traffic goes through it) and
+ * forgets what the others had pending. 0 ok, NET_EINVAL when not registered. */
+int  net_select(struct netif *nif);
+struct netif *net_selected(void);        /* the interface that is up, or NULL */
 void net_set_ipv4(struct netif *nif, uint32_t ip, uint32_t netmask, uint32_t gateway);
 /* Like net_poll(), but says how many frames it handled (0 = idle). */
 int  net_service(void);

@@ -11,6 +11,7 @@
 #include "lwm2m.h"
 #include "net.h"
 #include "sensors.h"
+#include "slip.h"
 #include "systick.h"
 #include "uart.h"
 #include "runtime/rt_shell.h"
@@ -143,34 +144,68 @@ static void print_mac(const uint8_t *mac)
     printf("%02x:%02x:%02x:%02x:%02x:%02x", mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]);
 }
 
+static void print_iface(const struct netif *nif, int index)
+{
+    char ip[16], mask[16], gw[16];
+    net_format_ip(nif->ip, ip);
+    net_format_ip(nif->netmask, mask);
+    net_format_ip(nif->gateway, gw);
+    printf("\nInterface %s (%s) [%d]\n", nif->name, nif->driver_name ? nif->driver_name : "?", index);
+    printf("===================================\n");
+    printf("Status    : %s\n", nif->up ? "up" : "down");
+    if (nif->link == NETIF_LINK_ETHERNET) {
+        printf("Link addr : ");
+        print_mac(nif->mac);
+        printf("\n");
+    }
+    printf("MTU       : %u\n", (unsigned)NET_MTU);
+    printf("IPv4 address : %s\n", ip);
+    printf("IPv4 netmask : %s\n", mask);
+    printf("IPv4 gateway : %s\n", gw);
+    printf("Frames    : rx %lu, tx %lu, rx dropped %lu, tx errors %lu\n", (unsigned long)nif->rx_frames,
+           (unsigned long)nif->tx_frames, (unsigned long)nif->rx_dropped, (unsigned long)nif->tx_errors);
+    if (nif->link == NETIF_LINK_IP) {
+        struct slip_stats st;
+        slip_get_stats(&st);
+        printf("SLIP      : frames in %lu, out %lu, bad escape %lu, oversize %lu, line pauses %lu\n",
+               (unsigned long)st.frames_in, (unsigned long)st.frames_out, (unsigned long)st.bad_escape,
+               (unsigned long)st.oversize, (unsigned long)st.line_pauses);
+    }
+}
+
+/* "slip"/"sl0" or "eth"/"eth0". */
+static void select_iface(const char *which)
+{
+    const char *name = strcmp(which, "slip") == 0 ? "sl0" : strcmp(which, "eth") == 0 ? "eth0" : which;
+    if (strcmp(name, "sl0") != 0 && strcmp(name, "eth0") != 0) {
+        printf("net iface: unknown interface '%s' (expected slip or eth)\n", which);
+        return;
+    }
+    struct netif *nif = net_netif_find(name);
+    if (!nif || net_select(nif) != 0) {
+        printf("net iface: %s is not available on this board\n", name);
+        return;
+    }
+    char a[16], m[16], g[16];
+    net_format_ip(nif->ip, a);
+    net_format_ip(nif->netmask, m);
+    net_format_ip(nif->gateway, g);
+    printf("%s (%s) is up: address %s netmask %s gateway %s\n", nif->name, nif->driver_name, a, m, g);
+}
+
 static void cmd_iface(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    if (argc > 1) {
+        select_iface(argv[1]);
+        return;
+    }
     if (!net_netif_first()) {
         printf("No network interface\n");
         return;
     }
     int index = 1;
-    for (struct netif *nif = net_netif_first(); nif; nif = nif->next, index++) {
-        char ip[16], mask[16], gw[16];
-        net_format_ip(nif->ip, ip);
-        net_format_ip(nif->netmask, mask);
-        net_format_ip(nif->gateway, gw);
-        printf("\nInterface %s (%s) [%d]\n", nif->name, nif->driver_name ? nif->driver_name : "?", index);
-        printf("===================================\n");
-        if (nif->link == NETIF_LINK_ETHERNET) {
-            printf("Link addr : ");
-            print_mac(nif->mac);
-            printf("\n");
-        }
-        printf("MTU       : %u\n", (unsigned)NET_MTU);
-        printf("IPv4 address : %s\n", ip);
-        printf("IPv4 netmask : %s\n", mask);
-        printf("IPv4 gateway : %s\n", gw);
-        printf("Frames    : rx %lu, tx %lu, rx dropped %lu, tx errors %lu\n", (unsigned long)nif->rx_frames,
-               (unsigned long)nif->tx_frames, (unsigned long)nif->rx_dropped, (unsigned long)nif->tx_errors);
-    }
+    for (struct netif *nif = net_netif_first(); nif; nif = nif->next, index++)
+        print_iface(nif, index);
 }
 
 /* "10.0.2.15/24" or "10.0.2.15/255.255.255.0" (no suffix means /24). */
@@ -200,7 +235,7 @@ static int parse_cidr(char *s, uint32_t *ip, uint32_t *mask)
 
 static void cmd_ipv4_set(int argc, char **argv)
 {
-    struct netif *nif = net_netif_first();
+    struct netif *nif = net_selected();
     if (!nif) {
         printf("net ipv4 set: no network interface\n");
         return;
@@ -328,7 +363,7 @@ static const struct shell_cmd kernel_cmds[] = {
 };
 
 static const struct shell_cmd ipv4_cmds[] = {
-    { "set", "Set the address, netmask and gateway of the first interface", NULL, cmd_ipv4_set, 2, 3,
+    { "set", "Set the address, netmask and gateway of the interface that is up", NULL, cmd_ipv4_set, 2, 3,
       "<addr>[/<prefix>|/<netmask>] [<gateway>]" },
     { NULL },
 };
@@ -340,7 +375,8 @@ static const struct shell_cmd udp_cmds[] = {
 
 static const struct shell_cmd net_cmds[] = {
     { "arp", "Print the ARP cache", NULL, cmd_arp, 1, 1, "" },
-    { "iface", "Print network interface information", NULL, cmd_iface, 1, 1, "" },
+    { "iface", "Print network interfaces, or bring one up (the others go down)", NULL, cmd_iface, 1, 2,
+      "[slip|eth]" },
     { "ipv4", "IPv4 addressing", ipv4_cmds, NULL, 0, 0, NULL },
     { "udp", "Send UDP datagrams", udp_cmds, NULL, 0, 0, NULL },
     { NULL },

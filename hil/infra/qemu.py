@@ -9,6 +9,13 @@ code; to bring the node back, ``await stop_async()`` then ``await
 start_async()`` (same object, same log file, new console streams).
 Semihosting is on so a firmware can end QEMU with an exit code of its own.
 
+With ``slip=True`` UART1 is a second socket chardev (``server=on,wait=off,
+nodelay=on``) for a SLIP network line: :meth:`probe` connects to it right
+after the console, and :attr:`QemuMachine.slip_reader`/:attr:`slip_writer`
+(async) or :attr:`slip_socket` (sync) carry it, ready for
+:class:`hil.net.SlipBridge`. Pass ``nic=None`` as well when the node should
+have no Ethernet at all.
+
 Async use (streams are connected to UART0)::
 
     async with QemuMachine(elf, log_dir=tmp_path) as qemu:
@@ -34,6 +41,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Self
 
+from .ports import free_port
 from .process import InfraError, ManagedProcess, NotReady, log_tail
 
 MACHINE = "mps2-an385"
@@ -54,6 +62,7 @@ def qemu_arguments(
     extra_args: Sequence[str] = (),
     machine: str = MACHINE,
     host: str = "127.0.0.1",
+    slip_port: int | None = None,
 ) -> list[str]:
     """Arguments after the binary name.
 
@@ -61,6 +70,7 @@ def qemu_arguments(
     complete ``-nic`` value (e.g. ``"socket,model=lan9118,udp=...,localaddr=..."``).
     ``icount``: the ``-icount`` value, e.g. ``"shift=auto,sleep=off"`` to
     fast-forward idle time.
+    ``slip_port``: put UART1 on a listening socket on that port (the SLIP line).
     """
     if nic is None:
         nic_value = "none"
@@ -76,8 +86,18 @@ def qemu_arguments(
         "-monitor", "none",
         "-kernel", str(firmware),
         "-nic", nic_value,
+    ]
+    if slip_port is not None:
+        # Defined before the console: QEMU opens chardevs in order and blocks on
+        # the console's wait=on, so the SLIP socket is listening by then.
+        args += ["-chardev", f"socket,id=slip,host={host},port={slip_port},server=on,wait=off,nodelay=on"]
+    args += [
         "-chardev", f"socket,id=console,host={host},port={console_port},server=on,wait=on,nodelay=on",
         "-serial", "chardev:console",
+    ]
+    if slip_port is not None:
+        args += ["-serial", "chardev:slip"]  # the second -serial is UART1
+    args += [
         "-no-reboot",
         "-semihosting-config", "enable=on,target=native",
     ]
@@ -106,6 +126,7 @@ class QemuMachine(ManagedProcess):
         name: str | None = None,
         ready_timeout: float = 10.0,
         term_timeout: float = 3.0,
+        slip: bool = False,
     ) -> None:
         if name:
             self.name = name  # per instance: names the log file
@@ -115,11 +136,16 @@ class QemuMachine(ManagedProcess):
         self.icount = icount
         self.extra_args = tuple(extra_args)
         self.machine = machine
+        self.slip = slip
         # Validate the network choice now, not when the process starts.
         qemu_arguments(self.firmware, 0, nic=nic, icount=icount, machine=machine)
         self.console_socket: socket.socket | None = None
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.slip_port = 0
+        self.slip_socket: socket.socket | None = None
+        self.slip_reader: asyncio.StreamReader | None = None
+        self.slip_writer: asyncio.StreamWriter | None = None
         self.returncode: int | None = None
         self.started_at: float | None = None  # time.monotonic() just before the process was spawned
 
@@ -130,13 +156,23 @@ class QemuMachine(ManagedProcess):
             raise InfraError(f"firmware {self.firmware} does not exist (build it with: make -C firmware)")
         self._close_console()
         self.returncode = None
+        # A new port each try: ManagedProcess retries when one was taken meanwhile.
+        self.slip_port = free_port(self.host) if self.slip else 0
         self.started_at = time.monotonic()
         return [self.binary()] + qemu_arguments(
             self.firmware, port, nic=self.nic, icount=self.icount, extra_args=self.extra_args,
-            machine=self.machine, host=self.host,
+            machine=self.machine, host=self.host, slip_port=self.slip_port or None,
         )
 
     def probe(self) -> None:
+        # The console first: QEMU waits for it before it starts the CPU. Once
+        # connected it is kept, since QEMU serves only that first client.
+        if self.console_socket is None:
+            self.console_socket = self._connect(self.port, "console")
+        if self.slip and self.slip_socket is None:
+            self.slip_socket = self._connect(self.slip_port, "SLIP line (UART1)")
+
+    def _connect(self, port: int, what: str) -> socket.socket:
         # ManagedProcess probes every 50 ms; QEMU needs ~60-100 ms before it
         # listens, so retry every 5 ms here to keep start-to-prompt short.
         deadline = time.monotonic() + 0.5
@@ -144,17 +180,16 @@ class QemuMachine(ManagedProcess):
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
                 sock.settimeout(1.0)
-                sock.connect((self.host, self.port))
+                sock.connect((self.host, port))
             except OSError as exc:
                 sock.close()
                 if time.monotonic() >= deadline or not self.running:
-                    raise NotReady(f"console {self.address}: {exc}") from None
+                    raise NotReady(f"{what} {self.host}:{port}: {exc}") from None
                 time.sleep(0.005)
                 continue
             sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.console_socket = sock
-            return
+            return sock
 
     def cleanup(self) -> None:
         self._close_console()
@@ -173,16 +208,20 @@ class QemuMachine(ManagedProcess):
         try:
             assert self.console_socket is not None
             self.reader, self.writer = await asyncio.open_connection(sock=self.console_socket)
+            if self.slip:
+                assert self.slip_socket is not None
+                self.slip_reader, self.slip_writer = await asyncio.open_connection(sock=self.slip_socket)
         except BaseException:
             await asyncio.to_thread(self.stop)
             raise
         return self
 
     async def stop_async(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
+        for writer in (self.writer, self.slip_writer):
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 1.0)
         await asyncio.to_thread(self.stop)
 
     async def __aenter__(self) -> Self:
@@ -237,12 +276,15 @@ class QemuMachine(ManagedProcess):
         )
 
     def _close_console(self) -> None:
-        sock, self.console_socket = self.console_socket, None
-        self.reader = self.writer = None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
+        socks = (self.console_socket, self.slip_socket)
+        self.console_socket = self.slip_socket = None
+        self.reader = self.writer = self.slip_reader = self.slip_writer = None
+        for sock in socks:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.close()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else f"exited {self.returncode}"
-        return f"<QemuMachine {self.firmware.name} console {self.address} {state} log={self.log_path}>"
+        slip = f" slip {self.host}:{self.slip_port}" if self.slip else ""
+        return f"<QemuMachine {self.firmware.name} console {self.address}{slip} {state} log={self.log_path}>"

@@ -7,7 +7,15 @@ on the host's loopback through user networking at 10.0.2.2. With
 again and repeats the bootstrap commands, as FITA's IoTNetEMU does after boot.
 
 Options (``TargetConfig.options``): ``qemu_icount`` (e.g. ``"shift=auto"``
-for deterministic time), ``qemu_extra_args`` (a list).
+for deterministic time), ``qemu_extra_args`` (a list), ``net``: ``"eth"``
+(default: LAN9118 on user networking) or ``"slip"``.
+
+With ``net="slip"`` the board has no Ethernet (``-nic none``); UART1 is a
+second socket the harness connects to, and :class:`hil.net.SlipBridge` relays
+the node's IP traffic to the gateway. After each boot the target runs
+``net iface slip``; the node is told the gateway is at 192.0.2.1 (the
+firmware's default peer, or ``gateway_host``), which the bridge maps to the
+gateway's real address. The bridge's log is ``<endpoint>.slip.log``.
 """
 
 from __future__ import annotations
@@ -17,12 +25,16 @@ import contextlib
 import logging
 import shutil
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .base import Target, TargetConfig, TargetError, TargetUnavailable, register_target
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 #: where the guest sees the host under QEMU user networking
 HOST_FROM_GUEST = "10.0.2.2"
+#: the SLIP peer in the firmware's default addressing (device 192.0.2.2/24)
+SLIP_PEER = "192.0.2.1"
+NET_MODES = ("eth", "slip")
 BOOT_TIMEOUT = 15.0
 
 log = logging.getLogger("hil.targets.qemu")
@@ -44,7 +56,13 @@ class QemuTarget(Target):
         super().__init__(config)
         self.firmware = default_firmware(config)
         self.machine_name = (config.board.qemu_machine if config.board and config.board.qemu_machine else "mps2-an385")
+        self.net = config.options.get("net") or "eth"
+        if self.net not in NET_MODES:
+            raise TargetError(f"net={self.net!r}: the QEMU target supports {' or '.join(NET_MODES)}")
         self.qemu = None
+        self.bridge = None  # the SlipBridge of the current boot (net="slip")
+        self._gateway: tuple[str, int] | None = None  # where the bridge relays to
+        self._bridge_log: logging.Logger | None = None
         self._pump: asyncio.Task | None = None
         self._bootstrap: list[str] = []
         self._stopping = False
@@ -52,9 +70,17 @@ class QemuTarget(Target):
         self.reset_seen = asyncio.Event()
 
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
+        if self.net == "slip":
+            # The bridge relays what the node sends to its peer address here.
+            self._gateway = (gateway_host, gateway_port)
+            return f"coap://{self._slip_peer}:{gateway_port}"
         # A gateway on the host's loopback is at 10.0.2.2 for the guest.
         host = self.config.gateway_host or (HOST_FROM_GUEST if gateway_host in ("127.0.0.1", "localhost", "::1") else gateway_host)
         return f"coap://{host}:{gateway_port}"
+
+    @property
+    def _slip_peer(self) -> str:
+        return self.config.gateway_host or SLIP_PEER
 
     async def start(self) -> None:
         from ..infra.qemu import QemuMachine
@@ -71,6 +97,8 @@ class QemuTarget(Target):
             extra_args=tuple(self.config.options.get("qemu_extra_args", ())),
             machine=self.machine_name,
             name=f"{self.endpoint}.qemu",
+            nic=None if self.net == "slip" else "lan9118",
+            slip=self.net == "slip",
         )
         await self._power_on()
 
@@ -86,6 +114,32 @@ class QemuTarget(Target):
         self.console.writer = write
         self._pump = asyncio.create_task(self._pump_console(), name=f"{self.endpoint} console")
         await self.console.expect_prompt(BOOT_TIMEOUT)
+        if self.net == "slip":
+            out = await self.shell.exec("net iface slip")
+            if not any("is up" in line for line in out):
+                raise TargetError(f"{self.endpoint}: 'net iface slip' failed: {out}")
+            if self._gateway is not None:
+                await self._start_bridge()
+
+    async def _start_bridge(self) -> None:
+        from ..net import SlipBridge, StreamLink
+
+        await self._stop_bridge()
+        if self._bridge_log is None:
+            self._bridge_log = logging.getLogger(f"hil.targets.qemu.{self.endpoint}.slip")
+            self._bridge_log.setLevel(logging.DEBUG)
+            self._bridge_log.propagate = False
+            handler = logging.FileHandler(self.config.log_dir / f"{self.endpoint}.slip.log")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            self._bridge_log.addHandler(handler)
+        link = StreamLink(self.qemu.slip_reader, self.qemu.slip_writer, name=f"{self.endpoint} UART1 ({self.qemu.host}:{self.qemu.slip_port})")
+        self.bridge = SlipBridge(link, gateway=self._gateway, device_gateway_ip=self._slip_peer, log=self._bridge_log)
+        await self.bridge.start()
+
+    async def _stop_bridge(self) -> None:
+        bridge, self.bridge = self.bridge, None
+        if bridge is not None:
+            await bridge.close()
 
     async def _pump_console(self) -> None:
         await self.qemu.pump_console(self.console.feed)
@@ -103,6 +157,7 @@ class QemuTarget(Target):
 
     async def _restart(self) -> None:
         try:
+            await self._stop_bridge()
             await self.qemu.stop_async()
             await self._power_on()
             for command in self._bootstrap:
@@ -112,6 +167,10 @@ class QemuTarget(Target):
             self.console.feed(f"\n[embserve-hil] restart after reset failed: {e}\n")
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
+        if self.net == "slip" and self.bridge is None:
+            if self._gateway is None:  # told a URI directly: the gateway is on the host, same port
+                self._gateway = ("127.0.0.1", urlsplit(server_uri).port or 5683)
+            await self._start_bridge()
         command = f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"
         self._bootstrap = [command]
         await self.shell.exec(command, timeout)
@@ -128,6 +187,12 @@ class QemuTarget(Target):
 
     async def stop(self) -> None:
         self._stopping = True
+        await self._stop_bridge()
+        if self._bridge_log is not None:
+            for handler in list(self._bridge_log.handlers):
+                self._bridge_log.removeHandler(handler)
+                handler.close()
+            self._bridge_log = None
         if self.qemu is not None:
             await self.qemu.stop_async()
         if self._pump is not None:
