@@ -1,0 +1,402 @@
+"""The node's LwM2M client: one UDP socket, registration state machine, device site.
+
+:class:`LwM2MClient` owns one aiocoap context bound to ``(host, 0)``; the
+registration requests leave from that socket and the :class:`DeviceSite`
+answers the server's requests on it, so the server reaches the node at the
+address it registered from.
+
+Registration, as a single task per node that sleeps on the node's virtual
+clock between steps (no polling):
+
+* Register ``POST /rd?ep=&lt=&lwm2m=1.1&b=U`` with the object links
+  (Content-Format 40); the Location-Path is kept for Update and De-register.
+* Update at 85 % of the lifetime, and soon after objects or instances are
+  added or removed (with the new links), or the lifetime in /1/0/1 changes
+  (with the new ``lt``); /1/0/8 executes an Update too.
+* An Update answered 4.04 (the server forgot us), or failing otherwise,
+  leads to a new Register.
+* A Register that fails (no answer within ``request_timeout``, network
+  error, refusal) is retried after 1, 2, 4 ... s of virtual time, capped at
+  ``backoff_cap``. Nothing here raises into the node.
+* :meth:`LwM2MClient.close` de-registers (briefly waiting for the answer)
+  and closes the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+# Binding port 0 with SO_REUSEPORT (aiocoap's default for server contexts)
+# lets Linux hand the same port to two sockets of this user: two nodes, or a
+# node and the gateway, would then share a port and lose each other's
+# datagrams. aiocoap documents this switch; an explicit setting wins.
+os.environ.setdefault("AIOCOAP_REUSE_PORT", "0")
+
+import aiocoap
+from aiocoap import Message
+from aiocoap import error as coap_error
+from aiocoap.numbers.codes import Code
+
+from ..lwm2m.codecs import LINK
+from ..lwm2m.link import registration_links
+from ..lwm2m.model import LwM2MError, Path
+from .clock import TimerHandle, VirtualClock
+from .objects import Change, ObjectStore
+from .site import DeviceSite
+
+LWM2M_VERSION = "1.1"
+UPDATE_AT = 0.85  # fraction of the lifetime after which the node sends its Update
+LIFETIME = Path(1, 0, 1)
+UPDATE_TRIGGER = Path(1, 0, 8)
+
+LogSink = Callable[[str, str], None]  # (level "inf"/"wrn"/"err", message)
+
+
+class State(enum.Enum):
+    IDLE = "idle"  # no server configured
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    BACKOFF = "backoff"  # waiting before the next Register attempt
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True)
+class ClientEvent:
+    kind: str  # "registered", "updated", "deregistered", "failed"
+    endpoint: str
+    server: str
+    detail: str = ""
+
+
+class RegistrationFailed(Exception):
+    """A Register/Update that got no usable answer; the message says what was seen."""
+
+
+class ServerURIError(ValueError):
+    """A server URI the node cannot use."""
+
+
+def parse_server_uri(uri: str) -> tuple[str, int]:
+    """``coap://HOST:PORT`` into (host, port); the port defaults to 5683."""
+    parts = urlsplit(uri)
+    if parts.scheme != "coap":
+        raise ServerURIError(f"server URI {uri!r}: scheme must be coap:// (no DTLS on the simulated node)")
+    try:
+        port = parts.port or 5683
+    except ValueError:
+        raise ServerURIError(f"server URI {uri!r}: the port is not a number 1..65535") from None
+    if not parts.hostname:
+        raise ServerURIError(f"server URI {uri!r}: no host, expected coap://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ServerURIError(f"server URI {uri!r}: expected coap://HOST:PORT without path or query")
+    return parts.hostname, port
+
+
+class LwM2MClient:
+    def __init__(
+        self,
+        endpoint: str,
+        store: ObjectStore,
+        clock: VirtualClock,
+        *,
+        lifetime: int = 300,
+        host: str = "127.0.0.1",
+        request_timeout: float = 5.0,
+        backoff_initial: float = 1.0,
+        backoff_cap: float = 60.0,
+        console_log: LogSink | None = None,
+        log: logging.Logger | None = None,
+    ):
+        if lifetime < 1:
+            raise ValueError(f"lifetime must be at least 1 s, got {lifetime}")
+        self.endpoint = endpoint
+        self.store = store
+        self.clock = clock
+        self.lifetime = int(lifetime)
+        self.host = host
+        self.request_timeout = request_timeout
+        self.backoff_initial = backoff_initial
+        self.backoff_cap = backoff_cap
+        self.log = log or logging.getLogger(f"hil.device.{endpoint}")
+        self._console_log = console_log
+        self.server: str | None = None
+        self.state = State.IDLE
+        self.location: tuple[str, ...] = ()
+        self.registered = asyncio.Event()
+        self.registrations = 0  # successful Registers so far
+        self.updates = 0
+        self.last_error = ""
+        self.context: aiocoap.Context | None = None
+        self.site: DeviceSite | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._links_dirty = False
+        self._lifetime_dirty = False
+        self._listeners: list[Callable[[ClientEvent], None]] = []
+        self._remove_store_listener: Callable[[], None] | None = None
+
+    # ------------------------------------------------------------------ socket
+
+    async def open(self) -> None:
+        """Bind the node's socket and start serving the object store on it."""
+        self.site = DeviceSite(self.store, self.clock, self.log)
+        self.context = await aiocoap.Context.create_server_context(
+            self.site,
+            bind=(self.host, 0),
+            transports=["udp6"],
+            loggername=f"hil.device.{self.endpoint}.coap",
+        )
+        self._remove_store_listener = self.store.add_listener(self._on_store_change)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) the node's socket is bound to."""
+        if self.context is None:
+            raise RuntimeError(f"node {self.endpoint}: the client socket is not open")
+        sock = self.context.request_interfaces[0].token_interface.message_interface.transport.get_extra_info("socket")
+        host, port = sock.getsockname()[:2]
+        return (host.removeprefix("::ffff:")), port
+
+    # ------------------------------------------------------------------ control
+
+    def start(self, server: str, endpoint: str | None = None) -> None:
+        """Begin registering to ``server`` (coap://HOST:PORT); a previous server is dropped."""
+        parse_server_uri(server)
+        if self.context is None:
+            raise RuntimeError(f"node {self.endpoint}: open() the client before start()")
+        if self._task is not None:
+            self._task.cancel()
+        if endpoint:
+            self.endpoint = endpoint
+        self.server = server.rstrip("/")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"lwm2m-client-{self.endpoint}")
+
+    def trigger_update(self, links: bool = False) -> None:
+        """Send an Update soon (with the object links when ``links``)."""
+        self._links_dirty |= links
+        self._wake.set()
+
+    def add_listener(self, listener: Callable[[ClientEvent], None]) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    async def wait_registered(self, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await self.registered.wait()
+        except TimeoutError:
+            raise TimeoutError(
+                f"node {self.endpoint} did not register to {self.server or '(no server configured)'} within {timeout} s: "
+                f"state {self.state.value}, last error: {self.last_error or 'none'}"
+            ) from None
+
+    async def stop(self, deregister: bool = True) -> None:
+        """Stop the registration task and, when registered and asked to, de-register."""
+        task, self._task = self._task, None
+        if task is not None:
+            await cancel_and_wait(task)
+        if deregister and self.location and self.context is not None and self.server:
+            await self._deregister()
+        self.location = ()
+        self.registered.clear()
+        self.state = State.STOPPED
+
+    async def close(self, deregister: bool = True) -> None:
+        await self.stop(deregister)
+        if self._remove_store_listener is not None:
+            self._remove_store_listener()
+            self._remove_store_listener = None
+        if self.site is not None:
+            self.site.close()
+        context, self.context = self.context, None
+        if context is not None:
+            await context.shutdown()
+
+    # ------------------------------------------------------------------ state machine
+
+    async def _run(self) -> None:
+        delay = self.backoff_initial
+        while True:
+            self.state = State.REGISTERING
+            try:
+                await self._register()
+                delay = self.backoff_initial
+                await self._stay_registered()
+                self._forget_registration()
+                continue  # an Update failed: register again at once
+            except RegistrationFailed as exc:
+                self._failed(f"Registration failed: {exc}; retrying in {delay:g} s")
+            except Exception as exc:  # a bug here must not leave the node silently unregistered
+                self.log.exception("%s: registration step failed", self.endpoint)
+                self._failed(f"Registration error: {type(exc).__name__}: {exc}; retrying in {delay:g} s")
+            self._forget_registration()
+            self.state = State.BACKOFF
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, self.backoff_cap)
+
+    def _forget_registration(self) -> None:
+        self.registered.clear()
+        self.location = ()
+
+    async def _stay_registered(self) -> None:
+        """Send Updates until one fails; then return so the node registers again."""
+        while True:
+            await self._sleep_until(self.clock.now() + self.lifetime * UPDATE_AT)
+            try:
+                await self._update()
+            except RegistrationFailed as exc:
+                self._failed(f"Update failed: {exc}; registering again")
+                return
+
+    async def _sleep_until(self, when: float) -> None:
+        """Until ``when`` on the node's clock, or until something asks for an Update earlier."""
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        handle: TimerHandle = self.clock.call_at(when, self._wake.set)
+        try:
+            await self._wake.wait()
+        finally:
+            handle.cancel()
+            self._wake.clear()
+
+    async def _register(self) -> None:
+        self._links_dirty = self._lifetime_dirty = False
+        self._wake.clear()
+        self.lifetime = self._current_lifetime()
+        query = f"ep={self.endpoint}&lt={self.lifetime}&lwm2m={LWM2M_VERSION}&b=U"
+        links = registration_links(self.store.objects())
+        request = Message(
+            code=Code.POST,
+            uri=f"{self.server}/rd?{query}",
+            payload=links.encode(),
+            content_format=LINK,
+        )
+        response = await self._request(request, "Register")
+        if response.code != Code.CREATED:
+            raise RegistrationFailed(f"server answered {response.code}{_diagnostic(response)}")
+        location = tuple(s for s in response.opt.location_path if s)
+        if not location:
+            raise RegistrationFailed("server answered 2.01 without a Location-Path")
+        self.location = location
+        self.registrations += 1
+        self.last_error = ""
+        self.state = State.REGISTERED
+        self.registered.set()
+        self._console("inf", f"Registration Done (EP='{self.endpoint}')")
+        self.log.info("%s registered to %s as /%s", self.endpoint, self.server, "/".join(location))
+        self._emit("registered", "/" + "/".join(location))
+
+    async def _update(self) -> None:
+        links = self._links_dirty
+        lifetime_changed = self._lifetime_dirty
+        self._links_dirty = self._lifetime_dirty = False
+        query = ""
+        if lifetime_changed:
+            self.lifetime = self._current_lifetime()
+            query = f"?lt={self.lifetime}"
+        request = Message(code=Code.POST, uri=f"{self.server}/{'/'.join(self.location)}{query}")
+        if links:
+            request.payload = registration_links(self.store.objects()).encode()
+            request.opt.content_format = LINK
+        response = await self._request(request, "Update")
+        if response.code == Code.NOT_FOUND:
+            raise RegistrationFailed("the server does not know the registration (4.04)")
+        if not response.code.is_successful():
+            raise RegistrationFailed(f"server answered {response.code}{_diagnostic(response)}")
+        self.updates += 1
+        self._console("inf", "Update Done")
+        self._emit("updated", "with links" if links else "")
+
+    async def _deregister(self) -> None:
+        request = Message(code=Code.DELETE, uri=f"{self.server}/{'/'.join(self.location)}")
+        try:
+            response = await self._request(request, "De-register")
+        except RegistrationFailed as exc:
+            self._failed(f"De-register failed: {exc}")
+            return
+        if response.code.is_successful():
+            self._console("inf", "Deregistration success")
+        else:
+            self._failed(f"De-register answered {response.code}{_diagnostic(response)}")
+        self._emit("deregistered", str(response.code))
+
+    async def _request(self, request: Message, what: str, timeout: float | None = None) -> Message:
+        assert self.context is not None
+        timeout = self.request_timeout if timeout is None else timeout
+        response = self.context.request(request).response
+        # aiocoap must finish its own exchange (cancelling its future breaks it when an
+        # answer comes late), so wait on a shield and collect the outcome when it comes
+        response.add_done_callback(_consume)
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that races with the answer, and the client task would then never stop
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(response)
+        except TimeoutError:
+            raise RegistrationFailed(f"{what} to {self.server}: no answer within {timeout:g} s") from None
+        except coap_error.Error as exc:
+            reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc).__name__
+            raise RegistrationFailed(f"{what} to {self.server}: {reason}") from None
+        except OSError as exc:
+            raise RegistrationFailed(f"{what} to {self.server}: {exc}") from None
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _current_lifetime(self) -> int:
+        try:
+            value = self.store.get(LIFETIME)
+        except LwM2MError:  # /1/0/1 absent: keep the configured lifetime
+            return self.lifetime
+        return value if isinstance(value, int) and value > 0 else self.lifetime
+
+    def _on_store_change(self, change: Change) -> None:
+        if change.kind in ("created", "deleted"):
+            self.trigger_update(links=True)
+        elif change.path == LIFETIME:
+            self._lifetime_dirty = True
+            self._wake.set()
+
+    def _failed(self, message: str) -> None:
+        self.last_error = message
+        self._console("wrn", message)
+        self.log.info("%s: %s", self.endpoint, message)
+        self._emit("failed", message)
+
+    def _console(self, level: str, message: str) -> None:
+        if self._console_log is not None:
+            self._console_log(level, message)
+
+    def _emit(self, kind: str, detail: str) -> None:
+        event = ClientEvent(kind, self.endpoint, self.server or "", detail)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                self.log.exception("registration listener failed on %s", event)
+
+
+async def cancel_and_wait(task: asyncio.Task[object]) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again should it carry on."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=1.0)
+    if not task.cancelled() and task.exception() is not None:
+        logging.getLogger("hil.device").debug("task %s ended with %r", task.get_name(), task.exception())
+
+
+def _consume(future: asyncio.Future[Message]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _diagnostic(response: Message) -> str:
+    if not response.payload:
+        return ""
+    return f" ({bytes(response.payload).decode('utf-8', 'replace')})"
