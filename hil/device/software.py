@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..faredge.manifest import Manifest, ManifestError, parse_manifest
-from ..lwm2m.model import ObjLnk, Path, UpdateResult, UpdateState
+from ..lwm2m.model import ObjLnk, Path, ResourceType, UpdateResult, UpdateState, resource_def
 from .objects import MethodNotAllowed, ObjectHandler
 from .runtime import LoadedService, ServiceInputError, ServiceLoadError, ServiceRuntime, ServiceState, ServiceStateError
 from .shell import Command, Shell, ShellError
@@ -109,7 +109,12 @@ class Services:
             return
         for path in package.outputs.get(key, []):
             if self.node.objects.exists(Path(path.obj, path.inst)):
-                self.node.objects.set(path, float(value) if type_ == 1 else int(value), always_notify=True)
+                rd = resource_def(path)
+                if rd is not None and rd.type is ResourceType.FLOAT:
+                    value = float(value)
+                elif rd is not None and rd.type is ResourceType.INTEGER:
+                    value = int(value)
+                self.node.objects.set(path, value, always_notify=True)
 
     def _on_fault(self, service: LoadedService, message: str) -> None:
         package = self.packages.get(service.instance_id)
