@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hil.device import sdk_api
-from hil.device.udlm import MAGIC, Module, ModuleFormatError, SymbolKind, parse_module
+from hil.device.udlm import MAGIC, Module, ModuleFormatError, parse_module
 from hil.faredge.manifest import Manifest, ManifestError, parse_manifest
 
 
@@ -112,7 +112,8 @@ def render(report: dict[str, Any]) -> str:
         f"LOT {m['num_lot']} entries; {m['num_relocations']} relocations ({m['data_relocations']} in data); "
         f"{m['num_symbols']} symbols"
     )
-    lines.append(f"RAM:        {m['ram_size']} bytes (LOT {4 * m['num_lot']} + data {m['data_size']} + bss {m['bss_size']})")
+    parts = f"LOT {4 * m['num_lot']} + data {m['data_size']} + bss {m['bss_size']}"
+    lines.append(f"RAM:        {m['ram_size']} bytes ({parts})")
     lines.append("exports:    " + ", ".join(f"{e['name']} @ code+{e['offset']:#x}" for e in report["exports"]))
     imports = [i["name"] + ("" if i["provided"] else " (NOT provided by the firmware)") for i in report["imports"]]
     lines.append("imports:    " + (", ".join(imports) or "none"))

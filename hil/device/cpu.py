@@ -109,7 +109,7 @@ class GuestError(Exception):
 class Guest(Protocol):
     label: str  # for fault messages, e.g. "temperature_sensor"
 
-    def host_call(self, name: str, machine: "Machine") -> int:
+    def host_call(self, name: str, machine: Machine) -> int:
         """Serve the import ``name``; arguments are in r0-r3. Returns r0."""
         ...
 
@@ -239,7 +239,8 @@ class Machine:
         self.uc.mem_map(ram_base, ram_span, UC_PROT_READ | UC_PROT_WRITE)
         self.uc.mem_map(stack_base, stack_span, UC_PROT_READ | UC_PROT_WRITE)
         self.uc.mem_write(code_base, bytes(code))
-        image = Image(owner, (start, size), code_base, len(code), ram_base, ram_size, stack_base, stack_base + stack_span)
+        stack_top = stack_base + stack_span
+        image = Image(owner, (start, size), code_base, len(code), ram_base, ram_size, stack_base, stack_top)
         at = bisect.bisect(self._image_starts, start)
         self._image_starts.insert(at, start)
         self._images.insert(at, image)
@@ -304,7 +305,8 @@ class Machine:
         try:
             return bytes(self.uc.mem_read(address, size))
         except UcError:
-            raise GuestError(f"bad pointer: {what} at {address:#x} ({self.describe(address)}) is not readable") from None
+            where = self.describe(address)
+            raise GuestError(f"bad pointer: {what} at {address:#x} ({where}) is not readable") from None
 
     def write(self, address: int, data: bytes, what: str = "memory") -> None:
         """Write for the running guest, into its own RAM or stack only."""
@@ -455,7 +457,7 @@ class Machine:
         except GuestError as exc:
             caller = self._where(self.regs.read(UC_ARM_REG_LR) & ~1)
             self._halt_fault(f"{name or 'host call'}(): {exc}; called from PC={caller}")
-        except Exception as exc:  # a bug on the host side must not take the emulator down
+        except Exception as exc:  # noqa: BLE001 - a host-side bug must not take the emulator down
             self._halt_fault(f"{name or 'host call'}(): host error {type(exc).__name__}: {exc}")
 
     def _host_name(self, index: int) -> str | None:

@@ -39,14 +39,22 @@ so that it sees the quit flag; a loop that goes back to sleep is abandoned.
 
 ``embserve_sleep(0)`` counts as 1 ms, so a polling service cannot stall a
 manual clock.
+
+Details the node may rely on: two services of the same name cannot be loaded
+on one node (udynlink refuses duplicate module names); inputs to a service
+that is not running raise :class:`ServiceStateError`; outputs not declared in
+the manifest (or of another type) are discarded; float outputs arrive as the
+float32 the service stored (21.3 -> 21.299999237060547); ``cpu_usage`` is the
+host time spent emulating the service per second of device time, so it is
+small on a manual clock.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from hil.device import sdk_api
 from hil.device.clock import TimerHandle, VirtualClock
@@ -122,18 +130,19 @@ class ServiceRuntime:
         self._services: dict[int, LoadedService] = {}
 
     @property
-    def services(self) -> list["LoadedService"]:
+    def services(self) -> list[LoadedService]:
         return list(self._services.values())
 
-    def get(self, instance_id: int) -> "LoadedService | None":
+    def get(self, instance_id: int) -> LoadedService | None:
         return self._services.get(instance_id)
 
-    def load(self, manifest: Manifest, instance_id: int) -> "LoadedService":
+    def load(self, manifest: Manifest, instance_id: int) -> LoadedService:
         module = manifest.module
         if module is None:
             raise ServiceLoadError(f"{manifest.name}: manifest carries no parsed module (use parse_manifest)")
         if instance_id in self._services:
-            raise ServiceLoadError(f"{manifest.name}: instance {instance_id} already holds {self._services[instance_id].name}")
+            holder = self._services[instance_id].name
+            raise ServiceLoadError(f"{manifest.name}: instance {instance_id} already holds {holder}")
         for other in self._services.values():
             if other.name == manifest.name:
                 raise ServiceLoadError(
@@ -160,7 +169,7 @@ class ServiceRuntime:
             DEFAULT_POOL.release(self.machine)
             self._pooled = False
 
-    def _forget(self, service: "LoadedService") -> None:
+    def _forget(self, service: LoadedService) -> None:
         self._services.pop(service.instance_id, None)
 
 
@@ -247,7 +256,7 @@ class LoadedService:
         self._image = None
         self.runtime._forget(self)
 
-    def input(self, key: str, value: int | float) -> None:
+    def input(self, key: str, value: float) -> None:
         spec = self.manifest.input(key)
         if spec is None:
             declared = ", ".join(s.key for s in self.manifest.inputs) or "none"
@@ -395,9 +404,8 @@ class LoadedService:
     def _sdk_embserve_printf_impl(self, m: Machine) -> int:
         fmt = m.read_cstring(m.arg(1), what="format string")
         text = sdk_api.format_printf(m, fmt, m.arg(2))
-        lines = text[:-1] if text.endswith("\n") else text
         if text:
-            for line in lines.split("\n"):
+            for line in text.removesuffix("\n").split("\n"):
                 self._events.append(lambda line=line: self.runtime.console(self.name, line))
         return len(text)
 

@@ -57,7 +57,7 @@ def read_io(mem: Memory, address: int) -> tuple[str, int, int, int]:
     return key, type_code, data, count
 
 
-def pack_value(type_: ValueType, value: int | float) -> bytes:
+def pack_value(type_: ValueType, value: float) -> bytes:
     return _VALUE[type_].pack(value)
 
 
@@ -109,7 +109,7 @@ def format_printf(mem: Memory, fmt: str, va: int) -> str:
         elif conv == "c":
             value, conv = chr(args.word() & 0xFF), "s"
         elif conv == "p":
-            return "0x%x" % args.word()
+            return f"0x{args.word():x}"
         else:
             if length == "ll":
                 raw, bits = int.from_bytes(args.double_word(), "little"), 64

@@ -113,7 +113,8 @@ def parse_manifest(data: bytes | str | dict, source: str = "service.json") -> Ma
         try:
             data = json.loads(data)
         except json.JSONDecodeError as exc:
-            raise ManifestError(source, "", f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+            problem = f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            raise ManifestError(source, "", problem) from None
     return _Checker(source).manifest(data)
 
 
@@ -158,7 +159,8 @@ class _Checker:
         sdk_api = self.field(deps, "sdk_api", int, "dependencies")
         if sdk_api not in SUPPORTED_SDK_APIS:
             provided = ", ".join(map(str, SUPPORTED_SDK_APIS))
-            raise self.fail("dependencies.sdk_api", f"sdk_api {sdk_api} is not supported (this runtime provides {provided})")
+            problem = f"sdk_api {sdk_api} is not supported (this runtime provides {provided})"
+            raise self.fail("dependencies.sdk_api", problem)
         inputs = self.io_list(obj, "inputs")
         outputs = self.io_list(obj, "outputs")
         blob, module = self.module(obj)
@@ -233,7 +235,14 @@ class _Checker:
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", list: "a list", dict: "an object", float: "a number", bool: "a boolean"}
+    names = {
+        str: "a string",
+        int: "an integer",
+        list: "a list",
+        dict: "an object",
+        float: "a number",
+        bool: "a boolean",
+    }
     kinds = kind if isinstance(kind, tuple) else (kind,)
     return " or ".join(names.get(k, k.__name__) for k in kinds)
 

@@ -77,7 +77,8 @@ def _compile_and_pack(gcc: str, name: str, sources: tuple[Path, ...], out_dir: P
     toolchain.run([gcc, *toolchain.CFLAGS, "-c", str(wrappers), "-o", str(wrappers_obj)], "assembling export wrappers")
     elf = out_dir / "module.elf"
     toolchain.run(
-        [gcc, *toolchain.CFLAGS, *toolchain.LDFLAGS, "-o", str(elf), str(wrappers_obj), *map(str, objects), *toolchain.LIBS],
+        [gcc, *toolchain.CFLAGS, *toolchain.LDFLAGS, "-o", str(elf), str(wrappers_obj), *map(str, objects)]
+        + toolchain.LIBS,
         "linking",
     )
     return packer.pack_elf(elf, name, names)

@@ -144,7 +144,8 @@ class _Packer:
             flags = section["sh_flags"]
             if flags & 0x2 and section.name not in _SHIPPED | {".got"} and section["sh_size"]:  # SHF_ALLOC
                 raise PackError(
-                    f"{self.label}: section {section.name} ({section['sh_size']} bytes) has no place in a udynlink module"
+                    f"{self.label}: section {section.name} ({section['sh_size']} bytes) "
+                    "has no place in a udynlink module"
                 )
 
     def _target(self, address: int, where: str) -> _Target:

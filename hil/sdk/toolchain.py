@@ -48,7 +48,9 @@ class ToolchainError(RuntimeError):
 def find_gcc() -> str:
     path = shutil.which(GCC)
     if path is None:
-        raise ToolchainError(f"{GCC} not found on PATH: install the Debian package {APT_PACKAGE} (apt-get install {APT_PACKAGE})")
+        raise ToolchainError(
+            f"{GCC} not found on PATH: install the Debian package {APT_PACKAGE} (apt-get install {APT_PACKAGE})"
+        )
     return path
 
 
@@ -57,6 +59,7 @@ def version(gcc: str) -> str:
 
 
 def run(command: list[str], what: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True)
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise ToolchainError(f"{what} failed (exit {result.returncode}):\n{result.stderr.strip() or result.stdout.strip()}")
+        output = result.stderr.strip() or result.stdout.strip()
+        raise ToolchainError(f"{what} failed (exit {result.returncode}):\n{output}")

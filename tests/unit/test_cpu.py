@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import pytest
 
-from hil.device.cpu import LOOKUP_ADDRESS, LOOKUP_POINTER, ExitReason, GuestError, Machine
+from hil.device.cpu import (
+    LOOKUP_ADDRESS,
+    LOOKUP_POINTER,
+    ExitReason,
+    GuestError,
+    Machine,
+)
 
 ADD = bytes.fromhex("40187047")  # adds r0, r0, r1; bx lr
 CALL_R2 = bytes.fromhex("10b59047013010bd")  # push {r4, lr}; blx r2; adds r0, #1; pop {r4, pc}
@@ -64,7 +70,7 @@ def test_call_returns_r0(machine):
 
 
 def test_lookup_routine_returns_the_lot_base_of_the_calling_module(machine):
-    first_guest, first = load(machine, ADD, "first")
+    _, first = load(machine, ADD, "first")
     guest, image = load(machine, LOOKUP, "second")
     exit = machine.call(guest, image.code_base, (), image.stack_top, BUDGET)
     assert exit.reason is ExitReason.RETURNED
@@ -128,7 +134,7 @@ def test_write_to_code_is_refused(machine):
 
 
 def test_write_into_another_guests_guard_page_is_a_fault_naming_it(machine):
-    other, other_image = load(machine, ADD, "neighbour")
+    _, other_image = load(machine, ADD, "neighbour")
     guest, image = load(machine, STORE)
     exit = machine.call(guest, image.code_base, (other_image.stack_base - 4, 1), image.stack_top, BUDGET)
     assert "stack overflow: write of 4 bytes" in exit.fault

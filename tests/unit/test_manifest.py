@@ -6,13 +6,21 @@ import base64
 import copy
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
 from hil.device.udlm import Module, Relocation, Symbol, SymbolKind
-from hil.faredge.manifest import IOSpec, Manifest, ManifestError, Mapping, ValueType, parse_manifest
+from hil.faredge.manifest import (
+    IOSpec,
+    Manifest,
+    ManifestError,
+    Mapping,
+    ValueType,
+    parse_manifest,
+)
 
 FITA_SERVICE = Path(__file__).resolve().parents[3] / "shared" / "fita" / "temperature_sensor" / "service.json"
 

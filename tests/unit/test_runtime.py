@@ -359,7 +359,7 @@ async def test_services_run_on_a_realtime_clock(build):
 
         try:
             await asyncio.wait_for(two_ticks(), timeout=10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pytest.fail(f"expected 2 counter outputs within 10 s, saw {node.outputs}")
         assert node.output_values("counter", "count")[:2] == [0, 1]
     finally:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from hil.device.udlm import HEADER, MAGIC, Module, ModuleFormatError, Relocation, Symbol, SymbolKind, parse_module
+from hil.device.udlm import (
+    HEADER,
+    MAGIC,
+    Module,
+    ModuleFormatError,
+    Relocation,
+    Symbol,
+    SymbolKind,
+    parse_module,
+)
 
 FITA_SERVICE = Path(__file__).resolve().parents[3] / "shared" / "fita" / "temperature_sensor" / "service.json"
 
