@@ -14,11 +14,11 @@ firmware: bootstrap
 	@$(MAKE) -s -C firmware
 
 # Main job: the HIL suite on the default simulator target, printing the readings.
-hil: bootstrap
+hil: bootstrap firmware
 	$(PY) -m pytest -m hil tests/hil --target $(TARGET) -p no:cacheprovider -rs --hil-show-readings $(PYTEST_ARGS)
 
 # The whole test suite (unit, integration, HIL on the simulator, emulation where installed).
-test: bootstrap
+test: bootstrap firmware
 	$(PY) -m pytest tests -p no:cacheprovider -rs -q $(PYTEST_ARGS)
 
 bench: bootstrap

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +60,16 @@ class Package:
     monitor: int | None = None  # its 35003 instance
     outputs: dict[str, list[Path]] = field(default_factory=dict)  # output key -> resource paths
     error: str = ""
+
+
+def shortest_float32(value: float) -> float:
+    """The shortest decimal that is the same float32: a service's 21.3f reads 21.3, not 21.299999237."""
+    packed = struct.pack("<f", value)
+    for digits in range(6, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack("<f", candidate) == packed:
+            return candidate
+    return value
 
 
 class Services:
@@ -111,7 +122,7 @@ class Services:
             if self.node.objects.exists(Path(path.obj, path.inst)):
                 rd = resource_def(path)
                 if rd is not None and rd.type is ResourceType.FLOAT:
-                    value = float(value)
+                    value = shortest_float32(float(value))
                 elif rd is not None and rd.type is ResourceType.INTEGER:
                     value = int(value)
                 self.node.objects.set(path, value, always_notify=True)
