@@ -327,8 +327,12 @@ class Node:
         store.add_object(4, fixed=True)
         store.add_instance(4, 0, {0: ETHERNET_BEARER, 1: [ETHERNET_BEARER], 2: 0, 4: [ip]})
         store.add_object(15, fixed=True)
-        for sensor in self.sensors.values():
-            store.add_instance(15, None, {0: str(sensor.id), 1: 0, 2: sensor.name, 4: True})
+        if self.sensors:
+            # One capability instance listing every sensor, as embServe reports it
+            # (FITA's watcher reads the first DevCapMgmt instance only).
+            sensors = list(self.sensors.values())
+            store.add_instance(15, 0, {0: ";".join(str(x.id) for x in sensors), 1: 0,
+                                       2: ", ".join(x.name for x in sensors), 4: True})
         if "temperature" in self.sensors:
             store.add_object(3303)
             value = self.sensors["temperature"].read()

@@ -111,8 +111,9 @@ class Services:
 
     def _sensor(self, sdk_type: int) -> float | None:
         name = SDK_SENSOR_TYPES.get(sdk_type)
-        sensor = self.node.sensors.get(name) if name else None
-        return sensor.read() if sensor is not None else None
+        if name is None or name not in self.node.sensors:
+            return None  # the SDK call then reports "no such sensor" to the service
+        return self.node.sensors[name].read()
 
     def _on_output(self, service: LoadedService, key: str, type_: int, value: Any) -> None:
         package = self.packages.get(service.instance_id)
@@ -213,8 +214,7 @@ class Services:
             # The board's own sensor instance goes back to the board; others go away.
             if not (owned == Path(3303, 0) and "temperature" in self.node.sensors) and store.exists(owned):
                 store.remove_instance(owned)
-        if self.node.sensors.get("temperature") is not None:
-            self.node.republish_sensors()
+        self.node.republish_sensors()
 
     def _ensure_monitor(self, package: Package) -> None:
         store = self.node.objects

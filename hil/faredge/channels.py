@@ -93,13 +93,16 @@ class LwM2MChannel(DeployChannel):
             raise DeployStepError(endpoint, step, str(e)) from e
 
     async def instances(self, endpoint: str) -> list[int]:
-        from ..gateway.errors import UnknownEndpoint
-
-        try:
-            reg = self.gateway.registration(endpoint)
-        except UnknownEndpoint as e:
-            raise DeployStepError(endpoint, "list instances", str(e)) from e
-        return sorted(reg.available_instances.get(SOFTWARE_MANAGEMENT, []))
+        # Discover asks the device itself: the registration's object links lag
+        # behind until the node's next registration update arrives.
+        links = await self._call(endpoint, "list instances",
+                                 self.gateway.discover(endpoint, "/9", timeout=self.step_timeout))
+        found = set()
+        for link in links:
+            parts = [p for p in link.path.strip("/").split("/") if p]
+            if len(parts) >= 2 and parts[0] == str(SOFTWARE_MANAGEMENT) and parts[1].isdigit():
+                found.add(int(parts[1]))
+        return sorted(found)
 
     async def create(self, endpoint: str, instance: int) -> None:
         await self._call(endpoint, f"create /9/{instance}",

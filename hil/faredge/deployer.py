@@ -4,7 +4,10 @@
 reference, a local file or bytes), validates it before anything reaches the
 device, picks the first free ``/9`` instance, then creates, writes the
 package, installs, activates, and waits until Activation State is true. A step
-that fails rolls back (the instance is deleted), so no orphan is left behind.
+that fails rolls back (the instance is deleted), so no orphan is left behind;
+when the node vanished meanwhile (a reboot loses /9, which lives in RAM), the
+rollback waits up to ``rollback_timeout`` for it to register again and checks
+that the instance is gone, and the error says which it was.
 Deploying the same name and version again is a no-op; another version of the
 same service replaces the old one.
 
@@ -26,7 +29,7 @@ import yaml
 
 from . import oci
 from .channels import DeployChannel, DeployStepError, LwM2MChannel
-from .labels import FAR_EDGE_TAINT
+from .labels import FAR_EDGE_TAINT, required_labels
 from .manifest import Manifest, ManifestError, parse_manifest
 
 log = logging.getLogger("hil.deployer")
@@ -131,11 +134,13 @@ class Deployer:
         platform: str = PLATFORM,
         activation_timeout: float = 10.0,
         auth: Any = None,
+        rollback_timeout: float = 10.0,
     ):
         self.gateway = gateway
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.platform = platform
         self.activation_timeout = activation_timeout
+        self.rollback_timeout = rollback_timeout
         self.auth = auth
         self.via = channel.name if channel else via
         self.channel = channel or self._make_channel(via, broker, rest_url)
@@ -198,6 +203,7 @@ class Deployer:
         t = time.perf_counter()
         manifest = self.validate(service_json, where)
         steps["validate"] = time.perf_counter() - t
+        await self._check_capabilities(endpoint, manifest)
         lock = self._locks.setdefault(endpoint, asyncio.Lock())
         async with lock:  # instance choice and creation must not interleave per node
             existing = await self._find(endpoint, manifest.name)
@@ -213,6 +219,24 @@ class Deployer:
             await self._run_steps(deployment, service_json)
         log.info("%s", deployment.describe())
         return deployment
+
+    async def _check_capabilities(self, endpoint: str, manifest: Manifest) -> None:
+        """Refuse a service whose data model needs a sensor the node does not list in /15."""
+        needed = required_labels(manifest.data_model)
+        if not needed:
+            return
+        try:
+            labels = await self.channel.labels(endpoint)
+        except NotImplementedError:
+            log.warning("%s: cannot read capabilities over %s; not checking %s", endpoint, self.via, needed)
+            return
+        except DeployStepError as e:
+            raise DeployError(f"cannot read the capabilities of {endpoint}: {e}") from None
+        missing = [k for k, v in needed.items() if labels.get(k) != v]
+        if missing:
+            have = ", ".join(f"{k}={v}" for k, v in sorted(labels.items())) or "none"
+            raise DeployError(f"{endpoint} cannot run {manifest.name}: its data model {list(manifest.data_model or [])}"
+                              f" needs {', '.join(f'{k}=true' for k in missing)}, and the node has {have}")
 
     async def _run_steps(self, d: Deployment, service_json: bytes) -> None:
         ch, ep, inst = self.channel, d.endpoint, d.instance
@@ -234,10 +258,8 @@ class Deployer:
             await self._wait_active(ep, inst)
             d.steps["activate"] = time.perf_counter() - t
         except (DeployStepError, DeployError) as e:
-            if created:
-                await self._rollback(ep, inst)
-            raise DeployError(f"deploying {d.name} v{d.version} to {ep} at /9/{inst} failed: {e}"
-                              f"{'; the instance was removed' if created else ''}") from None
+            outcome = f"; {await self._rollback(ep, inst)}" if created else ""
+            raise DeployError(f"deploying {d.name} v{d.version} to {ep} at /9/{inst} failed: {e}{outcome}") from None
 
     async def _check_installed(self, ep: str, inst: int) -> None:
         info = await self.channel.read_instance(ep, inst)
@@ -259,12 +281,37 @@ class Deployer:
             await asyncio.sleep(0.02)
         raise DeployError(f"Activation State of /9/{inst} still not true after {self.activation_timeout:g} s (last read: {last})")
 
-    async def _rollback(self, ep: str, inst: int) -> None:
+    async def _rollback(self, ep: str, inst: int) -> str:
+        """Delete the instance of a failed deployment; says what became of it."""
+        deadline = time.monotonic() + self.rollback_timeout
+        while True:
+            try:
+                await self.channel.delete(ep, inst)
+                log.info("%s: rolled back /9/%d", ep, inst)
+                return "the instance was removed"
+            except DeployStepError as e:
+                failure = e
+            # The node may have lost the instance (a reboot empties /9) or be away
+            # (rebooting, not registered again yet): what it announces decides.
+            try:
+                if inst not in await self.channel.instances(ep) and not await self._readable(ep, inst):
+                    log.info("%s: /9/%d is gone without a delete (%s)", ep, inst, failure.detail)
+                    return f"nothing is left: {ep} no longer has /9/{inst} (a reboot clears it)"
+            except DeployStepError as e:
+                failure = e
+            if time.monotonic() >= deadline:
+                log.error("%s: rollback of /9/%d failed: %s", ep, inst, failure)
+                return (f"rolling back /9/{inst} failed within {self.rollback_timeout:g} s ({failure.detail});"
+                        f" {ep} may still hold it")
+            await asyncio.sleep(0.1)
+
+    async def _readable(self, ep: str, inst: int) -> bool:
+        """Whether the node answers a read of /9/{inst}: its registration's list may lag behind."""
         try:
-            await self.channel.delete(ep, inst)
-            log.info("%s: rolled back /9/%d", ep, inst)
-        except DeployStepError as e:
-            log.error("%s: rollback of /9/%d failed: %s", ep, inst, e)
+            await self.channel.read_instance(ep, inst)
+        except DeployStepError:
+            return False
+        return True
 
     async def _free_instance(self, endpoint: str) -> int:
         used = set(await self.channel.instances(endpoint))

@@ -14,10 +14,11 @@ LABEL_PREFIX = "extra.resources.fhp/"
 FAR_EDGE_TAINT = ("fita.fhp.pt/type", "far-edge", "NoSchedule")
 DEVICE_TYPE = "embServe Node"
 
-# DevCapMgmt sensor ids (protocol doc, section 3).
+# DevCapMgmt sensor ids (protocol doc, section 3) -> the label names FITA's
+# watcher gives them (extra.resources.fhp/temperature_sensor=true, ...).
 SENSOR_NAMES = {
-    0: "light", 1: "presence", 2: "temperature", 4: "pressure", 133: "accelerometer",
-    134: "gyroscope", 135: "magnetometer", 136: "humidity", 137: "microphone",
+    0: "light_sensor", 1: "presence_sensor", 2: "temperature_sensor", 4: "pressure_sensor",
+    133: "accelerometer", 134: "gyroscope", 135: "magnetometer", 136: "humidity_sensor", 137: "microphone",
 }
 SENSOR_IDS = {name: sid for sid, name in SENSOR_NAMES.items()}
 
@@ -53,3 +54,17 @@ def _path(*parts: int):
     from ..lwm2m import Path
 
     return Path(*parts)
+
+
+# IPSO objects a service's data model names -> the DevCapMgmt sensor id the node must list.
+SENSOR_OF_OBJECT = {3303: 2, 3304: 136, 3315: 4, 3301: 0, 3302: 1}
+
+
+def required_labels(data_model: Iterable[str] | None) -> dict[str, str]:
+    """Labels a manifest's ``data_model`` (``lwm2m:urn:oma:lwm2m:ext:3303``) implies the node has."""
+    needed = {}
+    for entry in data_model or ():
+        tail = str(entry).rsplit(":", 1)[-1]
+        if tail.isdigit() and int(tail) in SENSOR_OF_OBJECT:
+            needed[LABEL_PREFIX + SENSOR_NAMES[SENSOR_OF_OBJECT[int(tail)]]] = "true"
+    return needed

@@ -1,0 +1,105 @@
+"""``embserve-hil fleet CONFIG.yaml``: a fleet of simulated nodes behind a gateway with all its APIs.
+
+Prints where each API listens, then a summary line every few seconds until
+interrupted (Ctrl-C) or ``--duration`` has passed. The fleet file format is in
+:mod:`hil.fleet`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from typing import TextIO
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "fleet",
+        help="run simulated nodes behind a gateway with CoAP, SDF/MQTT and REST APIs",
+        description=(
+            "Start the MQTT broker (unless --mqtt names one), the gateway with its SDF/MQTT bridge and "
+            "Leshan-style REST API, and the nodes of a fleet file (IoTNetEMU config.yaml shape, plus sensors, "
+            "lifetime, services and brace ranges such as node{1..500}). Prints where each API listens and a "
+            "summary every few seconds; stops on Ctrl-C."
+        ),
+    )
+    parser.add_argument("config", help="fleet file (YAML)")
+    parser.add_argument("--mqtt", metavar="HOST:PORT", help="use this MQTT broker instead of starting mosquitto")
+    parser.add_argument("--host", default="127.0.0.1", help="address the gateway's APIs bind to (default 127.0.0.1)")
+    parser.add_argument("--coap-port", type=int, default=0, help="UDP port of the LwM2M server (default: a free one)")
+    parser.add_argument("--rest-port", type=int, default=0, help="TCP port of the REST API (default: a free one)")
+    parser.add_argument("--every", type=float, default=5.0, metavar="SECONDS", help="seconds between summaries (default 5)")
+    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long (default: run until interrupted)")
+    parser.add_argument("--deploy-via", choices=["lwm2m", "mqtt", "rest"], default="lwm2m", help="path for the fleet's services (default lwm2m)")
+    parser.add_argument("--log-dir", default=None, help="directory for the broker's log (default: a temporary one)")
+    parser.set_defaults(func=run)
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"--mqtt {text!r}: expected HOST:PORT, e.g. 127.0.0.1:1883")
+    return host.strip("[]"), int(port)
+
+
+def _say(out: TextIO, text: str) -> None:
+    out.write(text + "\n")
+    out.flush()
+
+
+async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    # the simulator is heavy: imported only for this command
+    from ..fleet import Fleet, FleetError, load_fleet
+
+    specs = load_fleet(args.config)
+    mqtt = parse_hostport(args.mqtt) if args.mqtt else None
+    if args.every <= 0:
+        raise FleetError(f"--every {args.every}: must be a positive number of seconds")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Fleet(
+            specs, mqtt=mqtt, host=args.host, coap_port=args.coap_port, rest_port=args.rest_port,
+            log_dir=args.log_dir, deploy_via=args.deploy_via,
+        ) as fleet:
+            for api, where in fleet.endpoints().items():
+                _say(out, f"{api:<5} {where}")
+            _say(out, f"fleet {len(specs)} nodes from {args.config}")
+            deploying = asyncio.ensure_future(fleet.deploy_services())
+            deadline = None if args.duration is None else time.monotonic() + args.duration
+            while not stop.is_set():
+                wait = args.every if deadline is None else max(0.0, min(args.every, deadline - time.monotonic()))
+                try:
+                    await asyncio.wait_for(stop.wait(), wait)
+                except TimeoutError:
+                    pass
+                _say(out, time.strftime("%H:%M:%S ") + fleet.summary().line())
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+            if not deploying.done():
+                deploying.cancel()
+            await asyncio.gather(deploying, return_exceptions=True)
+        _say(out, "fleet stopped")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..fleet import FleetError
+    from ..infra.process import InfraError
+
+    try:
+        return asyncio.run(serve(args))
+    except (FleetError, argparse.ArgumentTypeError) as exc:
+        print(f"embserve-hil fleet: {exc}", file=sys.stderr)
+        return 2
+    except (InfraError, OSError) as exc:
+        print(f"embserve-hil fleet: {exc}", file=sys.stderr)
+        return 1
