@@ -19,6 +19,12 @@ missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
+# Node.js runs the independent LwM2M peer of the interop tests (tests/interop).
+# Checked by command, not by package: a machine may carry another build of
+# Node.js (with npm inside) that Debian's npm package conflicts with.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bootstrap: installing apt packages: ${missing[*]}"
   as_root apt-get update -qq
@@ -38,4 +44,17 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -e .
   echo "$want" > "$stamp"
+fi
+
+# The interop tests' npm packages, pinned by tests/interop/package-lock.json;
+# installed again only when the lock file changes.
+interop=tests/interop
+if command -v npm >/dev/null && [ -f "$interop/package-lock.json" ]; then
+  stamp="$interop/node_modules/.embserve-hil-installed"
+  want=$(sha256sum "$interop/package-lock.json" | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "bootstrap: installing npm packages into $interop/node_modules"
+    npm ci --prefix "$interop" --no-audit --no-fund --loglevel=error
+    echo "$want" > "$stamp"
+  fi
 fi
