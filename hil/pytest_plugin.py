@@ -48,8 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gateway-host", default=None, help="gateway address the device is told (default: as the target needs)")
     group.addoption("--gateway-listen", default="127.0.0.1",
                     help="address the gateway listens on (a real board needs one on its network; default 127.0.0.1)")
-    group.addoption("--net", default="eth", choices=["eth", "slip"],
-                    help="how an emulated node reaches the gateway: eth (LAN9118) or slip (UART1 through the SLIP bridge)")
+    group.addoption("--net", default=None, choices=["eth", "slip"],
+                    help="how an emulated node reaches the gateway: eth (LAN9118) or slip (UART1 through the SLIP bridge);"
+                         " default: the target's choice for the board (QEMU eth, Renode eth if modelled, else slip)")
     group.addoption("--nodes", type=int, default=1, help="number of nodes the `nodes` fixture brings up")
     group.addoption("--deploy-via", default="lwm2m", choices=["lwm2m", "mqtt", "rest"],
                     help="path the deployer takes to the gateway")
@@ -286,13 +287,44 @@ def service_cache(hil_log_dir: Path) -> Path:
     return path
 
 
+@dataclass
+class NorthboundApis:
+    """Where the gateway's northbound APIs listen (those the test asked for)."""
+
+    mqtt: tuple[str, int] | None = None  # the broker the SDF bridge serves requests on
+    rest_url: str | None = None
+
+
 @pytest.fixture
-async def deployer(pytestconfig: pytest.Config, gateway, registry, service_cache: Path):
-    """The far-edge deployer: resolve from the registry, deploy through the gateway."""
+async def gateway_apis(pytestconfig: pytest.Config, request: pytest.FixtureRequest, gateway) -> AsyncIterator[NorthboundApis]:
+    """The gateway's SDF/MQTT bridge or REST API, as ``--deploy-via`` needs them (none for lwm2m)."""
+    via = pytestconfig.getoption("--deploy-via")
+    apis = NorthboundApis()
+    if via == "mqtt":
+        from .gateway.sdf_mqtt import SdfMqttBridge
+
+        broker = request.getfixturevalue("broker")
+        async with SdfMqttBridge(gateway, broker.host, broker.port, log=gateway.log):
+            apis.mqtt = (broker.host, broker.port)
+            yield apis
+    elif via == "rest":
+        from .gateway.rest import RestApi
+
+        async with RestApi(gateway, log=gateway.log) as api:
+            apis.rest_url = api.url
+            yield apis
+    else:
+        yield apis
+
+
+@pytest.fixture
+async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path):
+    """The far-edge deployer: resolve from the registry, deploy through the gateway by ``--deploy-via``."""
     from .faredge.deployer import Deployer
 
     via = pytestconfig.getoption("--deploy-via")
-    async with Deployer(gateway, cache_dir=service_cache, via=via) as d:
+    async with Deployer(gateway, cache_dir=service_cache, via=via, broker=gateway_apis.mqtt,
+                        rest_url=gateway_apis.rest_url) as d:
         yield d
 
 
