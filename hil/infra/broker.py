@@ -45,6 +45,9 @@ class Broker(ManagedProcess):
                 "allow_anonymous true",
                 "set_tcp_nodelay true",
                 "persistence false",
+                # a fleet of a thousand nodes announces in one burst: the default
+                # queue of 1000 QoS 1 messages per client drops announces to a slow watcher
+                "max_queued_messages 100000",
                 # stderr goes to our log file; mosquitto drops root privileges
                 # before it would open a log file of its own
                 "log_dest stderr",
