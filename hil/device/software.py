@@ -79,14 +79,21 @@ class Services:
         self.node = node
         self.packages: dict[int, Package] = {}
         self.owners: dict[Path, int] = {}  # claimed instance path (/3303/0) -> /9 instance
-        self.runtime = ServiceRuntime(
-            node.endpoint,
-            node.clock,
-            console=self._console,
-            sensors=self._sensor,
-            on_output=self._on_output,
-            on_fault=self._on_fault,
-        )
+        self._runtime: ServiceRuntime | None = None
+
+    @property
+    def runtime(self) -> ServiceRuntime:
+        # Made on the first install: a node that never runs a service costs no emulator.
+        if self._runtime is None:
+            self._runtime = ServiceRuntime(
+                self.node.endpoint,
+                self.node.clock,
+                console=self._console,
+                sensors=self._sensor,
+                on_output=self._on_output,
+                on_fault=self._on_fault,
+            )
+        return self._runtime
 
     # -- boot ---------------------------------------------------------------
     def attach(self) -> None:
@@ -98,7 +105,8 @@ class Services:
 
     def close(self) -> None:
         """Power off: every service stops, nothing survives (RAM)."""
-        self.runtime.close()
+        if self._runtime is not None:
+            self._runtime.close()
         self.packages.clear()
         self.owners.clear()
 
