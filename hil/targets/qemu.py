@@ -68,6 +68,8 @@ class QemuTarget(Target):
         self._stopping = False
         self.restarts = 0
         self.reset_seen = asyncio.Event()
+        self.restarted = asyncio.Event()  # set once a restart after a reset is over (bootstrap repeated)
+        self._restart_error: str | None = None
 
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
         if self.net == "slip":
@@ -150,12 +152,14 @@ class QemuTarget(Target):
             self.console.feed(f"\n[embserve-hil] QEMU exited with code {code}; see {self.qemu.log_path}\n")
             return
         # -no-reboot: a guest reset ends QEMU. Power the board up again.
+        self.restarted.clear()
         self.reset_seen.set()
         self.restarts += 1
         self.console.feed("\n[embserve-hil] guest reset: restarting QEMU\n")
         asyncio.get_running_loop().create_task(self._restart())
 
     async def _restart(self) -> None:
+        self._restart_error = None
         try:
             await self._stop_bridge()
             await self.qemu.stop_async()
@@ -163,8 +167,11 @@ class QemuTarget(Target):
             for command in self._bootstrap:
                 await self.shell.exec(command)
         except Exception as e:  # reported on the console, where tests look
+            self._restart_error = str(e)
             log.error("%s: restart after reset failed: %s", self.endpoint, e)
             self.console.feed(f"\n[embserve-hil] restart after reset failed: {e}\n")
+        finally:
+            self.restarted.set()
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
         if self.net == "slip" and self.bridge is None:
@@ -176,14 +183,20 @@ class QemuTarget(Target):
         await self.shell.exec(command, timeout)
 
     async def reboot(self, timeout: float = 15.0) -> None:
+        """Reset from the shell; returns once QEMU runs again and the bootstrap commands were repeated."""
+        # Waiting for a prompt here would race the restart for it (and an old
+        # "uart:~$ kernel reboot" line matches too): wait for the restart itself.
         self.reset_seen.clear()
+        self.restarted.clear()
         await self.console.send_line("kernel reboot")
-        try:
-            await asyncio.wait_for(self.reset_seen.wait(), timeout)
-        except asyncio.TimeoutError:
-            raise TargetError(f"{self.endpoint}: no reset within {timeout:g} s after 'kernel reboot'."
-                              f" Last console lines:\n{self.console.tail()}") from None
-        await self.console.expect_prompt(timeout)
+        for event, what in ((self.reset_seen, "no reset"), (self.restarted, "no restart")):
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise TargetError(f"{self.endpoint}: {what} within {timeout:g} s after 'kernel reboot'."
+                                  f" Last console lines:\n{self.console.tail()}") from None
+        if self._restart_error is not None:
+            raise TargetError(f"{self.endpoint}: restart after 'kernel reboot' failed: {self._restart_error}")
 
     async def stop(self) -> None:
         self._stopping = True

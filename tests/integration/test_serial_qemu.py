@@ -10,20 +10,18 @@ user networking, where the host is 10.0.2.2: the address the board is told
 The same set-up behind an RFC 2217 server on loopback stands in for a remote
 bench: a labgrid exporter serving the board's port with ser2net.
 
-The firmware is built once for this module into a private directory.
+The firmware is built once per session into a private directory (qemu_helpers).
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from qemu_helpers import firmware_elf as build_firmware
+from qemu_helpers import run_child_pytest
 
 from hil.boards import get_board
 from hil.gateway.server import Gateway
@@ -41,14 +39,7 @@ pytestmark = pytest.mark.emulation
 
 @pytest.fixture(scope="module")
 def firmware_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "make") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"cannot run the firmware under QEMU: {', '.join(missing)} not installed")
-    build = tmp_path_factory.mktemp("firmware-build")
-    run = subprocess.run(["make", "-s", "-C", str(REPO / "firmware"), f"BUILD={build}", f"-j{os.cpu_count() or 2}"],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, f"firmware build failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    return build / "embserve.elf"
+    return build_firmware(tmp_path_factory)  # once per session; skips without the tools
 
 
 @pytest.fixture
@@ -100,7 +91,8 @@ async def test_serial_target_reaches_qemu_over_rfc2217(pty_board: QemuPtyBoard, 
     assert "*** Booting embServe reference firmware" in (tmp_path / "logs" / "node1.console.log").read_text()
 
 
-async def run_hil_suite(tmp_path: Path, board: QemuPtyBoard, port: str, *extra: str) -> tuple[int, str]:
+async def run_hil_suite(tmp_path: Path, board: QemuPtyBoard, port: str, *extra: str,
+                        gateway_host: str | None = GUEST_HOST_ALIAS) -> tuple[int, str]:
     """tests/hil in a child pytest with --target serial; the bench's board file is a user board file."""
     boards = tmp_path / "lab-boards"
     boards.mkdir()
@@ -111,19 +103,13 @@ async def run_hil_suite(tmp_path: Path, board: QemuPtyBoard, port: str, *extra: 
         f"reset_command = {board.reset_command!r}\n"
     )
     env = dict(os.environ, EMBSERVE_HIL_BOARDS=str(boards))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pytest", "tests/hil", "-q", "-p", "no:cacheprovider", "-rs",
-        "--target", "serial", "--board", "mps2_an385_bench", "--serial-port", port,
-        "--gateway-host", GUEST_HOST_ALIAS, "--hil-log-dir", str(tmp_path / "hil-logs"), *extra,
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    host = ["--gateway-host", gateway_host] if gateway_host else []
+    return await run_child_pytest(
+        ["tests/hil", "-q", "-p", "no:cacheprovider", "-rs",
+         "--target", "serial", "--board", "mps2_an385_bench", "--serial-port", port,
+         *host, "--hil-log-dir", str(tmp_path / "hil-logs"), *extra],
+        env=env, timeout=900,
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 900)
-    except BaseException:
-        proc.kill()
-        await proc.wait()
-        raise
-    return proc.returncode or 0, out.decode(errors="replace")
 
 
 @pytest.mark.slow  # the suite waits out the service's 30 s default period in real time, three times
