@@ -29,13 +29,13 @@ async def deploy_fast(deployer, node, ref, readings):
     deployment = await deployer.deploy(ref, node.endpoint)
     collector = readings(node)
     await collector.start()
-    await set_rate(deployer.gateway, node, deployment, FAST_PERIOD_MS)
+    await set_rate(node, deployment, FAST_PERIOD_MS)
     # The service finishes its current 30 s sleep before the new rate applies.
     await collector.wait(2, timeout=wall(node, DEFAULT_PERIOD_S + 2 * FAST_PERIOD_MS / 1000))
     return deployment, collector
 
 
-async def set_rate(gateway, node, deployment, rate_ms: int) -> list[str]:
+async def set_rate(node, deployment, rate_ms: int) -> list[str]:
     """Write the service's `rate` input by key; returns what the console printed."""
     return await node.set_service_input(deployment.instance, "rate", rate_ms)
 
@@ -74,7 +74,7 @@ async def test_rate_input_changes_period(deployer, node, temperature_service, re
     )
 
     # Below 1000 ms the service refuses the new rate and says so on the console.
-    out = await set_rate(deployer.gateway, node, deployment, 500)
+    out = await set_rate(node, deployment, 500)
     if not any("too low" in line.lower() for line in out):
         # On a board the service's line may come after the shell's prompt.
         await node.console.expect(re.compile("too low", re.IGNORECASE), timeout=wall(node, 1))
