@@ -13,6 +13,10 @@ for a board file's ``reset_command``::
 There is no ``-no-reboot`` here: a guest reset restarts the firmware, as it
 would on a board. Guest networking is QEMU user mode; the host's loopback is
 10.0.2.2 from inside.
+
+With ``net_pty=True`` UART1 is a second pty (:attr:`QemuPtyBoard.net_pty`),
+the wire a board without a network uses for SLIP; pass ``nic=None`` so the
+node has no other way out.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from pathlib import Path
 from .process import InfraError, ManagedProcess, NotReady
 
 MACHINE = "mps2-an385"
-_PTY = re.compile(r"char device redirected to (/dev/pts/\d+)")
+#: QEMU names each pty with the chardev's label: serial0 is UART0, serial1 UART1
+_PTY = re.compile(r"char device redirected to (/dev/pts/\d+) \(label (\w+)\)")
 _MONITOR_PROMPT = b"(qemu) "
 
 
@@ -68,7 +73,8 @@ class QemuPtyBoard(ManagedProcess):
         firmware: str | os.PathLike[str],
         *,
         log_dir: str | os.PathLike[str] | None = None,
-        nic: str = "user,model=lan9118",
+        nic: str | None = "user,model=lan9118",
+        net_pty: bool = False,
         machine: str = MACHINE,
         ready_timeout: float = 10.0,
         term_timeout: float = 3.0,
@@ -77,36 +83,42 @@ class QemuPtyBoard(ManagedProcess):
         self.firmware = Path(firmware).resolve()
         self.nic = nic
         self.machine = machine
-        self.pty: str | None = None
+        self.with_net_pty = net_pty
+        self.pty: str | None = None  # UART0, the console
+        self.net_pty: str | None = None  # UART1, when asked for
 
     def prepare(self, port: int) -> list[str]:
         if not self.firmware.is_file():
             raise InfraError(f"firmware {self.firmware} does not exist (build it with: make -C firmware)")
-        self.pty = None
+        self.pty = self.net_pty = None
         return [
             self.binary(),
             "-M", self.machine,
             "-display", "none",
             "-kernel", str(self.firmware),
-            "-nic", self.nic,
+            "-nic", self.nic or "none",
             "-serial", "pty",
+            *(["-serial", "pty"] if self.with_net_pty else []),  # the second -serial is UART1
             "-monitor", f"tcp:{self.host}:{port},server=on,wait=off",
             "-semihosting-config", "enable=on,target=native",
         ]
 
     def probe(self) -> None:
-        found = _PTY.search(self.log_path.read_text(errors="replace"))
-        if not found:
-            raise NotReady("QEMU has not said which pty the console is on yet")
+        ptys = {label: path for path, label in _PTY.findall(self.log_path.read_text(errors="replace"))}
+        wanted = ["serial0", "serial1"] if self.with_net_pty else ["serial0"]
+        missing = [label for label in wanted if label not in ptys]
+        if missing:
+            raise NotReady(f"QEMU has not said which pty {' and '.join(missing)} is on yet")
         try:
             with socket.create_connection((self.host, self.port), timeout=1.0) as sock:
                 _read_until_prompt(sock, 1.0)
         except (OSError, InfraError) as e:
             raise NotReady(f"monitor {self.address}: {e}") from None
-        self.pty = found.group(1)
+        self.pty = ptys["serial0"]
+        self.net_pty = ptys.get("serial1")
 
     def cleanup(self) -> None:
-        self.pty = None
+        self.pty = self.net_pty = None
 
     def monitor(self, command: str, timeout: float = 5.0) -> str:
         return monitor_command(self.host, self.port, command, timeout)

@@ -13,13 +13,24 @@ exporter) or ``socket://host:port`` (a raw TCP bridge). Bring-up order:
    wrong baud rate, and silence ends in an error that shows the last console
    lines and the log path.
 
-A board reaches the gateway over its own network, so the address it is told
-(``--gateway-host``) is separate from where the gateway listens.
+A board with a network of its own reaches the gateway over it, so the
+address it is told (``--gateway-host``) is separate from where the gateway
+listens. A board without one joins through this host: a second serial port
+(``--net-serial-port``, ``TargetConfig.net_serial_port``; the same URL forms)
+is wired to the UART its firmware runs SLIP on. The target opens it with the
+console, runs ``net iface slip`` on the board after boot, tells the board the
+gateway is at 192.0.2.1 (the SLIP peer; ``--gateway-host`` overrides it) and
+relays the board's IP traffic to the gateway with :class:`hil.net.SlipBridge`
+(see :mod:`hil.targets.slip`), so the gateway can listen on loopback. After
+:meth:`SerialTarget.reboot` it brings ``sl0`` up again and repeats the
+bootstrap.
 
 Board-file fields used: ``baudrate``, ``prompt``, ``reset``,
 ``reset_command``, ``reset_pulse``, ``flash``, ``flash_timeout``,
 ``boot_timeout``. Each can be overridden through ``TargetConfig.options``
-under the same name (and ``port`` for the serial port).
+under the same name (and ``port`` for the serial port, ``net_port`` and
+``net_baudrate`` for the SLIP port; the SLIP line runs at the console's baud
+rate unless told otherwise).
 """
 
 from __future__ import annotations
@@ -40,7 +51,9 @@ from typing import Any
 import serial
 import serial.tools.list_ports
 
+from ..net import SerialLink, SlipBridge
 from .base import Target, TargetConfig, TargetError, register_target
+from .slip import SlipUplink
 
 READ_TIMEOUT = 0.05  # the reader thread notices a stop request within this
 POKE_INTERVAL = 1.0  # seconds between newlines sent to a board that was not reset
@@ -128,6 +141,12 @@ class SerialTarget(Target):
         self.settings = self._settings(config)
         self.url: str | None = config.serial_port or config.options.get("port")
         self.port: serial.SerialBase | None = None
+        self.net_url: str | None = config.net_serial_port or config.options.get("net_port")
+        self.net_baudrate = config.options.get("net_baudrate", self.settings["baudrate"])
+        if not isinstance(self.net_baudrate, int) or isinstance(self.net_baudrate, bool) or self.net_baudrate <= 0:
+            raise TargetError(f"net_baudrate {self.net_baudrate!r}: expected a positive whole number of baud")
+        self.uplink = SlipUplink(self.endpoint, config.log_dir, config.gateway_host) if self.net_url else None
+        self._bootstrap: list[str] = []  # repeated after a reboot when the board's network is SLIP
         self.shell.prompt = self.settings["prompt"]
         self.boot = BootWatch(self.settings["prompt"])
         self._reader: threading.Thread | None = None
@@ -158,9 +177,16 @@ class SerialTarget(Target):
                 f"{self.endpoint}: the serial target needs --serial-port (a device path such as /dev/ttyACM0,"
                 f" rfc2217://host:port or socket://host:port); serial ports on this machine: {ports}"
             )
+        if self.net_url is not None and self.net_url == self.url:
+            raise TargetError(f"{self.endpoint}: --net-serial-port {self.net_url} is the console's port; the SLIP"
+                              f" line needs the board's second UART on a port of its own")
         self._loop = asyncio.get_running_loop()
         self.port = await asyncio.to_thread(self._open)
         self.console.writer = self._write
+        if self.uplink is not None:
+            # Opened before the reset too: a missing port fails fast, and the
+            # line's boot-time bytes wait in the OS buffer until the bridge skips them.
+            self.uplink.attach(await asyncio.to_thread(self._open_net))
         self._stopping.clear()
         self._reader = threading.Thread(target=self._read_loop, name=f"serial-reader {self.url}", daemon=True)
         self._reader.start()
@@ -182,6 +208,8 @@ class SerialTarget(Target):
             how = "attaching (no reset configured: a newline was sent every second)"
         await self._wait_for_boot(self.settings["boot_timeout"], poke=reset == "none" and not flashed, how=how)
         self.console.drain()
+        if self.uplink is not None:
+            await self.uplink.bring_up_interface(self.shell)
 
     def _open(self) -> serial.SerialBase:
         url = self.url
@@ -199,6 +227,17 @@ class SerialTarget(Target):
         except (serial.SerialException, OSError, ValueError) as e:
             raise TargetError(f"{self.endpoint}: {_explain_open_error(url, e)}") from e
         return port
+
+    def _open_net(self) -> SerialLink:
+        """The SLIP port: raw bytes at ``net_baudrate``, modem lines left alone."""
+        url = self.net_url
+        assert url is not None
+        try:
+            extra = {} if "://" in url else {"write_timeout": 10.0}
+            port = serial.serial_for_url(url, baudrate=self.net_baudrate, timeout=SerialLink.POLL, exclusive=True, **extra)
+        except (serial.SerialException, OSError, ValueError) as e:
+            raise TargetError(f"{self.endpoint}: SLIP line (--net-serial-port): {_explain_open_error(url, e)}") from e
+        return SerialLink(port, name=f"{self.endpoint} SLIP line {url}")
 
     async def _flash(self) -> bool:
         command = self.settings["flash"]
@@ -328,6 +367,8 @@ class SerialTarget(Target):
                 raise TargetError(f"{self.endpoint}: {self._closed}") from e
 
     async def stop(self) -> None:
+        if self.uplink is not None:
+            await self.uplink.close()
         self._stopping.set()
         reader, self._reader = self._reader, None
         if reader is not None:
@@ -340,7 +381,15 @@ class SerialTarget(Target):
 
     # -- how the board reaches the gateway ---------------------------------------
 
+    @property
+    def bridge(self) -> SlipBridge | None:
+        """The SLIP bridge (with ``--net-serial-port``, once bootstrapped), for its statistics."""
+        return self.uplink.bridge if self.uplink else None
+
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
+        if self.uplink is not None:
+            # The bridge on this host relays to the gateway, wherever it listens here.
+            return self.uplink.server_uri(gateway_host, gateway_port)
         if not self.config.gateway_host and _is_local_only(gateway_host):
             raise TargetError(
                 f"{self.endpoint}: a board on a serial port cannot reach a gateway listening on {gateway_host}"
@@ -349,9 +398,27 @@ class SerialTarget(Target):
             )
         return super().device_server_uri(gateway_host, gateway_port)
 
+    async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
+        if self.uplink is not None:
+            await self.uplink.start_bridge(server_uri)
+            self._bootstrap = [f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"]
+        await super().bootstrap(server_uri, timeout)
+
+    async def reboot(self, timeout: float = 10.0) -> None:
+        """``kernel reboot``, then the prompt of the new boot (never the one the command was typed at)."""
+        self.boot.restart()
+        await self.console.send_line("kernel reboot")
+        await self._wait_for_boot(timeout, poke=False, how="'kernel reboot'")
+        self.console.drain()
+        if self.uplink is not None:
+            await self.uplink.bring_up_interface(self.shell)
+            for command in self._bootstrap:
+                await self.shell.exec(command)
+
     def describe(self) -> str:
         board = self.config.board.name if self.config.board else "-"
-        return f"serial target, board {board} on {self.url} at {self.settings['baudrate']} baud, endpoint {self.endpoint}"
+        net = f", network over SLIP on {self.net_url} at {self.net_baudrate} baud" if self.net_url else ""
+        return f"serial target, board {board} on {self.url} at {self.settings['baudrate']} baud{net}, endpoint {self.endpoint}"
 
 
 def _is_local_only(host: str) -> bool:

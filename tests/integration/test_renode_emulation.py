@@ -2,7 +2,8 @@
 
 Renode cannot be installed on the project's own machines, so these tests
 skip there (marker ``requires_renode``); with ``renode`` on PATH they boot the
-same ELF that runs on QEMU, on renode/mps2_an385.repl.
+same ELF that runs on QEMU, on renode/mps2_an385.repl, and the node registers
+to the gateway over SLIP on UART1 (Renode has no LAN9118 model).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from hil.boards import get_board
+from hil.gateway.server import Gateway
+from hil.lwm2m.model import Path as LwPath
 from hil.targets.base import TargetConfig, TargetError
 from hil.targets.renode import RenodeTarget
 
@@ -49,7 +53,34 @@ async def test_reference_firmware_boots_to_its_shell_on_renode(firmware_elf: Pat
     assert "*** Booting embServe reference firmware" in console
 
 
-async def test_bootstrap_without_a_network_model_is_refused(firmware_elf: Path, tmp_path: Path) -> None:
-    async with renode_target(tmp_path, firmware_elf) as target:
+async def test_reference_firmware_registers_over_slip_on_renode(firmware_elf: Path, tmp_path: Path) -> None:
+    async with Gateway(host="127.0.0.1", port=0) as gateway, renode_target(tmp_path, firmware_elf) as target:
+        assert target.net == "slip"  # Renode has no LAN9118: UART1 on a socket terminal, through the SLIP bridge
+        uri = target.device_server_uri(gateway.host, gateway.port)
+        assert uri == f"coap://192.0.2.1:{gateway.port}"
+        await target.bootstrap(uri)
+        registration = await gateway.wait_for_registration("node1", timeout=30)
+        assert [flow.local for flow in target.bridge.flows] == [registration.address]
+        assert (await gateway.read("node1", "/3/0/1"))[LwPath(3, 0, 1)] == "mps2-an385"
+        assert target.bridge.stats.dropped == 0, target.bridge.stats.summary()
+    console = (tmp_path / "node1.console.log").read_text()
+    assert "sl0 (SLIP on UART1) is up: address 192.0.2.2" in console
+    assert "Registration Done (EP='node1')" in console
+
+
+async def test_ethernet_without_a_network_model_is_refused(firmware_elf: Path, tmp_path: Path) -> None:
+    target = RenodeTarget(TargetConfig(endpoint="node1", log_dir=tmp_path, board=get_board("mps2_an385"),
+                                       firmware=firmware_elf, options={"net": "eth"}))
+    async with target:
         with pytest.raises(TargetError, match="no Ethernet model on Renode"):
             await target.bootstrap("coap://127.0.0.1:5683")
+
+
+@pytest.mark.slow  # the suite waits out the service's 30 s default period three times
+def test_hil_suite_passes_on_renode(firmware_elf: Path, tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/hil", "-q", "-p", "no:cacheprovider", "-rs", "--target", "renode",
+         "--board", "mps2_an385", "--firmware", str(firmware_elf), "--hil-log-dir", str(tmp_path / "hil-logs")],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert run.returncode == 0 and "4 passed" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]

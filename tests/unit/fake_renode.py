@@ -5,9 +5,17 @@ It behaves as the measured Renode 1.16.1 does where the target depends on it
 (/work/shared/docs/renode.md): it announces its monitor on stdout, opens the
 monitor with telnet option bytes, echoes, colours its prompt ``(monitor)`` /
 ``(<machine>)``, reports bad commands in text (``There was an error executing
-command ...``), serves a raw-byte socket terminal, and on ``start`` boots a
-tiny shell on the connected UART. Every monitor command is appended to
+command ...``), serves raw-byte socket terminals, and on ``start`` boots a
+tiny shell on the console UART. Every monitor command is appended to
 ``$FAKE_RENODE_LOG`` so a test can check the conversation.
+
+A UART connected to a terminal named ``slip`` is the node's SLIP line, and
+the tiny shell plays the reference firmware's part on it (the real SLIP codec
+and IPv4/UDP builder from ``hil.net``): ``net iface slip`` brings ``sl0`` up
+(192.0.2.2, peer 192.0.2.1), ``embserve connector lwm2m server_add URI EP``
+sends one UDP datagram ``register EP`` to the URI's host and port, and every
+UDP datagram that comes back is printed on the console as
+``[net] udp from HOST:PORT: PAYLOAD``.
 """
 
 from __future__ import annotations
@@ -19,9 +27,14 @@ import socket
 import sys
 import threading
 import time
+from urllib.parse import urlsplit
+
+from hil.net.ipv4 import PacketError, build_udp, parse_ipv4, parse_udp
+from hil.net.slip import SlipDecoder, slip_encode
 
 RED, YELLOW, RESET = "\x1b[31;1m", "\x1b[33;1m", "\x1b[0m"
 TELNET_HELLO = bytes([255, 253, 0, 255, 251, 1, 255, 251, 3, 255, 252, 34])
+SLIP_IP, SLIP_PEER = "192.0.2.2", "192.0.2.1"
 
 
 class Machine:
@@ -41,6 +54,9 @@ class FakeRenode:
         self.log_path = log_path
         self.quit = threading.Event()
         self.uart_client: socket.socket | None = None
+        self.slip_client: socket.socket | None = None
+        self.sl0_up = False
+        self.line_noise = b"boot noise"
 
     def record(self, line: str) -> None:
         if self.log_path:
@@ -84,7 +100,8 @@ class FakeRenode:
             server.bind(("127.0.0.1", int(m_.group(1))))
             server.listen(1)
             m.terminals[m_.group(2)] = server
-            threading.Thread(target=self.accept_uart, args=(server,), daemon=True).start()
+            serve = self.accept_slip if m_.group(2) == "slip" else self.accept_uart
+            threading.Thread(target=serve, args=(server,), daemon=True).start()
             return ""
         if m_ := re.fullmatch(r"connector Connect (\S+) (\w+)", line):
             uart, term = m_.groups()
@@ -92,6 +109,8 @@ class FakeRenode:
                 return ""
             if uart not in m.peripherals:
                 return f"{RED}There was an error executing command '{line}'{RESET}\nCould not find peripheral '{uart}'"
+            if term not in m.terminals:
+                return f"{RED}There was an error executing command '{line}'{RESET}\nCould not find external '{term}'"
             m.connected[uart] = term
             return ""
         if line.startswith(("emulation CreateSwitch", "emulation CreateTap")):
@@ -103,6 +122,8 @@ class FakeRenode:
         if line == "pause":
             m.started = False
             return ""
+        if line == "machine ElapsedVirtualTime":
+            return f"{m.virtual_time:.6f}s (fake)"
         if m_ := re.fullmatch(r'emulation RunFor "(\d+):(\d+):(\d+(?:\.\d+)?)"', line):
             if m.started:
                 return (f"{RED}There was an error executing command '{line}'{RESET}\n"
@@ -129,9 +150,53 @@ class FakeRenode:
                 reply = f"{text}\r\n"
                 if text == "help":
                     reply += "Available commands:\r\n  sensor   :Sensor commands\r\n"
+                elif text == "net iface slip":
+                    reply += self.select_slip()
+                elif text.startswith("embserve connector lwm2m server_add "):
+                    reply += self.server_add(text.split()[4:])
                 elif text:
                     reply += f"{text.split()[0]}: done\r\n"
                 client.sendall((reply + "uart:~$ ").encode())
+
+    # -- the SLIP line (the reference firmware's part, much reduced) ------------------
+
+    def slip_connected(self) -> bool:
+        m = self.machine
+        return m is not None and "slip" in m.connected.values() and self.slip_client is not None
+
+    def select_slip(self) -> str:
+        if not self.slip_connected():
+            return "net iface: sl0 is not available on this board\r\n"
+        self.sl0_up = True
+        return f"sl0 (SLIP on UART1) is up: address {SLIP_IP} netmask 255.255.255.0 gateway {SLIP_PEER}\r\n"
+
+    def server_add(self, args: list[str]) -> str:
+        if len(args) != 2:
+            return "server_add: usage: server_add URI ENDPOINT\r\n"
+        uri, endpoint = urlsplit(args[0]), args[1]
+        if self.sl0_up and self.slip_client is not None:
+            packet = build_udp(SLIP_IP, 56830, uri.hostname, uri.port or 5683, f"register {endpoint}".encode())
+            # Line noise before the first frame, as a UART has after power-up.
+            noise, self.line_noise = self.line_noise, b""
+            self.slip_client.sendall(noise + slip_encode(packet))
+        return "server_add: done\r\n"
+
+    def accept_slip(self, server: socket.socket) -> None:
+        client, _ = server.accept()
+        self.slip_client = client
+        decoder = SlipDecoder()
+        while data := client.recv(4096):
+            for frame in decoder.feed(data):
+                try:
+                    datagram = parse_udp(parse_ipv4(frame))
+                except PacketError as e:
+                    self.console_note(f"[net] dropped a frame: {e}")
+                    continue
+                self.console_note(f"[net] udp from {datagram.src}:{datagram.src_port}: {datagram.payload.decode()}")
+
+    def console_note(self, text: str) -> None:
+        if self.uart_client is not None:
+            self.uart_client.sendall(f"\r\n{text}\r\n".encode())
 
     def boot(self) -> None:
         while self.uart_client is None:  # the harness connects before start; allow for the race
@@ -150,24 +215,30 @@ class FakeRenode:
         print(f"12:00:00.0000 [INFO] Monitor available in telnet mode on port {port}", flush=True)
         while not self.quit.is_set():
             client, _ = server.accept()
-            client.sendall(TELNET_HELLO + b"Renode, version 1.16.1.0 (fake)\r\n\r\n" + self.prompt.encode())
-            buffer = b""
-            while not self.quit.is_set():
-                data = client.recv(4096)
-                if not data:
-                    break
-                buffer += data
-                while b"\n" in buffer:
-                    raw, buffer = buffer.split(b"\n", 1)
-                    line = raw.decode().strip()
-                    client.sendall(line.encode() + b"\r\n")  # echo, as the line editor does
-                    out = self.execute(line)
-                    if self.quit.is_set():
-                        client.close()
-                        return
-                    text = (out.replace("\n", "\r\n") + "\r\n") if out else ""
-                    client.sendall(text.encode() + self.prompt.encode())
-            client.close()
+            try:
+                self.converse(client)
+            except OSError:
+                pass  # the harness's readiness probe connects and hangs up at once, as a client may
+            finally:
+                client.close()
+
+    def converse(self, client: socket.socket) -> None:
+        client.sendall(TELNET_HELLO + b"Renode, version 1.16.1.0 (fake)\r\n\r\n" + self.prompt.encode())
+        buffer = b""
+        while not self.quit.is_set():
+            data = client.recv(4096)
+            if not data:
+                return
+            buffer += data
+            while b"\n" in buffer:
+                raw, buffer = buffer.split(b"\n", 1)
+                line = raw.decode().strip()
+                client.sendall(line.encode() + b"\r\n")  # echo, as the line editor does
+                out = self.execute(line)
+                if self.quit.is_set():
+                    return
+                text = (out.replace("\n", "\r\n") + "\r\n") if out else ""
+                client.sendall(text.encode() + self.prompt.encode())
 
 
 def main() -> int:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,10 +22,21 @@ import pytest
 from hil.boards import get_board, load_board_file
 from hil.console import ConsoleTimeout
 from hil.infra.renode import RenodeError, RenodeMonitor, TelnetText
-from hil.targets.base import TargetConfig, TargetError, TargetUnavailable, get_target_class
-from hil.targets.renode import RenodeTarget, bring_up_commands, run_for_argument
+from hil.targets.base import (
+    TargetConfig,
+    TargetError,
+    TargetUnavailable,
+    get_target_class,
+)
+from hil.targets.renode import (
+    RenodeTarget,
+    bring_up_commands,
+    default_net,
+    run_for_argument,
+)
 
 FAKE_RENODE = Path(__file__).with_name("fake_renode.py")
+REPO = Path(__file__).resolve().parents[2]
 TELNET_HELLO = bytes([255, 253, 0, 255, 251, 1, 255, 251, 3, 255, 252, 34])
 
 
@@ -156,6 +169,44 @@ def test_bring_up_sequence_connects_console_before_start(tmp_path: Path) -> None
                      'emulation CreateTap "renode-tap0" "tap"', "connector Connect host.tap switch", "start"]
 
 
+def test_bring_up_sequence_with_slip_creates_its_terminal_before_start() -> None:
+    before, after = bring_up_commands("node1", "@/r/mps2_an385.repl", Path("/fw/e.elf"), "sysbus.uart0", 4567,
+                                      slip_uart="sysbus.uart1", slip_port=4568)
+    assert before[-4:] == [
+        'emulation CreateServerSocketTerminal 4567 "term" false',
+        "connector Connect sysbus.uart0 term",
+        'emulation CreateServerSocketTerminal 4568 "slip" false',
+        "connector Connect sysbus.uart1 slip",
+    ]
+    assert after == ["start"]
+    with pytest.raises(ValueError, match="needs the port of its socket terminal"):
+        bring_up_commands("node1", "@/r.repl", Path("/fw/e.elf"), "sysbus.uart0", 4567, slip_uart="sysbus.uart1")
+
+
+def test_default_network_follows_the_board_file() -> None:
+    assert default_net(get_board("mps2_an385")) == "slip"  # no LAN9118 on Renode: SLIP on UART1
+    assert get_board("mps2_an385").renode_slip_uart == "uart1"
+    assert default_net(get_board("stm32f4_discovery")) == "eth"
+    assert default_net(get_board("nrf52840dk")) is None
+
+
+def test_project_platform_wires_the_uarts_as_the_firmware_expects() -> None:
+    """renode/mps2_an385.repl against firmware/src/board.h: console and SLIP UART at the same addresses and IRQs."""
+    board = get_board("mps2_an385")
+    facts = {name: int(value.rstrip("u"), 0) for name, value in re.findall(
+        r"#define ((?:UART[01]_BASE|IRQ_UART[01]_(?:RX|TX)))\s+(\w+)", (REPO / "firmware/src/board.h").read_text())}
+    repl = board.resolve_path(board.renode_platform or "").read_text()
+    uarts = {
+        name: (int(address, 16), {line: int(irq) for line, irq in re.findall(r"(\w+Interrupt) -> nvic@(\d+)", body)})
+        for name, address, body in re.findall(
+            r"^(\w+): UART\.CMSDK_APB_UART @ sysbus (0x[0-9A-Fa-f]+)\n((?:[ \t]+.*\n)*)", repl, re.M)
+    }
+    for uart, n in ((board.console, 0), (board.renode_slip_uart, 1)):
+        assert uart in uarts, f"{uart} is not a CMSDK UART in {board.renode_platform}"
+        assert uarts[uart] == (facts[f"UART{n}_BASE"], {"RxInterrupt": facts[f"IRQ_UART{n}_RX"],
+                                                         "TxInterrupt": facts[f"IRQ_UART{n}_TX"]})
+
+
 # -- the whole target, against the fake renode executable --------------------------------
 
 
@@ -188,6 +239,7 @@ def renode_target(tmp_path: Path, firmware: Path, board_name: str = "mps2_an385"
 async def test_fake_renode_brings_the_board_up_and_runs_virtual_time(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
     target = renode_target(tmp_path, firmware)
     async with target:
+        assert target.net == "slip"
         assert (await target.shell.exec("help"))[0] == "Available commands:"
         await target.sleep_device(2.5)
         pid_file = tmp_path / "logs" / "node1.renode.pid"
@@ -196,17 +248,84 @@ async def test_fake_renode_brings_the_board_up_and_runs_virtual_time(tmp_path: P
     commands = fake_renode.read_text().splitlines()
     repl = get_board("mps2_an385").resolve_path("renode/mps2_an385.repl")
     assert commands[0] == f"HOME={tmp_path / 'logs' / 'node1.renode-home'}"
-    assert commands[1:6] == [
+    assert commands[1:8] == [
         'mach create "node1"',
         f"machine LoadPlatformDescription @{repl}",
         f"sysbus LoadELF @{firmware}",
         commands[4],
         "connector Connect sysbus.uart0 term",
+        commands[6],
+        "connector Connect sysbus.uart1 slip",
     ]
     assert commands[4].startswith("emulation CreateServerSocketTerminal ") and commands[4].endswith(' "term" false')
-    assert commands[6:] == ["start", "pause", 'emulation RunFor "00:00:02.500000"', "start", "quit"]
+    assert commands[6].startswith("emulation CreateServerSocketTerminal ") and commands[6].endswith(' "slip" false')
+    assert commands[4].split()[2] != commands[6].split()[2]  # two terminals, two ports
+    assert commands[8:] == ["start", "pause", 'emulation RunFor "00:00:02.500000"', "start", "quit"]
     console = (tmp_path / "logs" / "node1.console.log").read_text()
     assert "*** Booting embServe reference firmware" in console
+    # After boot the node's network is the SLIP link on UART1.
+    assert console.index("net iface slip") > console.index("*** Booting")
+    assert "sl0 (SLIP on UART1) is up: address 192.0.2.2" in console
+
+
+class UdpEcho(asyncio.DatagramProtocol):
+    """Stands in for the gateway: answers every datagram with ``echo: <datagram>``."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.received.append(data)
+        self.transport.sendto(b"echo: " + data, addr)  # type: ignore[attr-defined]
+
+
+async def console_shows(target: RenodeTarget, text: str, timeout: float = 5.0) -> None:
+    """Wait until a console line contains ``text`` (whoever consumed it: the shell may have)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not any(text in line.text for line in target.console.history):
+        if loop.time() > deadline:
+            raise TimeoutError(f"no console line with {text!r} within {timeout} s:\n{target.console.tail()}")
+        await asyncio.sleep(0.02)
+
+
+async def test_fake_renode_slip_line_carries_the_nodes_udp_through_the_bridge(
+    tmp_path: Path, fake_renode: Path, firmware: Path
+) -> None:
+    loop = asyncio.get_running_loop()
+    transport, echo = await loop.create_datagram_endpoint(UdpEcho, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        async with renode_target(tmp_path, firmware) as target:
+            uri = target.device_server_uri("127.0.0.1", port)
+            assert uri == f"coap://192.0.2.1:{port}"  # the node is told the SLIP peer, not the host's loopback
+            assert target.bridge is None  # started by the bootstrap, once the gateway is known
+            await target.bootstrap(uri)
+            # The node's datagram reached the host's UDP service, and its answer reached the node.
+            await console_shows(target, f"[net] udp from 192.0.2.1:{port}: echo: register node1")
+            assert echo.received == [b"register node1"]
+            stats = target.bridge.stats.copy()
+            assert stats.datagrams_to_gateway == 1 and stats.datagrams_to_device == 1 and stats.dropped == 0
+            assert stats.noise_bytes == len("boot noise")  # bytes before the first frame: skipped, not dropped
+
+            # A reboot brings sl0 up again and repeats the bootstrap; the bridge carries on.
+            bridge = target.bridge
+            await target.reboot(timeout=5)
+            assert target.bridge is bridge
+            await bridge.wait_for(lambda s: s.datagrams_to_device >= 2, "the answer after the reboot", timeout=5)
+            assert echo.received == [b"register node1"] * 2
+    finally:
+        transport.close()
+    assert target.bridge is None
+    console = (tmp_path / "logs" / "node1.console.log").read_text()
+    reboot = console.index("kernel reboot")
+    assert "net iface slip" in console[reboot:] and f"server_add coap://192.0.2.1:{port} node1" in console[reboot:]
+    slip_log = (tmp_path / "logs" / "node1.slip.log").read_text()
+    assert f"192.0.2.1 -> 127.0.0.1:{port}" in slip_log
+    assert "datagrams to gateway 2 / to device 2" in slip_log and "dropped 0" in slip_log
 
 
 async def test_fake_renode_board_with_ethernet_joins_a_switch(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
@@ -245,12 +364,41 @@ async def test_fake_renode_silent_uart_times_out_with_console_log(
         async with renode_target(tmp_path, firmware, boot_timeout=0.5):
             pass
     assert "within 0.5 s" in str(info.value) and "node1.console.log" in str(info.value)
+    assert "Renode's virtual time then: 0.000000s (fake)" in str(info.value)
 
 
-async def test_board_without_ethernet_cannot_bootstrap(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
-    async with renode_target(tmp_path, firmware) as target:
-        with pytest.raises(TargetError, match="no Ethernet model on Renode"):
+async def test_ethernet_on_a_board_without_an_ethernet_model_cannot_bootstrap(
+    tmp_path: Path, fake_renode: Path, firmware: Path
+) -> None:
+    async with renode_target(tmp_path, firmware, net="eth") as target:
+        assert target.uplink is None
+        with pytest.raises(TargetError, match="no Ethernet model on Renode.*use net 'slip'"):
             await target.bootstrap("coap://10.0.0.1:5683")
+    assert not any("slip" in line for line in fake_renode.read_text().splitlines())  # no SLIP terminal either
+
+
+async def test_board_with_no_network_on_renode_boots_but_cannot_bootstrap(
+    tmp_path: Path, fake_renode: Path, firmware: Path
+) -> None:
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    repl = get_board("mps2_an385").resolve_path("renode/mps2_an385.repl")
+    (boards / "quiet.toml").write_text(f'name = "quiet"\narch = "armv7-m"\nbackends = ["renode"]\nrenode_platform = "{repl}"\n')
+    config = TargetConfig(endpoint="node1", log_dir=tmp_path / "logs", board=load_board_file(boards / "quiet.toml"),
+                          firmware=firmware)
+    async with RenodeTarget(config) as target:
+        assert target.net is None
+        with pytest.raises(TargetError, match="board quiet has no network on Renode.*renode_slip_uart"):
+            await target.bootstrap("coap://10.0.0.1:5683")
+
+
+async def test_slip_needs_a_slip_uart_in_the_board_file(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
+    with pytest.raises(TargetError, match=r"board stm32f4_discovery names none \(board file field renode_slip_uart"):
+        async with renode_target(tmp_path, firmware, "stm32f4_discovery", net="slip"):
+            pass
+    assert not os.path.exists(fake_renode), "Renode must not be started for a request that cannot work"
+    with pytest.raises(TargetError, match="net='wifi': the Renode target supports eth or slip"):
+        renode_target(tmp_path, firmware, net="wifi")
 
 
 async def test_missing_renode_is_unavailable_with_install_hint(
@@ -273,3 +421,17 @@ async def test_missing_platform_and_firmware_are_named(tmp_path: Path, fake_reno
         async with renode_target(tmp_path, tmp_path / "missing.elf"):
             pass
     assert not os.path.exists(fake_renode), "Renode must not be started for a request that cannot work"
+
+
+def test_hil_suite_on_renode_skips_with_the_reason_when_renode_is_missing(tmp_path: Path) -> None:
+    # $RENODE naming no executable stands for "not installed", even where Renode is.
+    env = dict(os.environ, RENODE=str(tmp_path / "no-renode"))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/hil", "-q", "-rs", "-p", "no:cacheprovider", "--target", "renode",
+         "--board", "mps2_an385", "--hil-log-dir", str(tmp_path / "hil-logs")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    summary = run.stdout.strip().splitlines()[-1]
+    assert summary.startswith("4 skipped in "), run.stdout[-3000:]  # not errors, not "passed" on nothing
+    assert run.stdout.count("is not an executable file") == 4, run.stdout[-3000:]
