@@ -1,7 +1,7 @@
 """The reference firmware's platform under QEMU mps2-an385: boot, shell, network.
 
-Builds ``firmware/`` once per session (``make -C firmware``) and boots a fresh
-QEMU per test. Network paths are checked two ways: through QEMU user
+Builds ``firmware/`` once per session into a private directory (qemu_helpers)
+and boots a fresh QEMU per test. Network paths are checked two ways: through QEMU user
 networking against a host UDP socket (what the gateway will see), and at
 frame level over a datagram netdev where the test itself is the Ethernet peer
 (ARP, ICMP echo, UDP echo, malformed frames).
@@ -14,7 +14,6 @@ import contextlib
 import os
 import random
 import re
-import shutil
 import socket
 import struct
 import subprocess
@@ -24,15 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from qemu_helpers import FirmwareNode as Node
+from qemu_helpers import booted as booted_firmware
+from qemu_helpers import firmware_elf as build_firmware
+from qemu_helpers import skip_without_qemu_tools
 
-from hil.console import Console, Shell
+from hil.console import Console
 from hil.infra.qemu import QemuMachine
 
 pytestmark = pytest.mark.emulation
-
-REPO = Path(__file__).resolve().parents[2]
-FIRMWARE_DIR = REPO / "firmware"
-ELF = FIRMWARE_DIR / "build" / "embserve.elf"
 
 GUEST_MAC = bytes.fromhex("525400123456")  # QEMU's default -nic MAC, loaded into the LAN9118 at reset
 GUEST_IP = socket.inet_aton("10.0.2.15")
@@ -41,52 +40,21 @@ PEER_IP = socket.inet_aton("10.0.2.2")
 
 
 @pytest.fixture(scope="session")
-def firmware_elf() -> Path:
-    for tool, package in (("arm-none-eabi-gcc", "gcc-arm-none-eabi"), ("qemu-system-arm", "qemu-system-arm")):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (apt-get install {package})")
+def firmware_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    skip_without_qemu_tools()
     specs = subprocess.run(
         ["arm-none-eabi-gcc", "-print-file-name=picolibc.specs"], check=False, capture_output=True, text=True
     ).stdout.strip()
     if not os.path.isabs(specs):
         pytest.skip("picolibc for arm-none-eabi is not installed (apt-get install picolibc-arm-none-eabi)")
-    build = subprocess.run(["make", "-C", str(FIRMWARE_DIR)], check=False, capture_output=True, text=True, timeout=600)
-    if build.returncode != 0:
-        pytest.fail(f"make -C firmware failed (exit {build.returncode}):\n{build.stdout[-4000:]}\n{build.stderr[-4000:]}")
-    assert ELF.is_file(), f"make -C firmware succeeded but {ELF} is missing"
-    return ELF
+    return build_firmware(tmp_path_factory)
 
 
-@dataclass
-class Node:
-    qemu: QemuMachine
-    console: Console
-    shell: Shell
-
-
-@contextlib.asynccontextmanager
-async def booted(elf: Path, log_dir: Path, **qemu_options: object) -> AsyncIterator[Node]:
+def booted(elf: Path, log_dir: Path, **qemu_options: object) -> contextlib.AbstractAsyncContextManager[Node]:
     """QEMU running the firmware, its console fed into a Console, past the first prompt."""
-    qemu = QemuMachine(elf, log_dir=log_dir, name="firmware", **qemu_options)  # type: ignore[arg-type]
-    console = Console("firmware console", log_dir / "console.log")
-    async with qemu:
-        assert qemu.writer is not None
-
-        async def write(data: bytes) -> None:
-            assert qemu.writer is not None
-            qemu.writer.write(data)
-            await qemu.writer.drain()
-
-        console.writer = write
-        pump = asyncio.create_task(qemu.pump_console(console.feed))
-        try:
-            await console.expect_prompt(timeout=10)
-            yield Node(qemu, console, Shell(console))
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
-            console.close()
+    return booted_firmware(
+        elf, log_dir, Console("firmware console", log_dir / "console.log"), name="firmware", **qemu_options
+    )
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ listening on the host loopback. Raw datagrams for the robustness checks go to
 the address the node registered from: slirp's NAT socket for the node's flow,
 which forwards anything it receives to the guest's CoAP port.
 
-The firmware is built once per module into a private directory, so the tests
-never race another build of ``firmware/build``.
+The firmware is built once per session into a private directory (qemu_helpers),
+so the tests never race another build of ``firmware/build``.
 """
 
 from __future__ import annotations
@@ -17,25 +17,19 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 import pytest
+from qemu_helpers import FITA_SERVICE, REPO, booted, install, node_console, register, sdk_service, server_add
+from qemu_helpers import FirmwareNode as Node
+from qemu_helpers import firmware_elf as build_firmware
 
-from hil.console import Console, Shell
 from hil.gateway.server import Gateway, GatewayRequestError
-from hil.infra.qemu import QemuMachine
 from hil.lwm2m import tlv
 from hil.lwm2m.model import ObjLnk, Path
 
-REPO = FsPath(__file__).resolve().parents[2]
-FIRMWARE_DIR = REPO / "firmware"
-SHARED = REPO.parent / "shared"
-FITA_SERVICE = SHARED / "fita" / "temperature_sensor" / "service.json"
 PROJECT_SERVICE = REPO / "services" / "temperature_sensor"
 CRASH_SERVICE = REPO / "tests" / "integration" / "firmware_services" / "crash_store"
 ENDPOINT = "node1"
@@ -50,57 +44,12 @@ SENML_JSON = 110
 
 @pytest.fixture(scope="module")
 def firmware_elf(tmp_path_factory: pytest.TempPathFactory) -> FsPath:
-    missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "make") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"cannot run the firmware under QEMU: {', '.join(missing)} not installed")
-    build = tmp_path_factory.mktemp("firmware-build")
-    run = subprocess.run(
-        ["make", "-s", "-C", str(FIRMWARE_DIR), f"BUILD={build}", f"-j{os.cpu_count() or 2}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, f"firmware build failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    elf = build / "embserve.elf"
-    assert elf.is_file(), f"make succeeded but {elf} is missing:\n{run.stdout}"
-    return elf
+    return build_firmware(tmp_path_factory)  # once per session; skips without the tools
 
 
-@dataclass
-class Node:
-    qemu: QemuMachine
-    console: Console
-    shell: Shell
-
-    async def bootstrap(self, port: int, endpoint: str = ENDPOINT) -> None:
-        lines = await self.shell.exec(f"embserve connector lwm2m server_add coap://10.0.2.2:{port} {endpoint}")
-        assert any("added" in line for line in lines), f"server_add was refused: {lines}"
-
-
-@contextlib.asynccontextmanager
-async def booted_node(elf: FsPath, log_dir: FsPath) -> AsyncIterator[Node]:
+def booted_node(elf: FsPath, log_dir: FsPath) -> contextlib.AbstractAsyncContextManager[Node]:
     """QEMU running the firmware, its console attached, up to the first prompt."""
-    qemu = QemuMachine(elf, log_dir=log_dir)
-    console = Console(f"{ENDPOINT} console", log_dir / f"{ENDPOINT}.console.log")
-    console.fail_on("*** FATAL")
-    async with qemu:
-        assert qemu.writer is not None
-
-        async def write(data: bytes) -> None:
-            assert qemu.writer is not None
-            qemu.writer.write(data)
-            await qemu.writer.drain()
-
-        console.writer = write
-        pump = asyncio.create_task(qemu.pump_console(console.feed))
-        try:
-            await console.expect_prompt(timeout=10)
-            yield Node(qemu, console, Shell(console))
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
-            console.close()
+    return booted(elf, log_dir, node_console(ENDPOINT, log_dir))
 
 
 @pytest.fixture
@@ -113,8 +62,7 @@ async def gateway() -> AsyncIterator[Gateway]:
 async def node(firmware_elf: FsPath, gateway: Gateway, tmp_path: FsPath) -> AsyncIterator[Node]:
     """A booted node registered to ``gateway`` as ENDPOINT."""
     async with booted_node(firmware_elf, tmp_path) as n:
-        await n.bootstrap(gateway.port)
-        await gateway.wait_for_registration(ENDPOINT, timeout=10)
+        await register(n.shell, gateway, ENDPOINT)
         yield n
 
 
@@ -145,7 +93,7 @@ async def test_registration_is_retried_until_the_gateway_answers(firmware_elf: F
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     async with booted_node(firmware_elf, tmp_path) as n:
-        await n.bootstrap(port)
+        await server_add(n.shell, ENDPOINT, port)
         await asyncio.sleep(0.5)  # let the first transmission be lost
         async with Gateway(host="127.0.0.1", port=port) as gw:
             # the CoAP retransmission (2-3 s after the first try) reaches it
@@ -291,15 +239,6 @@ async def test_observe_temperature_follows_sensor_set(node: Node, gateway: Gatew
 # --------------------------------------------------------------------------- software management
 
 
-def _sdk_service(src: FsPath, out: FsPath) -> bytes:
-    from hil.sdk.builder import BuildError, build_service
-
-    try:
-        return build_service(src, out).read_bytes()
-    except BuildError as exc:
-        pytest.skip(f"cannot build {src.name} with the SDK: {exc}")
-
-
 @pytest.fixture(params=["fita-opaque", "sdk-tlv"])
 def temperature_package(request: pytest.FixtureRequest, tmp_path: FsPath) -> tuple[bytes, str | None]:
     """(service.json bytes, write format): FITA's real service as opaque, the project's own as TLV."""
@@ -307,7 +246,7 @@ def temperature_package(request: pytest.FixtureRequest, tmp_path: FsPath) -> tup
         if not FITA_SERVICE.is_file():
             pytest.skip(f"FITA artifacts not available at {FITA_SERVICE}")
         return FITA_SERVICE.read_bytes(), "opaque"
-    return _sdk_service(PROJECT_SERVICE, tmp_path / "service-build"), None
+    return sdk_service(PROJECT_SERVICE, tmp_path / "service-build"), None
 
 
 async def test_deploy_temperature_service_and_readings_arrive(
@@ -366,9 +305,7 @@ async def test_each_service_mapping_gets_its_own_temperature_instance(node: Node
     package = FITA_SERVICE.read_bytes()
     async with gateway.subscribe() as events:
         for sw in (1000, 1001):
-            await gateway.create(ep, "/9", instance_id=sw)
-            await gateway.write(ep, f"/9/{sw}/2", package, fmt="opaque", timeout=20)
-            await gateway.execute(ep, f"/9/{sw}/4")
+            await install(gateway, ep, sw, package, write_timeout=20)
         # the first service feeds the board's /3303/0, the second gets a new instance
         while "/3303/1" not in (await events.get(timeout=5)).registration.object_paths:
             pass
@@ -415,11 +352,9 @@ async def test_bad_package_install_reports_an_error_result(node: Node, gateway: 
 async def test_crashing_service_is_reported_in_update_result_and_35003(
     node: Node, gateway: Gateway, tmp_path: FsPath
 ) -> None:
-    package = _sdk_service(CRASH_SERVICE, tmp_path / "crash-build")
+    package = sdk_service(CRASH_SERVICE, tmp_path / "crash-build")
     ep = ENDPOINT
-    await gateway.create(ep, "/9", instance_id=1001)
-    await gateway.write(ep, "/9/1001/2", package, fmt="opaque")
-    await gateway.execute(ep, "/9/1001/4")
+    await install(gateway, ep, 1001, package)
     async with gateway.observe(ep, "/9/1001/9") as result:
         assert (await asyncio.wait_for(anext(result), 5)).value() == 2
         await gateway.execute(ep, "/9/1001/10")

@@ -11,32 +11,27 @@ overflow, an ``on_input`` that hangs or faults) or hog the CPU are contained whi
 keeps serving.
 
 Test services live in tests/integration/firmware_services/ and are built with
-the project SDK (hil.sdk); the firmware is built once per module into a
-private directory.
+the project SDK (hil.sdk); the firmware is built once per session into a
+private directory (qemu_helpers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 import pytest
+from qemu_helpers import FITA_SERVICE, REPO, booted, install, node_console, register, sdk_service, service_monitor
+from qemu_helpers import firmware_elf as build_firmware
 
 from hil.console import Console, Shell
 from hil.gateway.server import Gateway
-from hil.infra.qemu import QemuMachine
-from hil.lwm2m.model import ObjLnk, Path
+from hil.lwm2m.model import Path
 
-REPO = FsPath(__file__).resolve().parents[2]
-FIRMWARE_DIR = REPO / "firmware"
-FITA_SERVICE = REPO.parent / "shared" / "fita" / "temperature_sensor" / "service.json"
 PROJECT_SERVICE = REPO / "services" / "temperature_sensor"
 TEST_SERVICES = REPO / "tests" / "integration" / "firmware_services"
 EP = "rt-node"
@@ -50,32 +45,16 @@ pytestmark = pytest.mark.emulation
 
 @pytest.fixture(scope="module")
 def firmware_elf(tmp_path_factory: pytest.TempPathFactory) -> FsPath:
-    missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "make") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"cannot run the firmware under QEMU: {', '.join(missing)} not installed")
-    build = tmp_path_factory.mktemp("firmware-build")
-    run = subprocess.run(
-        ["make", "-s", "-C", str(FIRMWARE_DIR), f"BUILD={build}", f"-j{os.cpu_count() or 2}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, f"firmware build failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    return build / "embserve.elf"
+    return build_firmware(tmp_path_factory)  # once per session; skips without the tools
 
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """service.json bytes by name: the SDK-built test services and the project's temperature service."""
-    from hil.sdk.builder import BuildError, build_service
-
     out = tmp_path_factory.mktemp("services")
     built: dict[str, bytes] = {}
     for src in [PROJECT_SERVICE, *sorted(p for p in TEST_SERVICES.iterdir() if (p / "service.toml").is_file())]:
-        try:
-            built[src.name] = build_service(src, out / src.name).read_bytes()
-        except BuildError as exc:
-            pytest.skip(f"cannot build {src.name} with the SDK: {exc}")
+        built[src.name] = sdk_service(src, out / src.name)
     return built
 
 
@@ -93,14 +72,11 @@ class Node:
     gateway: Gateway
 
     async def deploy(self, inst: int, package: bytes, *, activate: bool = True) -> None:
-        gw = self.gateway
-        await gw.create(EP, "/9", instance_id=inst)
-        await gw.write(EP, f"/9/{inst}/2", package, fmt="opaque", timeout=20)
-        await gw.execute(EP, f"/9/{inst}/4")
+        await install(self.gateway, EP, inst, package, write_timeout=20)
         result = await self.update_result(inst)
         assert result == RESULT_INSTALLED, f"install of /9/{inst} gave update result {result}: {await self.error(inst)!r}"
         if activate:
-            await gw.execute(EP, f"/9/{inst}/10")
+            await self.gateway.execute(EP, f"/9/{inst}/10")
 
     async def update_result(self, inst: int) -> int:
         return (await self.gateway.read(EP, f"/9/{inst}/9"))[Path(9, inst, 9)]
@@ -110,11 +86,7 @@ class Node:
 
     async def monitor(self, inst: int) -> dict[int, object]:
         """The /35003 resources (27400..27404) of software package /9/inst."""
-        monitors = await self.gateway.read(EP, "/35003")
-        for path, value in monitors.items():
-            if path.res == 27400 and value == ObjLnk(9, inst):
-                return {p.res: v for p, v in monitors.items() if p.inst == path.inst}
-        raise AssertionError(f"no /35003 instance links to 9:{inst}: {monitors}")
+        return await service_monitor(self.gateway, EP, inst)
 
     async def error(self, inst: int) -> str:
         return str((await self.monitor(inst))[27404])
@@ -149,31 +121,9 @@ class Node:
 
 @contextlib.asynccontextmanager
 async def running_node(elf: FsPath, gateway: Gateway, log_dir: FsPath) -> AsyncIterator[Node]:
-    qemu = QemuMachine(elf, log_dir=log_dir)
-    console = Console(f"{EP} console", log_dir / f"{EP}.console.log")
-    console.fail_on("*** FATAL")    # a fault the runtime did not contain resets the node
-    async with qemu:
-        assert qemu.writer is not None
-
-        async def write(data: bytes) -> None:
-            assert qemu.writer is not None
-            qemu.writer.write(data)
-            await qemu.writer.drain()
-
-        console.writer = write
-        pump = asyncio.create_task(qemu.pump_console(console.feed))
-        try:
-            await console.expect_prompt(timeout=10)
-            shell = Shell(console)
-            lines = await shell.exec(f"embserve connector lwm2m server_add coap://10.0.2.2:{gateway.port} {EP}")
-            assert any("added" in line for line in lines), f"server_add was refused: {lines}"
-            await gateway.wait_for_registration(EP, timeout=10)
-            yield Node(console, shell, gateway)
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
-            console.close()
+    async with booted(elf, log_dir, node_console(EP, log_dir)) as firmware:
+        await register(firmware.shell, gateway, EP)
+        yield Node(firmware.console, firmware.shell, gateway)
 
 
 @pytest.fixture
@@ -373,10 +323,7 @@ async def test_cpu_hog_is_preempted_and_can_be_stopped(node: Node, packages: dic
 
 
 async def test_unknown_import_fails_the_install(node: Node, packages: dict[str, bytes]) -> None:
-    gw = node.gateway
-    await gw.create(EP, "/9", instance_id=1000)
-    await gw.write(EP, "/9/1000/2", packages["bad_import"], fmt="opaque")
-    await gw.execute(EP, "/9/1000/4")
+    await install(node.gateway, EP, 1000, packages["bad_import"])
     assert await node.update_result(1000) != RESULT_INSTALLED
     assert await node.error(1000) == "unknown import 'embserve_reboot_impl'"
     assert 1000 not in await node.services()

@@ -11,38 +11,31 @@ sink of the test's own, so frames the test writes on the line (next to the
 bridge's) to the firmware's UDP echo port come back there: that is how the
 line is checked below the LwM2M layer.
 
-The firmware is built once per module, NET=slip and NET=eth, into private
-directories.
+The firmware is built once per session, NET=slip and NET=eth, into private
+directories (qemu_helpers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import re
-import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
 import pytest
+from qemu_helpers import FITA_SERVICE, REPO, FirmwareNode, booted, firmware_elf, node_console, register
 
-from hil.console import Console, Shell
 from hil.gateway.server import Gateway
-from hil.infra.qemu import QemuMachine
 from hil.lwm2m.model import Path
 from hil.net import SlipBridge, StreamLink, build_udp, slip_encode
 from hil.net.ipv4 import build_ipv4
 from hil.targets.base import TargetConfig, TargetError
 
-REPO = FsPath(__file__).resolve().parents[2]
-FIRMWARE_DIR = REPO / "firmware"
-FITA_SERVICE = REPO.parent / "shared" / "fita" / "temperature_sensor" / "service.json"
 PROJECT_SERVICE = REPO / "services" / "temperature_sensor"
 ENDPOINT = "node1"
 DEVICE_IP = "192.0.2.2"
@@ -54,41 +47,20 @@ WAIT = 10.0
 pytestmark = pytest.mark.emulation
 
 
-def build_firmware(out: FsPath, net: str, *extra: str) -> FsPath:
-    run = subprocess.run(
-        ["make", "-s", "-C", str(FIRMWARE_DIR), f"BUILD={out}", f"NET={net}", *extra, f"-j{os.cpu_count() or 2}"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, f"firmware build (NET={net}) failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    elf = out / "embserve.elf"
-    assert elf.is_file(), f"make succeeded but {elf} is missing:\n{run.stdout}"
-    return elf
+@pytest.fixture(scope="module")
+def slip_elf(tmp_path_factory: pytest.TempPathFactory) -> FsPath:
+    return firmware_elf(tmp_path_factory, "slip")
 
 
 @pytest.fixture(scope="module")
-def toolchain() -> None:
-    missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "make") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"cannot run the firmware under QEMU: {', '.join(missing)} not installed")
-
-
-@pytest.fixture(scope="module")
-def slip_elf(toolchain: None, tmp_path_factory: pytest.TempPathFactory) -> FsPath:
-    return build_firmware(tmp_path_factory.mktemp("firmware-slip"), "slip")
-
-
-@pytest.fixture(scope="module")
-def tiny_ring_elf(toolchain: None, tmp_path_factory: pytest.TempPathFactory) -> FsPath:
+def tiny_ring_elf(tmp_path_factory: pytest.TempPathFactory) -> FsPath:
     """NET=slip with a 16-byte UART1 receive ring: the ring fills while a reply is being sent."""
-    return build_firmware(tmp_path_factory.mktemp("firmware-tiny-ring"), "slip", "EXTRA_CFLAGS=-DUART1_RING_SIZE=16")
+    return firmware_elf(tmp_path_factory, "slip", "EXTRA_CFLAGS=-DUART1_RING_SIZE=16")
 
 
 @pytest.fixture(scope="module")
-def eth_elf(toolchain: None, tmp_path_factory: pytest.TempPathFactory) -> FsPath:
-    return build_firmware(tmp_path_factory.mktemp("firmware-eth"), "eth")
+def eth_elf(tmp_path_factory: pytest.TempPathFactory) -> FsPath:
+    return firmware_elf(tmp_path_factory, "eth")
 
 
 class UdpSink(asyncio.DatagramProtocol):
@@ -117,10 +89,7 @@ class UdpSink(asyncio.DatagramProtocol):
 
 
 @dataclass
-class SlipNode:
-    qemu: QemuMachine
-    console: Console
-    shell: Shell
+class SlipNode(FirmwareNode):
     bridge: SlipBridge
     sink: UdpSink
 
@@ -150,20 +119,13 @@ async def slip_node(elf: FsPath, log_dir: FsPath, gateway: Gateway, *, ethernet:
     """QEMU with UART1 on a socket, past the first prompt, the bridge running on UART1."""
     loop = asyncio.get_running_loop()
     sink_transport, sink = await loop.create_datagram_endpoint(UdpSink, local_addr=("127.0.0.1", 0))
-    qemu = QemuMachine(elf, log_dir=log_dir, nic="lan9118" if ethernet else None, slip=True)
-    console = Console(f"{ENDPOINT} console", log_dir / f"{ENDPOINT}.console.log")
-    console.fail_on("*** FATAL")
     try:
-        async with qemu:
-            assert qemu.writer is not None and qemu.slip_reader is not None and qemu.slip_writer is not None
-
-            async def write(data: bytes) -> None:
-                assert qemu.writer is not None
-                qemu.writer.write(data)
-                await qemu.writer.drain()
-
-            console.writer = write
-            pump = asyncio.create_task(qemu.pump_console(console.feed))
+        async with booted(
+            elf, log_dir, node_console(ENDPOINT, log_dir), prompt_timeout=WAIT,
+            nic="lan9118" if ethernet else None, slip=True,
+        ) as firmware:
+            qemu = firmware.qemu
+            assert qemu.slip_reader is not None and qemu.slip_writer is not None
             link = StreamLink(qemu.slip_reader, qemu.slip_writer, name="UART1")
             bridge = SlipBridge(
                 link,
@@ -173,15 +135,8 @@ async def slip_node(elf: FsPath, log_dir: FsPath, gateway: Gateway, *, ethernet:
                 routes={(PEER_IP, SINK_PORT): sink.address},
                 log_interval=None,
             )
-            try:
-                await console.expect_prompt(timeout=WAIT)
-                async with bridge:
-                    yield SlipNode(qemu, console, Shell(console), bridge, sink)
-            finally:
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pump
-                console.close()
+            async with bridge:
+                yield SlipNode(qemu, firmware.console, firmware.shell, bridge, sink)
     finally:
         sink_transport.close()
 
@@ -196,9 +151,7 @@ async def gateway() -> AsyncIterator[Gateway]:
 async def node(slip_elf: FsPath, gateway: Gateway, tmp_path: FsPath) -> AsyncIterator[SlipNode]:
     """A NET=slip node registered to ``gateway`` through the bridge."""
     async with slip_node(slip_elf, tmp_path, gateway) as n:
-        out = await n.shell.exec(f"embserve connector lwm2m server_add coap://{PEER_IP}:{gateway.port} {ENDPOINT}")
-        assert any("added" in line for line in out), f"server_add was refused: {out}"
-        await gateway.wait_for_registration(ENDPOINT, timeout=WAIT)
+        await register(n.shell, gateway, ENDPOINT, host=PEER_IP, timeout=WAIT)
         yield n
 
 

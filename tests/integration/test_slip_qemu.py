@@ -4,25 +4,25 @@ QEMU runs with no NIC backend and UART1 on a socket chardev (``QemuMachine(slip=
 the bridge takes that socket as its line. The node brings its SLIP interface up
 from the shell (``net iface slip``: 192.0.2.2, peer 192.0.2.1) and registers to
 ``coap://192.0.2.1:5683``, which the bridge maps to the project's gateway on
-the host loopback. The firmware is built once per module into a private
-directory, so these tests never race another build of ``firmware/build``.
+the host loopback. The firmware is built once per session into a private
+directory (qemu_helpers), so these tests never race another build of ``firmware/build``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
 import pytest
+from qemu_helpers import FIRMWARE_DIR, FITA_SERVICE, FirmwareNode, attached_console, node_console, skip_without_qemu_tools
+from qemu_helpers import firmware_elf as build_firmware
+from qemu_helpers import register as register_node
 
-from hil.console import Console, Shell
+from hil.console import Shell
 from hil.gateway import Gateway
 from hil.infra.qemu import QemuMachine
 from hil.lwm2m.model import Path
@@ -30,9 +30,6 @@ from hil.net.bridge import SlipBridge
 from hil.net.ipv4 import build_udp
 from hil.net.slip import slip_encode
 
-REPO = FsPath(__file__).resolve().parents[2]
-FIRMWARE_DIR = REPO / "firmware"
-FITA_SERVICE = REPO.parent / "shared" / "fita" / "temperature_sensor" / "service.json"
 ENDPOINT = "slip-node"
 NODE_IP = "192.0.2.2"  # the firmware's SLIP defaults (firmware/src/slip.h)
 PEER_IP = "192.0.2.1"
@@ -43,30 +40,14 @@ pytestmark = pytest.mark.emulation
 
 @pytest.fixture(scope="module")
 def firmware_elf(tmp_path_factory: pytest.TempPathFactory) -> FsPath:
-    missing = [tool for tool in ("arm-none-eabi-gcc", "qemu-system-arm", "make") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"cannot run the firmware under QEMU: {', '.join(missing)} not installed")
+    skip_without_qemu_tools()
     if not (FIRMWARE_DIR / "src" / "slip.c").is_file():
         pytest.skip(f"the reference firmware in {FIRMWARE_DIR} has no SLIP netif (src/slip.c)")
-    build = tmp_path_factory.mktemp("firmware-build-slip")
-    run = subprocess.run(
-        ["make", "-s", "-C", str(FIRMWARE_DIR), f"BUILD={build}", f"-j{os.cpu_count() or 2}"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert run.returncode == 0, f"firmware build failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    elf = build / "embserve.elf"
-    assert elf.is_file(), f"make succeeded but {elf} is missing:\n{run.stdout}"
-    return elf
+    return build_firmware(tmp_path_factory)  # once per session
 
 
 @dataclass
-class SlipNode:
-    qemu: QemuMachine
-    console: Console
-    shell: Shell
+class SlipNode(FirmwareNode):
     bridge: SlipBridge
 
     async def iface(self) -> str:
@@ -88,36 +69,21 @@ class SlipNode:
 @contextlib.asynccontextmanager
 async def slip_node(elf: FsPath, log_dir: FsPath, gateway: Gateway, **bridge_options: Any) -> AsyncIterator[SlipNode]:
     """QEMU with UART1 bridged to ``gateway``, the node's SLIP interface up."""
-    console = Console(f"{ENDPOINT} console", log_dir / f"{ENDPOINT}.console.log")
-    console.fail_on("*** FATAL")
+    console = node_console(ENDPOINT, log_dir)
     async with QemuMachine(elf, log_dir=log_dir, nic=None, slip=True, name="qemu-slip") as qemu:
-        assert qemu.writer is not None and qemu.slip_reader is not None and qemu.slip_writer is not None
-
-        async def write(data: bytes) -> None:
-            assert qemu.writer is not None
-            qemu.writer.write(data)
-            await qemu.writer.drain()
-
-        console.writer = write
-        pump = asyncio.create_task(qemu.pump_console(console.feed))
+        assert qemu.slip_reader is not None and qemu.slip_writer is not None
         bridge_options.setdefault("log_interval", None)
-        try:
-            async with SlipBridge(
-                (qemu.slip_reader, qemu.slip_writer),
-                gateway=("127.0.0.1", gateway.port),
-                device_gateway_ip=PEER_IP,
-                device_ip=NODE_IP,
-                **bridge_options,
-            ) as bridge:
-                await console.expect_prompt(timeout=WAIT)
-                lines = await Shell(console).exec("net iface slip")
-                assert any(f"address {NODE_IP}" in line for line in lines), f"the SLIP interface did not come up: {lines}"
-                yield SlipNode(qemu, console, Shell(console), bridge)
-        finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
-            console.close()
+        async with attached_console(qemu, console), SlipBridge(
+            (qemu.slip_reader, qemu.slip_writer),
+            gateway=("127.0.0.1", gateway.port),
+            device_gateway_ip=PEER_IP,
+            device_ip=NODE_IP,
+            **bridge_options,
+        ) as bridge:
+            await console.expect_prompt(timeout=WAIT)
+            lines = await Shell(console).exec("net iface slip")
+            assert any(f"address {NODE_IP}" in line for line in lines), f"the SLIP interface did not come up: {lines}"
+            yield SlipNode(qemu, console, Shell(console), bridge)
 
 
 @pytest.fixture
@@ -127,9 +93,8 @@ async def gateway() -> AsyncIterator[Gateway]:
 
 
 async def register(node: SlipNode, gateway: Gateway) -> None:
-    lines = await node.shell.exec(f"embserve connector lwm2m server_add coap://{PEER_IP}:5683 {ENDPOINT}")
-    assert any("added" in line for line in lines), f"server_add was refused: {lines}"
-    await gateway.wait_for_registration(ENDPOINT, timeout=WAIT)
+    """Register to ``coap://PEER_IP:5683``, which the bridge maps to ``gateway``."""
+    await register_node(node.shell, gateway, ENDPOINT, host=PEER_IP, port=5683, timeout=WAIT)
 
 
 async def test_the_node_registers_and_is_managed_over_slip(firmware_elf: FsPath, gateway: Gateway, tmp_path: FsPath) -> None:
