@@ -112,10 +112,13 @@ async def run_hil_suite(tmp_path: Path, board: QemuPtyBoard, port: str, *extra: 
     )
 
 
-@pytest.mark.slow  # the suite waits out the service's 30 s default period in real time, three times
-async def test_hil_suite_passes_with_serial_target_over_the_pty(pty_board: QemuPtyBoard, tmp_path: Path) -> None:
+async def hil_suite_over_the_pty(pty_board: QemuPtyBoard, tmp_path: Path) -> None:
     code, out = await run_hil_suite(tmp_path, pty_board, pty_board.pty)
     assert code == 0 and "4 passed" in out, out[-4000:]
+
+# The full-suite run over the pty is test_serial_slip_qemu.py's
+# test_hil_suite_passes_over_the_pty_and_on_the_slip_port: both rigs wait out
+# the service's first period in real time, so they run side by side there.
 
 
 async def test_remote_bench_over_rfc2217_runs_a_hil_test(pty_board: QemuPtyBoard, tmp_path: Path) -> None:

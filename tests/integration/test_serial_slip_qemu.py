@@ -12,12 +12,13 @@ The firmware build, the gateway and the child HIL run are test_serial_qemu.py's.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from test_serial_qemu import firmware_elf, gateway, run_hil_suite  # noqa: F401  (fixtures shared with the console-only rig)
+from test_serial_qemu import firmware_elf, gateway, hil_suite_over_the_pty, pty_board, run_hil_suite  # noqa: F401  (fixtures shared with the console-only rig)
 
 from hil.boards import get_board
 from hil.gateway.server import Gateway
@@ -87,12 +88,23 @@ async def test_board_without_network_registers_through_its_slip_port(
     assert f"{SLIP_PEER} -> 127.0.0.1:{gateway.port}" in slip_log and "closed:" in slip_log
 
 
-@pytest.mark.slow  # the suite waits out the service's 30 s default period in real time, three times
-async def test_hil_suite_passes_with_the_board_on_its_slip_port(slip_board: QemuPtyBoard, tmp_path: Path) -> None:
-    assert slip_board.net_pty
-    code, out = await run_hil_suite(tmp_path, slip_board, slip_board.pty, "--net-serial-port", slip_board.net_pty,
-                                    gateway_host=None)
-    assert code == 0 and "4 passed" in out, out[-4000:]
-    slip_logs = sorted((tmp_path / "hil-logs").rglob("node1.slip.log"))
-    assert len(slip_logs) == 4, slip_logs  # every test's node went through the bridge
-    assert all("datagrams to gateway" in log.read_text() for log in slip_logs)
+@pytest.mark.slow  # each suite waits out the service's 30 s default period in real time, three times
+async def test_hil_suite_passes_over_the_pty_and_on_the_slip_port(
+    pty_board: QemuPtyBoard, slip_board: QemuPtyBoard, tmp_path: Path  # noqa: F811
+) -> None:
+    """The full tests/hil on two bench rigs at once: console-only over a pty, and a board without a network."""
+
+    async def on_slip_port() -> None:
+        assert slip_board.net_pty
+        rig = tmp_path / "slip"
+        rig.mkdir()
+        code, out = await run_hil_suite(rig, slip_board, slip_board.pty, "--net-serial-port", slip_board.net_pty,
+                                        gateway_host=None)
+        assert code == 0 and "4 passed" in out, out[-4000:]
+        slip_logs = sorted((rig / "hil-logs").rglob("node1.slip.log"))
+        assert len(slip_logs) == 4, slip_logs  # every test's node went through the bridge
+        assert all("datagrams to gateway" in log.read_text() for log in slip_logs)
+
+    pty_rig = tmp_path / "pty"
+    pty_rig.mkdir()
+    await asyncio.gather(hil_suite_over_the_pty(pty_board, pty_rig), on_slip_port())
