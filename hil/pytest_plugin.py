@@ -35,6 +35,7 @@ from .targets.base import TargetConfig, TargetError, TargetUnavailable, get_targ
 
 DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
 LOG_KEY = pytest.StashKey[Path]()
+READINGS_KEY = pytest.StashKey[list[str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -365,10 +366,14 @@ def readings(request: pytest.FixtureRequest, gateway):
 
     yield make
     if show:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        for c in collectors:
-            line = c.summary()
-            if reporter is not None:
-                reporter.write_line(f"\n[readings] {request.node.name}: {line}")
-            else:
-                print(f"[readings] {request.node.name}: {line}")
+        summaries = request.config.stash.setdefault(READINGS_KEY, [])
+        summaries.extend(f"{request.node.name}: {c.summary()}" for c in collectors)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """With --hil-show-readings: what each test's node reported, after the run."""
+    lines = config.stash.get(READINGS_KEY, [])
+    if lines:
+        terminalreporter.section("embServe readings")
+        for line in lines:
+            terminalreporter.write_line(line)

@@ -144,4 +144,5 @@ class ReadingCollector:
         t0 = self.readings[0].time
         shown = ", ".join(f"{r.value:.2f}@+{r.time - t0:.2f}s" if isinstance(r.value, float) else f"{r.value}@+{r.time - t0:.2f}s"
                           for r in self.readings)
-        return f"{self.endpoint} {self._path}: {len(self.readings)} readings: {shown}"
+        n = len(self.readings)
+        return f"{self.endpoint} {self._path}: {n} reading{'' if n == 1 else 's'} (value@wall-clock offset): {shown}"
