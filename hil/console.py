@@ -57,7 +57,7 @@ class Console:
         self._partial = ""
         self._pending: deque[ConsoleLine] = deque()  # not yet consumed by expect()
         self.history: deque[ConsoleLine] = deque(maxlen=history)  # everything, for error messages
-        self._changed = asyncio.Event() if _has_loop() else None
+        self._changed = asyncio.Event()
         self._fail_patterns: list[Pattern[str]] = []
         self._failure: str | None = None
         self.writer: Callable[[bytes], Awaitable[None]] | None = None
@@ -78,7 +78,7 @@ class Console:
         self._partial = partial + held
         for line in complete:
             self._add_line(line)
-        self._wake()
+        self._changed.set()
 
     def _add_line(self, text: str) -> None:
         line = ConsoleLine(text, time.time())
@@ -92,11 +92,6 @@ class Console:
                 self._failure = self._failure or text
         for listener in self.listeners:
             listener(text)
-
-    def _wake(self) -> None:
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        self._changed.set()
 
     # -- matching -----------------------------------------------------------
     def fail_on(self, *patterns: str | Pattern[str]) -> None:
@@ -157,8 +152,6 @@ class Console:
                     f"{self.name}: no console line matched {compiled.pattern!r} within {timeout:g} s."
                     f" Last lines seen:\n{self.tail()}{self._where()}"
                 )
-            if self._changed is None:
-                self._changed = asyncio.Event()
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
@@ -190,14 +183,6 @@ class Console:
         if self._log:
             self._log.close()
             self._log = None
-
-
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-        return True
-    except RuntimeError:
-        return False
 
 
 class Shell:

@@ -63,7 +63,7 @@ class ReadingCollector:
             if time.monotonic() >= deadline:
                 raise ReadingTimeout(
                     f"{self.endpoint} has no /{obj} instance after {timeout:g} s; it registered "
-                    f"{', '.join(reg.object_paths) if hasattr(reg, 'object_paths') else reg}"
+                    f"{', '.join(reg.object_paths)}"
                 )
             await asyncio.sleep(0.05)
 

@@ -19,6 +19,7 @@ import abc
 from typing import Any
 
 from ..lwm2m import Path
+from ..lwm2m.link import available_instances
 
 SOFTWARE_MANAGEMENT = 9
 
@@ -97,12 +98,7 @@ class LwM2MChannel(DeployChannel):
         # behind until the node's next registration update arrives.
         links = await self._call(endpoint, "list instances",
                                  self.gateway.discover(endpoint, "/9", timeout=self.step_timeout))
-        found = set()
-        for link in links:
-            parts = [p for p in link.path.strip("/").split("/") if p]
-            if len(parts) >= 2 and parts[0] == str(SOFTWARE_MANAGEMENT) and parts[1].isdigit():
-                found.add(int(parts[1]))
-        return sorted(found)
+        return available_instances(links).get(SOFTWARE_MANAGEMENT, [])
 
     async def create(self, endpoint: str, instance: int) -> None:
         await self._call(endpoint, f"create /9/{instance}",

@@ -206,7 +206,8 @@ class Deployer:
         await self._check_capabilities(endpoint, manifest)
         lock = self._locks.setdefault(endpoint, asyncio.Lock())
         async with lock:  # instance choice and creation must not interleave per node
-            existing = await self._find(endpoint, manifest.name)
+            ids = await self.channel.instances(endpoint)
+            existing = await self._find(endpoint, manifest.name, ids)
             for inst, info in existing:
                 if str(info.get(1)) == str(manifest.version) and info.get(12) is True and instance in (None, inst):
                     log.info("%s: %s v%s already active at /9/%d", endpoint, manifest.name, manifest.version, inst)
@@ -214,7 +215,8 @@ class Deployer:
             for inst, info in existing:
                 log.info("%s: replacing %s v%s at /9/%d", endpoint, manifest.name, info.get(1), inst)
                 await self.channel.delete(endpoint, inst)
-            chosen = instance if instance is not None else await self._free_instance(endpoint)
+            used = set(ids) - {inst for inst, _ in existing}  # the replaced ones are gone
+            chosen = instance if instance is not None else self._free_instance(used)
             deployment = Deployment(endpoint, chosen, manifest.name, manifest.version, where, digest, False, steps)
             await self._run_steps(deployment, service_json)
         log.info("%s", deployment.describe())
@@ -313,16 +315,16 @@ class Deployer:
             return False
         return True
 
-    async def _free_instance(self, endpoint: str) -> int:
-        used = set(await self.channel.instances(endpoint))
+    def _free_instance(self, used: set[int]) -> int:
         inst = self.first_instance
         while inst in used:
             inst += 1
         return inst
 
-    async def _find(self, endpoint: str, name: str) -> list[tuple[int, dict[int, Any]]]:
+    async def _find(self, endpoint: str, name: str, ids: list[int] | None = None) -> list[tuple[int, dict[int, Any]]]:
+        """Instances holding the service ``name``; ``ids`` is a fresh listing of /9, when the caller has one."""
         found = []
-        for inst in await self.channel.instances(endpoint):
+        for inst in ids if ids is not None else await self.channel.instances(endpoint):
             try:
                 info = await self.channel.read_instance(endpoint, inst)
             except DeployStepError:

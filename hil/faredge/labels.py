@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from ..lwm2m import Path
+
 LABEL_PREFIX = "extra.resources.fhp/"
 FAR_EDGE_TAINT = ("fita.fhp.pt/type", "far-edge", "NoSchedule")
 DEVICE_TYPE = "embServe Node"
@@ -37,23 +39,17 @@ def labels_from(device_type: str | None, capability_properties: Iterable[str]) -
 
 async def node_labels(gateway: Any, endpoint: str) -> dict[str, str]:
     """Read /3/0/17 and every /15 instance through the gateway and derive the labels."""
-    device_type = (await gateway.read(endpoint, "/3/0/17")).get(_path(3, 0, 17))
+    device_type = (await gateway.read(endpoint, "/3/0/17")).get(Path(3, 0, 17))
     props: list[str] = []
     reg = gateway.registration(endpoint)
     for inst in reg.available_instances.get(15, []):
         content = await gateway.read(endpoint, f"/15/{inst}")
-        group = content.get(_path(15, inst, 1))
+        group = content.get(Path(15, inst, 1))
         if group in (None, 0, "0"):
-            prop = content.get(_path(15, inst, 0))
+            prop = content.get(Path(15, inst, 0))
             if prop is not None:
                 props.append(str(prop))
     return labels_from(device_type, props)
-
-
-def _path(*parts: int):
-    from ..lwm2m import Path
-
-    return Path(*parts)
 
 
 # IPSO objects a service's data model names -> the DevCapMgmt sensor id the node must list.
