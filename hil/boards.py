@@ -5,7 +5,8 @@ rate, sensors, how to reset and flash it, which Renode platform models it)
 and which backends can run it; it never does anything itself. Search path,
 first match wins: directories in ``$EMBSERVE_HIL_BOARDS`` (``:``-separated),
 then ``./boards`` of the current project, then the catalog shipped with
-embserve-hil. The fields are documented in ``docs/boards.md``.
+embserve-hil (:func:`hil.resources.boards_dir`). The fields are documented
+in ``docs/boards.md``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-PACKAGE_BOARDS = Path(__file__).resolve().parent.parent / "boards"
+from . import resources
+
+#: the ``firmware`` field's value for the embServe reference firmware, built
+#: from the sources shipped with embserve-hil (:mod:`hil.reference_firmware`)
+REFERENCE_FIRMWARE = "reference"
 BACKENDS = ("sim", "qemu", "renode", "serial")
 RESETS = ("none", "dtr", "rts", "command")
 #: placeholders a command field may use, filled in by the serial target
@@ -44,7 +49,7 @@ class Board:
     platform: str = "zephyr/arm/v7"
     sensors: tuple[str, ...] = ("temperature",)
     description: str = ""
-    firmware: str | None = None  # default firmware; relative paths: see resolve_path()
+    firmware: str | None = None  # default firmware: a path (see resolve_path()) or REFERENCE_FIRMWARE
     network: str | None = None  # "lan9118", "ethernet", "slip", "board" (the board's own network)
     qemu_machine: str | None = None
     renode_platform: str | None = None  # .repl: a path, or "@platforms/..." inside Renode
@@ -69,15 +74,32 @@ class Board:
         up (so ``boards/x.toml`` can name ``renode/x.repl`` or
         ``firmware/build/x.elf`` of the same project).
         """
+        candidates = self._candidates(value)
+        return next((c for c in candidates if c.exists()), candidates[-1])
+
+    def _candidates(self, value: str) -> list[Path]:
         path = Path(value).expanduser()
         if path.is_absolute() or self.source is None:
-            return path.resolve()
+            return [path.resolve()]
         here = self.source.resolve().parent
-        candidates = [here / path, here.parent / path]
-        for candidate in candidates:
-            if candidate.exists():
-                return candidate
-        return candidates[-1]
+        return [here / path, here.parent / path]
+
+    def existing_file(self, key: str) -> Path:
+        """The file that the path field ``key`` names; a :class:`BoardError` naming the board file and the field when there is none."""
+        value = getattr(self, key)
+        where = f"board file {self.source}" if self.source else f"board {self.name}"
+        if not value:
+            raise BoardError(f"{where}: field '{key}' is not set")
+        candidates = self._candidates(value)
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            looked = " or ".join(str(c) for c in candidates)
+            raise BoardError(f"{where}: field '{key}' names {value!r}, which does not exist (looked for {looked})")
+        return found
+
+    @property
+    def uses_reference_firmware(self) -> bool:
+        return self.firmware == REFERENCE_FIRMWARE
 
     @property
     def renode_console(self) -> str:
@@ -103,7 +125,7 @@ def _type_name(typ: type | tuple[type, ...]) -> str:
 def search_path() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("EMBSERVE_HIL_BOARDS", "").split(":") if p]
     dirs.append(Path.cwd() / "boards")
-    dirs.append(PACKAGE_BOARDS)
+    dirs.append(resources.boards_dir())
     seen: list[Path] = []
     for d in dirs:
         if d.resolve() not in [s.resolve() for s in seen]:

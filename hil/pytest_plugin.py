@@ -15,23 +15,34 @@ embserve-hil gets it. The fixtures only compose the library:
 
 Each test gets its own log directory (console, gateway, and links to the
 session's registry and broker logs); a failing test's report names it.
+
+The project using the plugin needs no configuration: the async fixtures are
+pytest-asyncio fixtures, and an ``async def`` test marked ``hil`` gets the
+``asyncio`` mark at collection, so pytest-asyncio's default (strict) mode
+runs it. A missing system tool (docker-registry, mosquitto, qemu-system-arm,
+the ARM compiler) fails the test that needs it with one line naming the tool
+and its Debian package.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import re
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
 import pytest
+import pytest_asyncio
 
 from .boards import Board, BoardError, get_board
-from .targets.base import TargetConfig, TargetError, TargetUnavailable, get_target_class, known_targets
+from .infra.process import MissingBinaryError
+from .targets.base import Target, TargetConfig, TargetError, TargetUnavailable, get_target_class, known_targets
 
 DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
 LOG_KEY = pytest.StashKey[Path]()
@@ -75,6 +86,21 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[LOG_KEY] = session_dir.resolve()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str, obj: object) -> None:
+    """An ``async def`` test marked ``hil`` (itself, or its class or module) gets the ``asyncio`` mark.
+
+    On the function, before pytest-asyncio looks at the item it becomes, so
+    strict mode, pytest-asyncio's default, runs it with no configuration.
+    """
+    if not inspect.iscoroutinefunction(obj) or not collector.funcnamefilter(name):
+        return
+    own = getattr(obj, "pytestmark", [])
+    names = {m.name for m in (own if isinstance(own, list) else [own])}
+    if "asyncio" not in names and ("hil" in names or collector.get_closest_marker("hil") is not None):
+        pytest.mark.asyncio(obj)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if shutil.which("renode") is None:
         skip = pytest.mark.skip(reason="renode is not on PATH (install Renode: see README, 'Renode')")
@@ -116,13 +142,38 @@ def hil_log_dir(request: pytest.FixtureRequest, hil_session_log_dir: Path) -> Pa
     return path
 
 
+@contextlib.contextmanager
+def _missing_tool_fails() -> Iterator[None]:
+    """A missing system tool fails the test with one line (the tool and its Debian package), not a traceback."""
+    try:
+        yield
+    except MissingBinaryError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+def _terminal_line(config: pytest.Config, line: str) -> None:
+    """One line on the terminal, past output capture (on stderr where there is no terminal reporter)."""
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        print(line, file=sys.stderr, flush=True)
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+        reporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def registry(hil_session_log_dir: Path):
     """A real OCI registry (Debian docker-registry) on a free loopback port."""
     from .infra.registry import Registry
 
-    with Registry(log_dir=hil_session_log_dir) as reg:
+    reg = Registry(log_dir=hil_session_log_dir)
+    with _missing_tool_fails():
+        reg.start()
+    try:
         yield reg
+    finally:
+        reg.stop()
 
 
 @pytest.fixture(scope="session")
@@ -130,8 +181,13 @@ def broker(hil_session_log_dir: Path):
     """A real MQTT broker (mosquitto) on a free loopback port."""
     from .infra.broker import Broker
 
-    with Broker(log_dir=hil_session_log_dir) as b:
+    b = Broker(log_dir=hil_session_log_dir)
+    with _missing_tool_fails():
+        b.start()
+    try:
         yield b
+    finally:
+        b.stop()
 
 
 @pytest.fixture
@@ -154,7 +210,7 @@ def board(pytestconfig: pytest.Config, hil_target_name: str) -> Board | None:
     return chosen
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def gateway(hil_log_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator:
     """The LwM2M gateway on a free loopback port, with its northbound APIs when asked for."""
     import logging
@@ -174,13 +230,49 @@ async def gateway(hil_log_dir: Path, request: pytest.FixtureRequest) -> AsyncIte
         handler.close()
 
 
-def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Path, endpoint: str) -> TargetConfig:
-    firmware = pytestconfig.getoption("--firmware")
+@pytest.fixture
+def hil_target_class(hil_target_name: str) -> type[Target]:
+    """The selected backend, once its system tools are known to be there."""
+    try:
+        cls = get_target_class(hil_target_name)
+        cls.check_tools()
+    except TargetUnavailable as e:
+        pytest.skip(str(e))
+    except MissingBinaryError as e:
+        pytest.fail(str(e), pytrace=False)
+    return cls
+
+
+@pytest.fixture(scope="session")
+def hil_reference_firmware(pytestconfig: pytest.Config) -> Path:
+    """The reference firmware, built from the shipped sources into the per-user cache once (then reused)."""
+    from .reference_firmware import FirmwareError, reference_firmware
+
+    try:
+        return reference_firmware(announce=lambda line: _terminal_line(pytestconfig, line))
+    except FirmwareError as e:
+        pytest.fail(str(e), pytrace=False)
+
+
+@pytest.fixture
+def hil_firmware(pytestconfig: pytest.Config, request: pytest.FixtureRequest, hil_target_class: type[Target],
+                 board: Board | None) -> Path | None:
+    """The firmware the node runs: ``--firmware``, else the reference firmware when the board file names it."""
+    explicit = pytestconfig.getoption("--firmware")
+    if explicit:
+        return Path(explicit).resolve()
+    if hil_target_class.loads_firmware and board is not None and board.uses_reference_firmware:
+        return request.getfixturevalue("hil_reference_firmware")
+    return None  # the target resolves what the board file names, and says so when it is missing
+
+
+def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Path, endpoint: str,
+                   firmware: Path | None) -> TargetConfig:
     return TargetConfig(
         endpoint=endpoint,
         log_dir=log_dir,
         board=board,
-        firmware=Path(firmware).resolve() if firmware else None,
+        firmware=firmware,
         serial_port=pytestconfig.getoption("--serial-port"),
         net_serial_port=pytestconfig.getoption("--net-serial-port"),
         gateway_host=pytestconfig.getoption("--gateway-host"),
@@ -227,7 +319,10 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
     except TargetUnavailable as e:
         pytest.skip(str(e))
     target = cls(config)
-    await target.__aenter__()
+    try:
+        await target.__aenter__()
+    except (BoardError, MissingBinaryError) as e:
+        pytest.fail(str(e), pytrace=False)  # bad board file input, or a missing tool: one line
     try:
         await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
         await gateway.wait_for_registration(config.endpoint, timeout=timeout)
@@ -237,10 +332,11 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
     return target
 
 
-@pytest.fixture
-async def node(pytestconfig: pytest.Config, hil_target_name: str, board, gateway, hil_log_dir: Path) -> AsyncIterator[NodeHandle]:
+@pytest_asyncio.fixture(loop_scope="function")
+async def node(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
+               hil_log_dir: Path) -> AsyncIterator[NodeHandle]:
     """One device from the selected target, booted, bootstrapped and registered to ``gateway``."""
-    config = _target_config(pytestconfig, board, hil_log_dir, "node1")
+    config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware)
     try:
         target = await bring_up_node(hil_target_name, config, gateway)
     except TargetUnavailable as e:
@@ -262,13 +358,14 @@ def shell(node: NodeHandle):
     return node.shell
 
 
-@pytest.fixture
-async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, gateway, hil_log_dir: Path) -> AsyncIterator[list[NodeHandle]]:
+@pytest_asyncio.fixture(loop_scope="function")
+async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
+                hil_log_dir: Path) -> AsyncIterator[list[NodeHandle]]:
     """``--nodes`` devices of the selected target, all registered."""
     import asyncio
 
     count = pytestconfig.getoption("--nodes")
-    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}") for i in range(1, count + 1)]
+    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}", hil_firmware) for i in range(1, count + 1)]
     results = await asyncio.gather(*(bring_up_node(hil_target_name, c, gateway) for c in configs), return_exceptions=True)
     started = [r for r in results if not isinstance(r, BaseException)]
     try:
@@ -296,7 +393,7 @@ class NorthboundApis:
     rest_url: str | None = None
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def gateway_apis(pytestconfig: pytest.Config, request: pytest.FixtureRequest, gateway) -> AsyncIterator[NorthboundApis]:
     """The gateway's SDF/MQTT bridge or REST API, as ``--deploy-via`` needs them (none for lwm2m)."""
     via = pytestconfig.getoption("--deploy-via")
@@ -318,7 +415,7 @@ async def gateway_apis(pytestconfig: pytest.Config, request: pytest.FixtureReque
         yield apis
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="function")
 async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path):
     """The far-edge deployer: resolve from the registry, deploy through the gateway by ``--deploy-via``."""
     from .faredge.deployer import Deployer
@@ -331,11 +428,14 @@ async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: Northboun
 
 @pytest.fixture(scope="session")
 def temperature_service_json(hil_session_log_dir: Path) -> Path:
-    """The project's own temperature_sensor service, built from C."""
-    from .sdk import build_service
+    """The project's own temperature_sensor service, built from the C sources shipped with embserve-hil."""
+    from .resources import service_dir
+    from .sdk import BuildError, build_service
 
-    src = Path(__file__).resolve().parent.parent / "services" / "temperature_sensor"
-    return build_service(src, hil_session_log_dir / "services" / "temperature_sensor")
+    try:
+        return build_service(service_dir("temperature_sensor"), hil_session_log_dir / "services" / "temperature_sensor")
+    except BuildError as e:
+        pytest.fail(str(e), pytrace=False)  # e.g. the ARM compiler is missing: one line naming its package
 
 
 @pytest.fixture(scope="session")

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import inspect
+import sys
 from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
 from hil.faredge.manifest import ManifestError, parse_manifest
 
+from .. import resources
+from . import config as service_config
 from . import exports, packer, toolchain
 from .config import ConfigError, load_config
 
@@ -61,7 +65,7 @@ def build_service(src_dir: str | Path, out_dir: str | Path | None = None) -> Pat
 
 
 def _compile_and_pack(gcc: str, name: str, sources: tuple[Path, ...], out_dir: Path):
-    defines = [f"-I{toolchain.INCLUDE_DIR}", f'-DEMBSERVE_SERVICE_NAME="{name}"']
+    defines = [f"-I{resources.sdk_include_dir()}", f'-DEMBSERVE_SERVICE_NAME="{name}"']
     objects = []
     for source in sources:
         obj = out_dir / (source.name + ".o")
@@ -77,7 +81,7 @@ def _compile_and_pack(gcc: str, name: str, sources: tuple[Path, ...], out_dir: P
     toolchain.run([gcc, *toolchain.CFLAGS, "-c", str(wrappers), "-o", str(wrappers_obj)], "assembling export wrappers")
     elf = out_dir / "module.elf"
     toolchain.run(
-        [gcc, *toolchain.CFLAGS, *toolchain.LDFLAGS, "-o", str(elf), str(wrappers_obj), *map(str, objects)]
+        [gcc, *toolchain.CFLAGS, *toolchain.ldflags(), "-o", str(elf), str(wrappers_obj), *map(str, objects)]
         + toolchain.LIBS,
         "linking",
     )
@@ -102,10 +106,13 @@ def _exported_functions(objects: list[Path]) -> list[str]:
 
 def _build_key(config: Path, sources: tuple[Path, ...], compiler: str) -> str:
     digest = hashlib.sha256(compiler.encode())
-    sdk_dir = Path(__file__).parent
     local_headers = sorted(config.parent.glob("*.h"))
-    inputs = [config, *sources, *local_headers, *sorted(sdk_dir.glob("*.py")), toolchain.LINK_SCRIPT]
-    inputs += [*sorted(toolchain.INCLUDE_DIR.glob("*.h")), Path(__file__).parents[1] / "device" / "udlm.py"]
+    inputs = [config, *sources, *local_headers, resources.sdk_link_script()]
+    inputs += sorted(resources.sdk_include_dir().glob("*.h"))
     for path in inputs:
         digest.update(str(path.name).encode() + b"\0" + path.read_bytes() + b"\0")
+    # The SDK's own code, down to the module format the packer writes.
+    code = [sys.modules[__package__], sys.modules[__name__], service_config, exports, packer, toolchain]
+    for module in [*code, sys.modules[packer.Module.__module__]]:
+        digest.update(module.__name__.encode() + b"\0" + inspect.getsource(module).encode() + b"\0")
     return digest.hexdigest()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from pathlib import Path
+
+from .. import resources
 
 GCC = "arm-none-eabi-gcc"
 APT_PACKAGE = "gcc-arm-none-eabi"
-INCLUDE_DIR = Path(__file__).parent / "include"
-LINK_SCRIPT = Path(__file__).parent / "module.ld"
 
 # Position independent through r9 (the LOT), never PC-relative to data; every
 # call to another module goes through the LOT (-mlong-calls).
@@ -31,14 +30,17 @@ CFLAGS = [
     "-fno-asynchronous-unwind-tables",
     "-Wall",
 ]
-LDFLAGS = [
-    "-nostdlib",
-    "-nostartfiles",
-    f"-Wl,-T,{LINK_SCRIPT}",
-    "-Wl,--unresolved-symbols=ignore-in-object-files",
-    "-Wl,--emit-relocs",
-]
 LIBS = ["-lgcc"]  # soft-float helpers live in the module: the firmware exports no __aeabi_*
+
+
+def ldflags() -> list[str]:
+    return [
+        "-nostdlib",
+        "-nostartfiles",
+        f"-Wl,-T,{resources.sdk_link_script()}",
+        "-Wl,--unresolved-symbols=ignore-in-object-files",
+        "-Wl,--emit-relocs",
+    ]
 
 
 class ToolchainError(RuntimeError):

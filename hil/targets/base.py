@@ -10,13 +10,16 @@ board on a serial port. Backends register themselves by name with
 from __future__ import annotations
 
 import abc
+import asyncio
 import importlib
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..boards import Board
 from ..console import Console, Shell
+from ..infra.process import MissingBinaryError
 
 
 class TargetError(RuntimeError):
@@ -48,6 +51,18 @@ class Target(abc.ABC):
     name: ClassVar[str]
     #: device seconds per wall-clock second (> 1 when the backend fast-forwards)
     time_scale: float = 1.0
+    #: system tools the backend runs, each with the Debian package that has it
+    tools: ClassVar[tuple[tuple[str, str], ...]] = ()
+    #: the backend loads a firmware file itself (an emulator), so the board's ``firmware`` field applies
+    loads_firmware: ClassVar[bool] = False
+
+    @classmethod
+    def check_tools(cls) -> None:
+        """:class:`MissingBinaryError` naming the first missing tool and its Debian package
+        (backends that cannot run here for another reason raise :class:`TargetUnavailable`)."""
+        for tool, package in cls.tools:
+            if shutil.which(tool) is None:
+                raise MissingBinaryError(f"{tool} is not installed: apt-get install {package}")
 
     def __init__(self, config: TargetConfig):
         self.config = config
@@ -71,6 +86,30 @@ class Target(abc.ABC):
     @abc.abstractmethod
     async def stop(self) -> None:
         """Power off and release everything; safe to call twice and after a failed start."""
+
+    async def resolve_firmware(self) -> Path | None:
+        """The firmware to load: the configured one, else what the board file names (the
+        reference firmware is built on first use); None when neither names one."""
+        if self.config.firmware:
+            path = Path(self.config.firmware).resolve()
+            if not path.is_file():
+                raise TargetError(f"{self.endpoint}: firmware {path} does not exist")
+            return path
+        board = self.config.board
+        if board is None or not board.firmware:
+            return None
+        if board.uses_reference_firmware:
+            return await self.reference_firmware()
+        return board.existing_file("firmware")
+
+    async def reference_firmware(self) -> Path:
+        """The reference firmware, from the per-user cache (built there on first use)."""
+        from ..reference_firmware import FirmwareError, reference_firmware
+
+        try:
+            return await asyncio.to_thread(reference_firmware)
+        except FirmwareError as e:
+            raise TargetError(f"{self.endpoint}: {e}") from None
 
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
         """The CoAP URI the device must be told to reach a gateway listening at host:port."""

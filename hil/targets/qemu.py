@@ -23,13 +23,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .base import Target, TargetConfig, TargetError, TargetUnavailable, register_target
+from .base import Target, TargetConfig, TargetError, register_target
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 #: where the guest sees the host under QEMU user networking
 HOST_FROM_GUEST = "10.0.2.2"
 #: the SLIP peer in the firmware's default addressing (device 192.0.2.2/24)
@@ -40,21 +38,15 @@ BOOT_TIMEOUT = 15.0
 log = logging.getLogger("hil.targets.qemu")
 
 
-def default_firmware(config: TargetConfig) -> Path:
-    if config.firmware:
-        return Path(config.firmware)
-    if config.board and config.board.firmware:
-        return REPO_ROOT / config.board.firmware
-    return REPO_ROOT / "firmware" / "build" / "embserve.elf"
-
-
 @register_target
 class QemuTarget(Target):
     name = "qemu"
+    tools = (("qemu-system-arm", "qemu-system-arm"),)
+    loads_firmware = True
 
     def __init__(self, config: TargetConfig):
         super().__init__(config)
-        self.firmware = default_firmware(config)
+        self.firmware: Path | None = None  # known once started
         self.machine_name = (config.board.qemu_machine if config.board and config.board.qemu_machine else "mps2-an385")
         self.net = config.options.get("net") or "eth"
         if self.net not in NET_MODES:
@@ -87,11 +79,13 @@ class QemuTarget(Target):
     async def start(self) -> None:
         from ..infra.qemu import QemuMachine
 
-        if shutil.which("qemu-system-arm") is None:
-            raise TargetUnavailable("qemu-system-arm is not installed (apt-get install qemu-system-arm)")
-        if not self.firmware.is_file():
-            hint = "build it with: make firmware" if not self.config.firmware else "check --firmware"
-            raise TargetUnavailable(f"firmware {self.firmware} does not exist ({hint})")
+        self.check_tools()
+        self.firmware = await self.resolve_firmware()
+        if self.firmware is None:
+            board = self.config.board
+            if board is not None:
+                raise TargetError(f"{self.endpoint}: board file {board.source} names no firmware (field 'firmware'); pass --firmware")
+            self.firmware = await self.reference_firmware()  # no board: mps2-an385, the reference firmware's machine
         self.qemu = QemuMachine(
             self.firmware,
             log_dir=self.config.log_dir,

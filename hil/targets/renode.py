@@ -113,6 +113,7 @@ def default_net(board: Board | None) -> str | None:
 @register_target
 class RenodeTarget(Target):
     name = "renode"
+    loads_firmware = True
 
     def __init__(self, config: TargetConfig):
         net: str | None = config.options.get("net") or default_net(config.board)
@@ -140,19 +141,13 @@ class RenodeTarget(Target):
             raise TargetError(f"{self.endpoint}: board {name} has no renode_platform; Renode cannot run it")
         if board.renode_platform.startswith("@"):
             return board.renode_platform  # inside Renode's own tree, e.g. @platforms/boards/...
-        path = board.resolve_path(board.renode_platform)
-        if not path.is_file():
-            raise TargetError(f"{self.endpoint}: board {board.name}: renode_platform {path} does not exist")
-        return f"@{path}"
+        return f"@{board.existing_file('renode_platform')}"
 
-    def _firmware(self) -> Path:
-        board = self.config.board
-        firmware = self.config.firmware or (board.resolve_path(board.firmware) if board and board.firmware else None)
+    async def _firmware(self) -> Path:
+        firmware = await self.resolve_firmware()
         if firmware is None:
+            board = self.config.board
             raise TargetError(f"{self.endpoint}: no firmware: pass --firmware (board {board.name if board else '-'} names none)")
-        firmware = Path(firmware).resolve()
-        if not firmware.is_file():
-            raise TargetError(f"{self.endpoint}: firmware {firmware} does not exist")
         return firmware
 
     def _slip_uart(self) -> str | None:
@@ -166,12 +161,20 @@ class RenodeTarget(Target):
             )
         return sysbus_name(board.renode_slip_uart)
 
-    async def start(self) -> None:
+    @classmethod
+    def check_tools(cls) -> None:
         try:
             renode_binary()
         except MissingBinaryError as e:
+            raise TargetUnavailable(str(e)) from None  # not a Debian package: the HIL suite skips
+
+    async def start(self) -> None:
+        try:
+            self.check_tools()
+        except TargetUnavailable as e:
             raise TargetUnavailable(f"{self.endpoint}: {e}") from None
-        platform, firmware, slip_uart = self._platform(), self._firmware(), self._slip_uart()
+        platform, slip_uart = self._platform(), self._slip_uart()
+        firmware = await self._firmware()
         board = self.config.board
         assert board is not None  # _platform() needs one
         self.process = RenodeProcess(log_dir=self.config.log_dir, name=f"{self.endpoint}.renode")

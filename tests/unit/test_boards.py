@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from hil.boards import PACKAGE_BOARDS, BoardError, catalog, get_board, load_board_file, search_path
+from hil.boards import BoardError, catalog, get_board, load_board_file, search_path
+from hil.resources import boards_dir
 from hil.cli import main as cli_main
 
 SHIPPED = ("sim", "mps2_an385", "stm32f4_discovery", "nrf52840dk", "frdm_k64f")
@@ -81,7 +82,7 @@ def test_user_directory_comes_first_and_adds_boards(tmp_path: Path, monkeypatch:
     write_board(mine, "bench_k64f", GOOD.format(name="bench_k64f"))
     write_board(mine, "frdm_k64f", GOOD.format(name="frdm_k64f") + 'description = "our patched one"\n')
     monkeypatch.setenv("EMBSERVE_HIL_BOARDS", f"{mine}:{tmp_path / 'missing'}")
-    assert search_path()[0] == mine and search_path()[-1] == PACKAGE_BOARDS
+    assert search_path()[0] == mine and search_path()[-1] == boards_dir()
     assert get_board("bench_k64f").source == mine / "bench_k64f.toml"
     assert get_board("frdm_k64f").description == "our patched one"
 
@@ -98,7 +99,7 @@ def test_unknown_board_lists_the_known_ones() -> None:
     assert "unknown board 'stm32f9_nonexistent'" in message
     for name in SHIPPED:
         assert name in message
-    assert str(PACKAGE_BOARDS) in message
+    assert str(boards_dir()) in message
 
 
 @pytest.mark.parametrize(
@@ -153,6 +154,27 @@ def test_relative_paths_resolve_next_to_the_board_file_or_one_up(tmp_path: Path)
     assert board.resolve_path("renode/r.repl") == tmp_path / "proj" / "renode" / "r.repl"
     assert board.resolve_path("local.repl") == tmp_path / "proj" / "boards" / "local.repl"
     assert board.resolve_path("/abs/x.elf") == Path("/abs/x.elf")
+
+
+def test_shipped_boards_paths_resolve_inside_the_package() -> None:
+    board = get_board("mps2_an385")
+    assert board.uses_reference_firmware
+    assert board.existing_file("renode_platform") == boards_dir().parent / "renode" / "mps2_an385.repl"
+
+
+@pytest.mark.parametrize(("field", "value"), [("renode_platform", "renode/lab.repl"), ("firmware", "build/lab.elf")])
+def test_user_board_naming_a_missing_file_names_the_board_file_and_field(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    mine = tmp_path / "lab"
+    path = write_board(mine, "lab", 'name = "lab"\narch = "armv7-m"\nbackends = ["renode"]\n' f'{field} = "{value}"\n')
+    monkeypatch.setenv("EMBSERVE_HIL_BOARDS", str(mine))
+    with pytest.raises(BoardError) as info:
+        get_board("lab").existing_file(field)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"board file {path}: field '{field}' names '{value}', which does not exist")
+    assert str(mine / value) in message and str(tmp_path / value) in message
 
 
 def test_broken_file_elsewhere_does_not_hide_a_good_board(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ...cache import user_cache_dir
 from .client import AuthLike, RegistryClient, TransportOptions
 from .content import (
     ACCEPT_ANY_MANIFEST,
@@ -62,8 +63,7 @@ class _Document:
 
 
 def default_cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "embserve-hil" / "oci"
+    return user_cache_dir("oci")
 
 
 def cache_path(cache_dir: str | os.PathLike[str], registry: str, repository: str, digest: str) -> Path:

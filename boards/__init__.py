@@ -1,0 +1,1 @@
+"""The board catalog; installed as ``hil.resources.boards`` (see hil/resources)."""

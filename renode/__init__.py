@@ -1,0 +1,1 @@
+"""Renode platforms and scripts; installed as ``hil.resources.renode`` (see hil/resources)."""

@@ -1,0 +1,1 @@
+"""The project's own services; installed as ``hil.resources.services`` (see hil/resources)."""
