@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, NoReturn
 
 import pytest
 import pytest_asyncio
@@ -142,13 +142,18 @@ def hil_log_dir(request: pytest.FixtureRequest, hil_session_log_dir: Path) -> Pa
     return path
 
 
+def _fail(message: str) -> NoReturn:
+    """Fail the test with this one line: no traceback, no exception it was raised while handling."""
+    raise pytest.fail.Exception(message, pytrace=False) from None
+
+
 @contextlib.contextmanager
 def _missing_tool_fails() -> Iterator[None]:
     """A missing system tool fails the test with one line (the tool and its Debian package), not a traceback."""
     try:
         yield
     except MissingBinaryError as e:
-        pytest.fail(str(e), pytrace=False)
+        _fail(str(e))
 
 
 def _terminal_line(config: pytest.Config, line: str) -> None:
@@ -199,14 +204,13 @@ def hil_target_name(pytestconfig: pytest.Config) -> str:
 def board(pytestconfig: pytest.Config, hil_target_name: str) -> Board | None:
     name = pytestconfig.getoption("--board") or DEFAULT_BOARD.get(hil_target_name)
     if name is None:
-        pytest.fail(f"--target {hil_target_name} needs --board NAME (see `embserve-hil boards`)", pytrace=False)
+        _fail(f"--target {hil_target_name} needs --board NAME (see `embserve-hil boards`)")
     try:
         chosen = get_board(name)
     except BoardError as e:
-        pytest.fail(str(e), pytrace=False)
+        _fail(str(e))
     if not chosen.supports(hil_target_name):
-        pytest.fail(f"board {name!r} cannot run on target {hil_target_name!r}; it supports {', '.join(chosen.backends)}",
-                    pytrace=False)
+        _fail(f"board {name!r} cannot run on target {hil_target_name!r}; it supports {', '.join(chosen.backends)}")
     return chosen
 
 
@@ -239,7 +243,7 @@ def hil_target_class(hil_target_name: str) -> type[Target]:
     except TargetUnavailable as e:
         pytest.skip(str(e))
     except MissingBinaryError as e:
-        pytest.fail(str(e), pytrace=False)
+        _fail(str(e))
     return cls
 
 
@@ -251,7 +255,7 @@ def hil_reference_firmware(pytestconfig: pytest.Config) -> Path:
     try:
         return reference_firmware(announce=lambda line: _terminal_line(pytestconfig, line))
     except FirmwareError as e:
-        pytest.fail(str(e), pytrace=False)
+        _fail(str(e))
 
 
 @pytest.fixture
@@ -322,7 +326,7 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
     try:
         await target.__aenter__()
     except (BoardError, MissingBinaryError) as e:
-        pytest.fail(str(e), pytrace=False)  # bad board file input, or a missing tool: one line
+        _fail(str(e))  # bad board file input, or a missing tool: one line
     try:
         await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
         await gateway.wait_for_registration(config.endpoint, timeout=timeout)
@@ -435,7 +439,7 @@ def temperature_service_json(hil_session_log_dir: Path) -> Path:
     try:
         return build_service(service_dir("temperature_sensor"), hil_session_log_dir / "services" / "temperature_sensor")
     except BuildError as e:
-        pytest.fail(str(e), pytrace=False)  # e.g. the ARM compiler is missing: one line naming its package
+        _fail(str(e))  # e.g. the ARM compiler is missing: one line naming its package
 
 
 @pytest.fixture(scope="session")
