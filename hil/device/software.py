@@ -32,10 +32,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..faredge.manifest import Manifest, ManifestError, parse_manifest
+from ..service.manifest import Manifest, ManifestError, parse_manifest
 from ..lwm2m.model import ObjLnk, Path, ResourceType, UpdateResult, UpdateState, resource_def
 from .objects import MethodNotAllowed, ObjectHandler
-from .runtime import LoadedService, ServiceInputError, ServiceLoadError, ServiceRuntime, ServiceState, ServiceStateError
+from ..service.runtime import LoadedService, ServiceInputError, ServiceLoadError, ServiceRuntime, ServiceState, ServiceStateError
 from .shell import Command, Shell, ShellError
 
 if TYPE_CHECKING:

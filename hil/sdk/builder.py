@@ -19,8 +19,8 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from hil.faredge.manifest import ManifestError, parse_manifest
-
+from ..service import sdk_api, udlm
+from ..service.manifest import ManifestError, parse_manifest
 from . import exports, packer, toolchain
 from .config import ConfigError, load_config
 
@@ -68,7 +68,7 @@ def _compile_and_pack(gcc: str, name: str, sources: tuple[Path, ...], out_dir: P
         toolchain.run([gcc, *toolchain.CFLAGS, *defines, "-c", str(source), "-o", str(obj)], f"compiling {source}")
         objects.append(obj)
     names = _exported_functions(objects)
-    missing = [n for n in exports.REQUIRED if n not in names]
+    missing = [n for n in sdk_api.REQUIRED_EXPORTS if n not in names]
     if missing:
         raise BuildError(f"{name}: the sources define no {' or '.join(missing)}() (a service needs setup() and loop())")
     wrappers = out_dir / "exports.S"
@@ -97,7 +97,7 @@ def _exported_functions(objects: list[Path]) -> list[str]:
                     and sym["st_shndx"] != "SHN_UNDEF"
                 ):
                     defined.add(sym.name)
-    return [n for n in exports.EXPORTABLE if n in defined]
+    return [n for n in sdk_api.EXPORTABLE if n in defined]
 
 
 def _build_key(config: Path, sources: tuple[Path, ...], compiler: str) -> str:
@@ -105,7 +105,7 @@ def _build_key(config: Path, sources: tuple[Path, ...], compiler: str) -> str:
     sdk_dir = Path(__file__).parent
     local_headers = sorted(config.parent.glob("*.h"))
     inputs = [config, *sources, *local_headers, *sorted(sdk_dir.glob("*.py")), toolchain.LINK_SCRIPT]
-    inputs += [*sorted(toolchain.INCLUDE_DIR.glob("*.h")), Path(__file__).parents[1] / "device" / "udlm.py"]
+    inputs += [*sorted(toolchain.INCLUDE_DIR.glob("*.h")), Path(udlm.__file__), Path(sdk_api.__file__)]
     for path in inputs:
         digest.update(str(path.name).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from hil.device.udlm import Module, Relocation, Symbol, SymbolKind
-from hil.faredge.manifest import (
+from hil.service.udlm import Module, Relocation, Symbol, SymbolKind
+from hil.service.manifest import (
     IOSpec,
     Manifest,
     ManifestError,

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from hil.device.clock import VirtualClock
-from hil.device.cpu import DEFAULT_POOL, Machine
-from hil.device.runtime import (
+from hil.service.cpu import DEFAULT_POOL, Machine
+from hil.service.runtime import (
     ServiceInputError,
     ServiceLoadError,
     ServiceRuntime,
     ServiceState,
     ServiceStateError,
 )
-from hil.faredge.manifest import Manifest, parse_manifest
+from hil.service.manifest import Manifest, parse_manifest
 from hil.sdk import build_service
 
 ROOT = Path(__file__).resolve().parents[2]

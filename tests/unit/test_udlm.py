@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hil.device.udlm import (
+from hil.service.udlm import (
     HEADER,
     MAGIC,
     Module,
