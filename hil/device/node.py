@@ -43,7 +43,8 @@ from .clock import TimerHandle, VirtualClock
 from .console import Console
 from .objects import MethodNotAllowed, ObjectHandler, ObjectStore
 from .sensors import Sensor, Sensors, Source
-from .shell import Shell, node_commands
+from .shell import Shell
+from .shell_commands import node_commands
 from .software import Services, service_commands
 
 ZEPHYR_VERSION = "3.5.0"
@@ -132,7 +133,7 @@ class Node:
         self.log = log or logging.getLogger(f"hil.device.{endpoint}")
         self.console = Console(endpoint)
         commands = node_commands(self)
-        next(c for c in commands if c.name == "embserve").add(service_commands(self))
+        next(c for c in commands if c.name == "embserve").add(service_commands(lambda: self.services))
         self.shell = Shell(self.console, commands, uptime=lambda: self.uptime)
         self.services: Services | None = None  # the service runtime; rebuilt on every boot
         self.sensors = Sensors(DEFAULT_SENSORS if sensors is None else sensors, self.clock.now, self.seed)
