@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import __version__
+from ..fita.labels import DEVICE_TYPE  # FITA's node watcher looks for this in /3/0/17
 from ..lwm2m.model import DEFINITIONS, Path, ResourceType
 from .client import ClientEvent, LwM2MClient, cancel_and_wait, parse_server_uri
 from .clock import TimerHandle, VirtualClock
@@ -49,7 +50,6 @@ from .software import Services, service_commands
 
 ZEPHYR_VERSION = "3.5.0"
 MANUFACTURER = "embserve-hil"
-DEVICE_TYPE = "embServe Node"  # FITA's node watcher looks for this in /3/0/17
 DEFAULT_SENSORS: Mapping[str, float] = {"temperature": 21.5}
 ETHERNET_BEARER = 41  # /4/0/0 Network Bearer
 

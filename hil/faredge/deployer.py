@@ -29,7 +29,7 @@ import yaml
 
 from . import oci
 from .channels import DeployChannel, DeployStepError, LwM2MChannel
-from .labels import FAR_EDGE_TAINT, required_labels
+from ..fita.labels import FAR_EDGE_TAINT, required_labels
 from ..service.manifest import Manifest, ManifestError, parse_manifest
 
 log = logging.getLogger("hil.deployer")

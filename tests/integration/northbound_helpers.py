@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from hil.device.node import Node
-from hil.gateway.mqtt import MqttClient, publish_properties
+from hil.fita.mqtt import MqttClient, publish_properties
 
 WAIT = 10.0  # generous bound for every wait; a healthy run needs milliseconds
 

@@ -16,7 +16,7 @@ from northbound_helpers import WAIT, has_runtime, running_node
 
 from hil.faredge.channel_rest import RestChannel
 from hil.faredge.channels import DeployStepError
-from hil.faredge.labels import LABEL_PREFIX, SENSOR_NAMES
+from hil.fita.labels import LABEL_PREFIX, SENSOR_NAMES
 from hil.gateway import Gateway
 from hil.gateway.rest import RestApi
 from hil.infra.ports import unused_port

@@ -24,9 +24,10 @@ from northbound_helpers import (
 
 from hil.faredge.channel_mqtt import MqttChannel
 from hil.faredge.channels import DeployStepError
-from hil.faredge.labels import LABEL_PREFIX, SENSOR_NAMES
+from hil.fita.labels import LABEL_PREFIX, SENSOR_NAMES
+from hil.fita.northbound import announce_labels
 from hil.gateway import Gateway
-from hil.gateway.sdf_mqtt import SdfMqttBridge, announce_labels
+from hil.gateway.sdf_mqtt import SdfMqttBridge
 from hil.lwm2m.model import ObjLnk
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
