@@ -94,22 +94,9 @@ def node_console(endpoint: str, log_dir: Path) -> Console:
 @contextlib.asynccontextmanager
 async def attached_console(qemu: QemuMachine, console: Console) -> AsyncIterator[None]:
     """``console`` fed from a running QEMU's UART0 and writing back to it; closed when the block ends."""
-    assert qemu.writer is not None
-
-    async def write(data: bytes) -> None:
-        assert qemu.writer is not None
-        qemu.writer.write(data)
-        await qemu.writer.drain()
-
-    console.writer = write
-    pump = asyncio.create_task(qemu.pump_console(console.feed))
-    try:
-        yield
-    finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
-        console.close()
+    with contextlib.closing(console):
+        async with qemu.console_attached(console):
+            yield
 
 
 @contextlib.asynccontextmanager
