@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 import pytest
-from qemu_helpers import FITA_SERVICE, REPO, firmware_elf
+from conftest import FITA_SERVICE, REPO, firmware_elf
 
 from hil.device.clock import VirtualClock
 from hil.faredge.deployer import Deployer

@@ -28,7 +28,8 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import pytest
-from qemu_helpers import FITA_SERVICE, REPO, FirmwareNode, booted, firmware_elf, node_console, register
+from conftest import FITA_SERVICE, REPO, firmware_elf
+from qemu_helpers import FirmwareNode, booted, node_console, register
 
 from hil.gateway.server import Gateway
 from hil.lwm2m.model import Path

@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from qemu_helpers import firmware_elf as build_firmware
-from qemu_helpers import run_child_pytest
+from conftest import run_child_pytest
+from conftest import firmware_elf as build_firmware
 
 from hil.boards import get_board
 from hil.gateway.server import Gateway
@@ -31,7 +31,6 @@ from hil.lwm2m.model import Path as LwPath
 from hil.targets.base import TargetConfig
 from hil.targets.serial import SerialTarget
 
-REPO = Path(__file__).resolve().parents[2]
 GUEST_HOST_ALIAS = "10.0.2.2"  # the host's loopback as QEMU user networking shows it to the guest
 
 pytestmark = pytest.mark.emulation

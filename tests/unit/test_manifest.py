@@ -7,10 +7,10 @@ import copy
 import json
 import struct
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FITA_SERVICE
 
 from hil.service.udlm import Module, Relocation, Symbol, SymbolKind
 from hil.service.manifest import (
@@ -22,7 +22,6 @@ from hil.service.manifest import (
     parse_manifest,
 )
 
-FITA_SERVICE = Path(__file__).resolve().parents[3] / "shared" / "fita" / "temperature_sensor" / "service.json"
 
 
 def module_bytes(exports: tuple[str, ...] = ("setup", "loop")) -> bytes:
