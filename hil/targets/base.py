@@ -17,14 +17,9 @@ from typing import Any, ClassVar
 
 from ..boards import Board
 from ..console import Console, Shell
-
-
-class TargetError(RuntimeError):
-    """A device could not be brought up or driven; the message says why and where the log is."""
-
-
-class TargetUnavailable(TargetError):
-    """The backend cannot run on this machine (missing tool, missing board)."""
+from ..net import SlipBridge
+from .errors import TargetError, TargetUnavailable
+from .slip import SlipUplink
 
 
 @dataclass
@@ -48,6 +43,8 @@ class Target(abc.ABC):
     name: ClassVar[str]
     #: device seconds per wall-clock second (> 1 when the backend fast-forwards)
     time_scale: float = 1.0
+    #: the node's network over a SLIP line through this host, when a backend gives it one
+    uplink: SlipUplink | None = None
 
     def __init__(self, config: TargetConfig):
         self.config = config
@@ -72,8 +69,16 @@ class Target(abc.ABC):
     async def stop(self) -> None:
         """Power off and release everything; safe to call twice and after a failed start."""
 
+    @property
+    def bridge(self) -> SlipBridge | None:
+        """The SLIP bridge (with an uplink, once bootstrapped), for its statistics."""
+        return self.uplink.bridge if self.uplink else None
+
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
         """The CoAP URI the device must be told to reach a gateway listening at host:port."""
+        if self.uplink is not None:
+            # The bridge on this host relays what the node sends to its SLIP peer, wherever the gateway listens here.
+            return self.uplink.server_uri(gateway_host, gateway_port)
         host = self.config.gateway_host or gateway_host
         return f"coap://{host}:{gateway_port}"
 

@@ -28,7 +28,6 @@ import shutil
 from pathlib import Path
 
 from ..infra.qemu import QemuMachine
-from ..net import SlipBridge
 from .base import Target, TargetConfig, TargetError, TargetUnavailable, register_target
 from .slip import SlipUplink
 
@@ -70,18 +69,11 @@ class QemuTarget(Target):
         self.restarted = asyncio.Event()  # set once a restart after a reset is over (bootstrap repeated)
         self._restart_error: str | None = None
 
-    @property
-    def bridge(self) -> SlipBridge | None:
-        """The SLIP bridge of the current boot (net "slip", once bootstrapped), for its statistics."""
-        return self.uplink.bridge if self.uplink else None
-
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
-        if self.uplink is not None:
-            # The bridge relays what the node sends to its peer address here.
-            return self.uplink.server_uri(gateway_host, gateway_port)
-        # A gateway on the host's loopback is at 10.0.2.2 for the guest.
-        host = self.config.gateway_host or (HOST_FROM_GUEST if gateway_host in ("127.0.0.1", "localhost", "::1") else gateway_host)
-        return f"coap://{host}:{gateway_port}"
+        if self.uplink is None and gateway_host in ("127.0.0.1", "localhost", "::1"):
+            # A gateway on the host's loopback is at 10.0.2.2 for the guest.
+            gateway_host = HOST_FROM_GUEST
+        return super().device_server_uri(gateway_host, gateway_port)
 
     async def start(self) -> None:
         if shutil.which("qemu-system-arm") is None:
