@@ -12,6 +12,7 @@ kB), and activate -> first reading of the service.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import statistics
 import subprocess
 import sys
@@ -41,30 +42,27 @@ def ms(seconds: float) -> str:
 
 
 class BenchNode:
-    """QEMU plus its console reader; ``close()`` stops both."""
+    """QEMU with its console attached; ``close()`` stops both."""
 
     def __init__(self, elf: FsPath, log_dir: FsPath, endpoint: str):
         self.endpoint = endpoint
         self.qemu = QemuMachine(elf, log_dir=log_dir, name=f"qemu-{endpoint}")
         self.console = Console(endpoint, log_dir / f"{endpoint}.console.log")
-        self.pump: asyncio.Task[None] | None = None
+        self._running = contextlib.AsyncExitStack()
 
     async def boot_and_register(self, gw: Gateway) -> float:
         """Seconds from QEMU process start to the gateway seeing the registration."""
-        await self.qemu.start_async()
-        assert self.qemu.writer is not None and self.qemu.started_at is not None
-        self.pump = asyncio.get_running_loop().create_task(self.qemu.pump_console(self.console.feed))
+        await self._running.enter_async_context(self.qemu)
+        await self._running.enter_async_context(self.qemu.console_attached(self.console))
+        assert self.qemu.started_at is not None
         await self.console.expect_prompt(timeout=10)
         server = f"coap://10.0.2.2:{gw.port}"
-        self.qemu.writer.write(f"embserve connector lwm2m server_add {server} {self.endpoint}\n".encode())
+        await self.console.send_line(f"embserve connector lwm2m server_add {server} {self.endpoint}")
         await gw.wait_for_registration(self.endpoint, timeout=10)
         return time.monotonic() - self.qemu.started_at
 
     async def close(self) -> None:
-        if self.pump is not None:
-            self.pump.cancel()
-            await asyncio.gather(self.pump, return_exceptions=True)
-        await self.qemu.stop_async()
+        await self._running.aclose()
         self.console.close()
 
 

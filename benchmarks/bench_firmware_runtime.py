@@ -13,6 +13,7 @@ come from the node's ``embserve service list``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
 import sys
@@ -77,17 +78,8 @@ async def main() -> None:
         async with Gateway(host="127.0.0.1", port=0) as gw:
             qemu = QemuMachine(elf, log_dir=tmpdir, icount="shift=0")
             console = Console(EP, tmpdir / "console.log")
-            async with qemu:
-                assert qemu.writer is not None
-
-                async def write(data: bytes) -> None:
-                    assert qemu.writer is not None
-                    qemu.writer.write(data)
-                    await qemu.writer.drain()
-
-                console.writer = write
-                pump = asyncio.create_task(qemu.pump_console(console.feed))
-                try:
+            with contextlib.closing(console):
+                async with qemu, qemu.console_attached(console):
                     await console.expect_prompt(timeout=20)
                     shell = Shell(console)
                     await shell.exec(f"embserve connector lwm2m server_add coap://10.0.2.2:{gw.port} {EP}")
@@ -126,10 +118,6 @@ async def main() -> None:
                         f"(with two activations and a shell command): <= {1000 * (clock1 - clock0) / switches:.0f} instructions "
                         "per yield + switch"
                     )
-                finally:
-                    pump.cancel()
-                    await asyncio.gather(pump, return_exceptions=True)
-                    console.close()
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from hil.device.node import Node
 from hil.faredge.channel_mqtt import MqttChannel
 from hil.faredge.channel_rest import RestChannel
 from hil.faredge.channels import DeployChannel
-from hil.gateway.mqtt import MqttClient
+from hil.fita.mqtt import MqttClient
 from hil.gateway.rest import RestApi
 from hil.gateway.sdf_mqtt import SdfMqttBridge
 from hil.gateway.server import Gateway

@@ -86,26 +86,17 @@ class Node:
         self.console = Console(endpoint, log_dir / f"{endpoint}.console.log")
         self.shell = Shell(self.console)
         self.bridge: SlipBridge | None = None
-        self._pump: asyncio.Task[None] | None = None
+        self._running = contextlib.AsyncExitStack()
 
     async def boot(self) -> None:
-        await self.qemu.start_async()
-        qemu = self.qemu
-
-        async def write(data: bytes) -> None:
-            assert qemu.writer is not None
-            qemu.writer.write(data)
-            await qemu.writer.drain()
-
-        self.console.writer = write
-        self._pump = asyncio.get_running_loop().create_task(qemu.pump_console(self.console.feed))
+        await self._running.enter_async_context(self.qemu)
+        await self._running.enter_async_context(self.qemu.console_attached(self.console))
         await self.console.expect_prompt(timeout=TIMEOUT)
         if self.net == "slip":
             await self.shell.exec("net iface slip")
 
     def line(self) -> StreamLink:
-        assert self.qemu.slip_reader is not None and self.qemu.slip_writer is not None
-        return StreamLink(self.qemu.slip_reader, self.qemu.slip_writer, name="UART1")
+        return self.qemu.slip_link("UART1")
 
     async def register(self, gw: Gateway) -> None:
         if self.net == "slip":
@@ -114,17 +105,13 @@ class Node:
             server = f"coap://{PEER_IP}:{gw.port}"
         else:
             server = f"coap://10.0.2.2:{gw.port}"
-        assert self.qemu.writer is not None
-        self.qemu.writer.write(f"embserve connector lwm2m server_add {server} {self.endpoint}\n".encode())
+        await self.console.send_line(f"embserve connector lwm2m server_add {server} {self.endpoint}")
         await gw.wait_for_registration(self.endpoint, timeout=TIMEOUT)
 
     async def close(self) -> None:
         if self.bridge is not None:
             await self.bridge.close()
-        if self._pump is not None:
-            self._pump.cancel()
-            await asyncio.gather(self._pump, return_exceptions=True)
-        await self.qemu.stop_async()
+        await self._running.aclose()
         self.console.close()
 
 

@@ -2,7 +2,7 @@
 and attach-to-registered time for the reference firmware over the pty.
 
 The board is the reference firmware on QEMU mps2-an385 with its console on a
-pseudo-terminal (hil.infra.qemu_pty), reset through the QEMU monitor; the
+pseudo-terminal (hil.infra.qemu, console="pty"), reset through the QEMU monitor; the
 RFC 2217 server (hil.infra.rfc2217) serves the same pty on loopback. Run with
 ``python -m benchmarks serial``.
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from hil.boards import get_board
 from hil.gateway.server import Gateway
-from hil.infra.qemu_pty import QemuPtyBoard
+from hil.infra.qemu import QemuMachine
 from hil.infra.rfc2217 import Rfc2217Server
 from hil.targets.base import TargetConfig
 from hil.targets.serial import SerialTarget
@@ -68,7 +68,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-serial-") as tmp:
         work = Path(tmp)
         elf = build_firmware(work / "fw")
-        async with QemuPtyBoard(elf, log_dir=work / "qemu") as board:
+        async with QemuMachine(elf, console="pty", log_dir=work / "qemu") as board:
             assert board.pty is not None
             async with SerialTarget(config(work / "pty", board.pty, board.reset_command)) as target:
                 print(summary("console round trip, pty ('help', ~170 B back)", await round_trips(target)))

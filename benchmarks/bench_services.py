@@ -49,7 +49,7 @@ from pathlib import Path as FilePath
 from hil.device.clock import VirtualClock
 from hil.device.node import Node
 from hil.device.objects import Change
-from hil.device.runtime import ServiceState
+from hil.service.runtime import ServiceState
 from hil.gateway.server import Gateway
 from hil.lwm2m.model import Path
 from hil.sdk import build_service

@@ -141,29 +141,15 @@ async def qemu_figures() -> None:
         if run.returncode != 0:
             print(f"QEMU over SLIP: firmware build failed:\n{run.stderr[-2000:]}")
             return
-        async with (
-            Gateway(request_timeout=TIMEOUT) as gateway,
-            QemuMachine(build / "embserve.elf", log_dir=build, nic=None, slip=True) as qemu,
-        ):
-            console = Console("bench console", build / "console.log")
-
-            async def write(data: bytes) -> None:
-                assert qemu.writer is not None
-                qemu.writer.write(data)
-                await qemu.writer.drain()
-
-            console.writer = write
-            pump = asyncio.create_task(qemu.pump_console(console.feed))
-            try:
-                link = (qemu.slip_reader, qemu.slip_writer)
-                bridge = SlipBridge(link, ("127.0.0.1", gateway.port), device_gateway_ip="192.0.2.1", log_interval=None)
-                async with bridge:
-                    await measure_node(console, gateway, bridge)
-            finally:
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await pump
-                console.close()
+        console = Console("bench console", build / "console.log")
+        with contextlib.closing(console):
+            async with (
+                Gateway(request_timeout=TIMEOUT) as gateway,
+                QemuMachine(build / "embserve.elf", log_dir=build, nic=None, slip=True) as qemu,
+                qemu.console_attached(console),
+                SlipBridge(qemu.slip_link(), ("127.0.0.1", gateway.port), device_gateway_ip="192.0.2.1", log_interval=None) as bridge,
+            ):
+                await measure_node(console, gateway, bridge)
 
 
 async def measure_node(console: Console, gateway: Gateway, bridge: SlipBridge) -> None:

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hil.device import sdk_api
-from hil.device.udlm import MAGIC, Module, ModuleFormatError, parse_module
-from hil.faredge.manifest import Manifest, ManifestError, parse_manifest
+from hil.service import sdk_api
+from hil.service.udlm import MAGIC, Module, ModuleFormatError, parse_module
+from hil.service.manifest import Manifest, ManifestError, parse_manifest
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -37,18 +37,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from .. import __version__
+from ..fita.labels import DEVICE_TYPE  # FITA's node watcher looks for this in /3/0/17
 from ..lwm2m.model import DEFINITIONS, Path, ResourceType
 from .client import ClientEvent, LwM2MClient, cancel_and_wait, parse_server_uri
 from .clock import TimerHandle, VirtualClock
 from .console import Console
 from .objects import MethodNotAllowed, ObjectHandler, ObjectStore
 from .sensors import Sensor, Sensors, Source
-from .shell import Shell, node_commands
+from .shell import Shell
+from .shell_commands import node_commands
 from .software import Services, service_commands
 
 ZEPHYR_VERSION = "3.5.0"
 MANUFACTURER = "embserve-hil"
-DEVICE_TYPE = "embServe Node"  # FITA's node watcher looks for this in /3/0/17
 DEFAULT_SENSORS: Mapping[str, float] = {"temperature": 21.5}
 ETHERNET_BEARER = 41  # /4/0/0 Network Bearer
 
@@ -132,7 +133,7 @@ class Node:
         self.log = log or logging.getLogger(f"hil.device.{endpoint}")
         self.console = Console(endpoint)
         commands = node_commands(self)
-        next(c for c in commands if c.name == "embserve").add(service_commands(self))
+        next(c for c in commands if c.name == "embserve").add(service_commands(lambda: self.services))
         self.shell = Shell(self.console, commands, uptime=lambda: self.uptime)
         self.services: Services | None = None  # the service runtime; rebuilt on every boot
         self.sensors = Sensors(DEFAULT_SENSORS if sensors is None else sensors, self.clock.now, self.seed)

@@ -29,17 +29,25 @@ from __future__ import annotations
 import errno
 import logging
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ..faredge.manifest import Manifest, ManifestError, parse_manifest
 from ..lwm2m.model import ObjLnk, Path, ResourceType, UpdateResult, UpdateState, resource_def
-from .objects import MethodNotAllowed, ObjectHandler
-from .runtime import LoadedService, ServiceInputError, ServiceLoadError, ServiceRuntime, ServiceState, ServiceStateError
+from ..service.manifest import Manifest, ManifestError, parse_manifest
+from ..service.runtime import (
+    Clock,
+    LoadedService,
+    ServiceInputError,
+    ServiceLoadError,
+    ServiceRuntime,
+    ServiceState,
+    ServiceStateError,
+)
+from .console import Console
+from .objects import MethodNotAllowed, ObjectHandler, ObjectStore
+from .sensors import Sensors
 from .shell import Command, Shell, ShellError
-
-if TYPE_CHECKING:
-    from .node import Node
 
 log = logging.getLogger("hil.device.software")
 
@@ -72,10 +80,27 @@ def shortest_float32(value: float) -> float:
     return value
 
 
+class ServiceHost(Protocol):
+    """The node's facilities its services use: name, time, console, log, sensors and objects."""
+
+    endpoint: str
+    clock: Clock
+    console: Console
+    shell: Shell
+    sensors: Sensors
+    objects: ObjectStore
+
+    @property
+    def uptime(self) -> float: ...
+
+    def republish_sensors(self) -> None:
+        """Write the board sensors' readings again (a service gave their instance back)."""
+
+
 class Services:
     """The node's packages, their runtime, and the LwM2M objects that show them."""
 
-    def __init__(self, node: "Node"):
+    def __init__(self, node: ServiceHost):
         self.node = node
         self.packages: dict[int, Package] = {}
         self.owners: dict[Path, int] = {}  # claimed instance path (/3303/0) -> /9 instance
@@ -306,13 +331,14 @@ class Services:
             return str(int(self.node.uptime))
         return ""
 
-def service_commands(node: "Node") -> Command:
-    """``embserve service input|list``: the shell's way to a node's services."""
+def service_commands(current: Callable[[], Services | None]) -> Command:
+    """``embserve service input|list``: the shell's way to a node's services (``current()``: None while off)."""
 
     def services() -> Services:
-        if node.services is None:
+        found = current()
+        if found is None:
             raise ShellError("service: the node is not running", errno.ENODEV)
-        return node.services
+        return found
 
     def service_input(shell: Shell, args: list[str]) -> int:
         inst_text, key, text = args[1], args[2], args[3]

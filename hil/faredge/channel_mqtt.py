@@ -29,20 +29,24 @@ from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 
-from ..gateway import sdf
-from ..gateway.mqtt import MqttClient, MqttError, publish_properties
-from ..gateway.sdf_mqtt import ANNOUNCE_TOPIC, announce_labels
+from ..fita import sdf
+from ..fita.mqtt import MqttClient, MqttError, publish_properties
+from ..fita.northbound import (
+    ACTION,
+    ANNOUNCE_TOPIC,
+    CHANGED,
+    CONTENT,
+    CREATED,
+    DELETED,
+    PROPERTY,
+    announce_labels,
+    code_text,
+    request_topic,
+)
 from ..lwm2m.model import Path
 from .channels import SOFTWARE_MANAGEMENT, DeployChannel, DeployStepError
 
-OBJECT = "LWM2M_Software_Management"
-
-
-def code_text(code: Any) -> str:
-    """``132 (4.04)`` for a numeric CoAP code; anything else as given."""
-    if isinstance(code, int) and not isinstance(code, bool):
-        return f"{code} ({code >> 5}.{code & 31:02d})"
-    return repr(code)
+OBJECT = sdf.object_name(SOFTWARE_MANAGEMENT)  # LWM2M_Software_Management
 
 
 class MqttChannel(DeployChannel):
@@ -150,12 +154,12 @@ class MqttChannel(DeployChannel):
     # ------------------------------------------------------------------ DeployChannel
 
     async def instances(self, endpoint: str) -> list[int]:
-        answer = await self.request(endpoint, f"{endpoint}/{OBJECT}", "GET", step="list instances", expect=69)
+        answer = await self.request(endpoint, request_topic(endpoint, OBJECT), "GET", step="list instances", expect=CONTENT)
         entries = (answer.get("sdfObject") or {}).get(OBJECT) or []
         return sorted(int(e["label"]) for e in entries if str(e.get("label", "")).isdigit())
 
     async def create(self, endpoint: str, instance: int) -> None:
-        await self.request(endpoint, f"{endpoint}/{OBJECT}", "POST", {"label": str(instance)}, step=f"create /9/{instance}", expect=65)
+        await self.request(endpoint, request_topic(endpoint, OBJECT), "POST", {"label": str(instance)}, step=f"create /9/{instance}", expect=CREATED)
 
     async def write_package(self, endpoint: str, instance: int, service_json: bytes) -> None:
         step = f"write package /9/{instance}/2"
@@ -164,19 +168,19 @@ class MqttChannel(DeployChannel):
         except ValueError as exc:
             # the kubelet parses service.json before sending it, and gives up here too
             raise DeployStepError(endpoint, step, f"service.json is not JSON: {exc}") from None
-        await self.request(endpoint, f"{endpoint}/{OBJECT}/{instance}/Property/Package", "POST", package, step=step, expect=68)
+        await self.request(endpoint, request_topic(endpoint, OBJECT, instance, PROPERTY, "Package"), "POST", package, step=step, expect=CHANGED)
 
     async def install(self, endpoint: str, instance: int) -> None:
-        await self.request(endpoint, f"{endpoint}/{OBJECT}/{instance}/Action/Install", "POST", step=f"install /9/{instance}/4", expect=68)
+        await self.request(endpoint, request_topic(endpoint, OBJECT, instance, ACTION, "Install"), "POST", step=f"install /9/{instance}/4", expect=CHANGED)
 
     async def activate(self, endpoint: str, instance: int) -> None:
-        await self.request(endpoint, f"{endpoint}/{OBJECT}/{instance}/Action/Activate", "POST", step=f"activate /9/{instance}/10", expect=68)
+        await self.request(endpoint, request_topic(endpoint, OBJECT, instance, ACTION, "Activate"), "POST", step=f"activate /9/{instance}/10", expect=CHANGED)
 
     async def delete(self, endpoint: str, instance: int) -> None:
-        await self.request(endpoint, f"{endpoint}/{OBJECT}/{instance}", "DELETE", step=f"delete /9/{instance}", expect=66)
+        await self.request(endpoint, request_topic(endpoint, OBJECT, instance), "DELETE", step=f"delete /9/{instance}", expect=DELETED)
 
     async def read_instance(self, endpoint: str, instance: int) -> dict[int, Any]:
-        answer = await self.request(endpoint, f"{endpoint}/{OBJECT}/{instance}", "GET", step=f"read /9/{instance}", expect=69)
+        answer = await self.request(endpoint, request_topic(endpoint, OBJECT, instance), "GET", step=f"read /9/{instance}", expect=CONTENT)
         entries = (answer.get("sdfObject") or {}).get(OBJECT) or []
         out: dict[int, Any] = {}
         for entry in entries:
@@ -196,7 +200,7 @@ class MqttChannel(DeployChannel):
             # no announce seen since we connected: ask for what the announce would carry
             objects: dict[str, Any] = {}
             for name in ("Device", "DevCapMgmt"):
-                answer = await self.request(endpoint, f"{endpoint}/{name}", "GET", step=f"read {name}", expect=69)
+                answer = await self.request(endpoint, request_topic(endpoint, name), "GET", step=f"read {name}", expect=CONTENT)
                 objects.update(answer.get("sdfObject") or {})
             node = {"sdfObject": objects}
         return announce_labels({endpoint: node})[1]

@@ -25,7 +25,7 @@ import aiohttp
 
 from ..lwm2m.model import ObjLnk
 from .channels import DeployChannel, DeployStepError
-from .labels import labels_from
+from ..fita.labels import labels_from
 
 
 class RestChannel(DeployChannel):

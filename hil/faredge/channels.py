@@ -18,6 +18,8 @@ from __future__ import annotations
 import abc
 from typing import Any
 
+from ..fita.labels import node_labels
+from ..gateway.errors import GatewayError
 from ..lwm2m import Path
 from ..lwm2m.link import available_instances
 
@@ -72,7 +74,7 @@ class DeployChannel(abc.ABC):
         """Resource id -> value of /9/{instance} (7 Update State, 9 Update Result, 12 Activation State...)."""
 
     async def labels(self, endpoint: str) -> dict[str, str]:
-        """The node labels FITA's node watcher would derive (see :mod:`hil.faredge.labels`)."""
+        """The node labels FITA's node watcher would derive (see :mod:`hil.fita.labels`)."""
         raise NotImplementedError(f"the {self.name} deploy channel cannot read node labels")
 
 
@@ -86,8 +88,6 @@ class LwM2MChannel(DeployChannel):
         self.step_timeout = step_timeout
 
     async def _call(self, endpoint: str, step: str, coro: Any) -> Any:
-        from ..gateway.errors import GatewayError
-
         try:
             return await coro
         except GatewayError as e:
@@ -121,8 +121,6 @@ class LwM2MChannel(DeployChannel):
                          self.gateway.delete(endpoint, f"/9/{instance}", timeout=self.step_timeout))
 
     async def labels(self, endpoint: str) -> dict[str, str]:
-        from .labels import node_labels
-
         return await self._call(endpoint, "read capabilities", node_labels(self.gateway, endpoint))
 
     async def read_instance(self, endpoint: str, instance: int) -> dict[int, Any]:

@@ -29,8 +29,8 @@ import yaml
 
 from . import oci
 from .channels import DeployChannel, DeployStepError, LwM2MChannel
-from .labels import FAR_EDGE_TAINT, required_labels
-from .manifest import Manifest, ManifestError, parse_manifest
+from ..fita.labels import FAR_EDGE_TAINT, required_labels
+from ..service.manifest import Manifest, ManifestError, parse_manifest
 
 log = logging.getLogger("hil.deployer")
 

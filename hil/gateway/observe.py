@@ -18,23 +18,44 @@ import asyncio
 import logging
 import time
 import warnings
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generator
+from typing import Any, Callable, Generator, Protocol
 
 from aiocoap import Message
 from aiocoap import error as coap_error
 
 from ..lwm2m.model import Content, Path
+from .answers import decode, raise_for_code
 from .errors import (
     GatewayError,
     GatewayTimeout,
     GatewayTransportError,
 )
 
-if TYPE_CHECKING:
-    from .server import Gateway
-
 NotificationListener = Callable[["Notification"], None]
+
+
+class ObservationHost(Protocol):
+    """The gateway as its observations see it (:class:`hil.gateway.server.Gateway` is one)."""
+
+    log: logging.Logger
+
+    def observe_request(self, endpoint: str, path: Path, fmt: int | None) -> tuple[str, Any]:
+        """Send GET with Observe: (registration id, aiocoap's request)."""
+
+    async def await_answer(
+        self, pending: Awaitable[Message], endpoint: str, path: Path, operation: str, timeout: float | None
+    ) -> Message:
+        """The device's successful answer to ``pending``, or the GatewayError it amounts to."""
+
+    async def read_message(self, endpoint: str, path: Path, operation: str, fmt: int | None, timeout: float | None) -> Message:
+        """A plain (blockwise) read's successful answer, undecoded."""
+
+    def track_observation(self, observation: "Observation") -> bool:
+        """Count it as live; False when its registration is already gone."""
+
+    def untrack_observation(self, observation: "Observation") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -72,7 +93,7 @@ class Observation:
 
     _END = object()
 
-    def __init__(self, gateway: "Gateway", endpoint: str, path: Path, fmt: int | None, timeout: float | None):
+    def __init__(self, gateway: ObservationHost, endpoint: str, path: Path, fmt: int | None, timeout: float | None):
         self._gateway = gateway
         self.endpoint = endpoint
         self.path = path
@@ -96,26 +117,19 @@ class Observation:
         if self._started:
             return self
         self._started = True
-        gw = self._gateway
-        reg = gw.registration(self.endpoint)
-        self.registration_id = reg.registration_id
-        message = gw._message(reg, "GET", self.path, accept=self._fmt, observe=True)
-        self._request = gw.context.request(message, handle_blockwise=False)
+        self.registration_id, self._request = self._gateway.observe_request(self.endpoint, self.path, self._fmt)
         try:
             await self._first_answer()
         except BaseException:
             self._finish("the observation could not start")
             raise
-        gw._observations.add(self)
-        if gw.registry.get_by_id(reg.registration_id) is None:
+        if not self._gateway.track_observation(self):
             # the registration went away while the first answer was on its way
             self._finish("the registration ended while the observation started")
         return self
 
     async def _first_answer(self) -> None:
-        gw = self._gateway
-        response = await gw._await_response(self._request.response, self.endpoint, self.path, "observe", self._timeout)
-        gw._raise_for_code(response, self.endpoint, self.path, "observe")
+        response = await self._gateway.await_answer(self._request.response, self.endpoint, self.path, "observe", self._timeout)
         if response.opt.observe is None:
             raise ObservationRefused(
                 f"{self.endpoint}: observe {self.path} answered {response.code} without an Observe option; "
@@ -196,7 +210,7 @@ class Observation:
         if self.ended is not None:
             return
         try:
-            self._gateway._raise_for_code(response, self.endpoint, self.path, "notification of")
+            raise_for_code(response, self.endpoint, self.path, "notification of")
         except GatewayError as exc:
             # an error notification is always the last one; aiocoap ends its side itself
             self._finish(f"the device ended it: {exc}", exc, device_ended=True)
@@ -212,8 +226,8 @@ class Observation:
             self._finish(f"a notification could not be used: {exc}", exc)
 
     async def _read_whole(self) -> Message:
-        return await self._gateway._send(
-            self.endpoint, "GET", self.path, "read (blockwise notification of)", accept=self._fmt, timeout=self._timeout
+        return await self._gateway.read_message(
+            self.endpoint, self.path, "read (blockwise notification of)", self._fmt, self._timeout
         )
 
     async def _complete(self, sequence: int | None) -> None:
@@ -234,7 +248,7 @@ class Observation:
             self._finish(str(failure), failure, device_ended=True)
 
     def _deliver(self, response: Message, sequence: int | None) -> None:
-        content = self._gateway._decode(response, self.endpoint, self.path)
+        content = decode(response, self.endpoint, self.path)
         ct = response.opt.content_format
         note = Notification(
             endpoint=self.endpoint,
@@ -259,7 +273,7 @@ class Observation:
             return
         self.ended = reason
         self._failure = failure
-        self._gateway._observations.discard(self)
+        self._gateway.untrack_observation(self)
         obs = getattr(self._request, "observation", None)
         if not device_ended and obs is not None and not obs.cancelled:
             obs.cancel()

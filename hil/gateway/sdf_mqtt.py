@@ -42,7 +42,7 @@ Requests (subscribed as ``+/+/#``, MQTT v5)
     =========================  ==========  ===========================  ====
 
     A GET answer carries ``"sdfObject": {"<Obj>": [{"label", "sdfProperty"}]}``
-    (values as strings, see :mod:`hil.gateway.sdf`); a create answer carries
+    (values as strings, see :mod:`hil.fita.sdf`); a create answer carries
     the ``label`` created. Failures answer the device's own code (e.g. 132 =
     4.04) or the gateway's: 128 (4.00) bad JSON, bad operation or value; 132
     (4.04) unknown node, object, property or action; 133 (4.05) operation not
@@ -74,9 +74,32 @@ from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 
-from ..faredge.labels import DEVICE_TYPE, labels_from
+from ..fita import sdf
+from ..fita.mqtt import MqttClient, MqttError, publish_properties
+from ..fita.northbound import (
+    ANNOUNCE_TOPIC,
+    BAD_GATEWAY,
+    BAD_REQUEST,
+    CHANGED,
+    CONTENT,
+    CREATED,
+    DELETED,
+    GATEWAY_TIMEOUT,
+    INTERNAL_ERROR,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    PROPERTY,
+    REQUEST_FILTER,
+    SUCCESS_CODES,
+    UNREGISTER_TOPIC,
+    RequestError,
+    Target,
+    parse_request,
+    parse_topic,
+    request_topic,
+)
+from ..fita.sdf import SdfError
 from ..lwm2m.model import DEFINITIONS, Content, LwM2MError, Path
-from . import sdf
 from .errors import (
     GatewayDecodeError,
     GatewayError,
@@ -85,33 +108,13 @@ from .errors import (
     GatewayTransportError,
     UnknownEndpoint,
 )
-from .mqtt import MqttClient, MqttError, publish_properties
 from .observe import Notification, Observation
 from .registry import Registration, RegistrationEvent
-from .sdf import SdfError
-
-ANNOUNCE_TOPIC = "announce"
-UNREGISTER_TOPIC = "unregister"
-REQUEST_FILTER = "+/+/#"
-
-CREATED, DELETED, CHANGED, CONTENT = 65, 66, 68, 69
-BAD_REQUEST, NOT_FOUND, METHOD_NOT_ALLOWED = 128, 132, 133
-INTERNAL_ERROR, BAD_GATEWAY, GATEWAY_TIMEOUT = 160, 162, 164
-SUCCESS_CODES = {CREATED, DELETED, CHANGED, CONTENT}
 
 ANNOUNCE_READS = (3, 15)  # objects read in full for the announce; the rest go by label
 PLUMBING_OBJECTS = (0, 1, 2)  # Security, Server, Access Control: LwM2M's own, not the device's
 READING_PATHS = ((3303, 5700), (3300, 5700))  # observed and published as readings
-OPERATIONS = ("GET", "POST", "DELETE")
 CLOSE_GRACE = 1.0  # seconds closing waits for device requests in flight
-
-
-class RequestError(Exception):
-    """A request the bridge answers with ``code`` without asking the device."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass
@@ -121,89 +124,6 @@ class BridgeStats:
     requests: int = 0
     failed_requests: int = 0
     readings: int = 0
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where a request topic points: a node, an object, maybe an instance and a property or action."""
-
-    endpoint: str
-    obj: int
-    inst: int | None = None
-    kind: str | None = None  # "Property" or "Action"
-    res: int | None = None
-
-    @property
-    def path(self) -> Path:
-        return Path(self.obj, self.inst, self.res)
-
-
-def parse_topic(topic: str) -> Target:
-    """Request topic -> :class:`Target`; :class:`RequestError` naming what is wrong."""
-    parts = topic.split("/")
-    if len(parts) not in (2, 3, 5) or not all(parts):
-        raise RequestError(
-            BAD_REQUEST, f"topic {topic!r}: expected {{ep}}/{{Object}}[/{{inst}}[/Property/{{name}}|/Action/{{name}}]]"
-        )
-    try:
-        obj = sdf.object_id(parts[1])
-        if len(parts) == 2:
-            return Target(parts[0], obj)
-        inst = sdf.instance_id(parts[2], topic)
-        if len(parts) == 3:
-            return Target(parts[0], obj, inst)
-        if parts[3] not in ("Property", "Action"):
-            raise RequestError(BAD_REQUEST, f"topic {topic!r}: the 4th level must be Property or Action, not {parts[3]!r}")
-        return Target(parts[0], obj, inst, parts[3], sdf.resource_id(obj, parts[4]))
-    except SdfError as exc:
-        raise RequestError(exc.code, str(exc)) from None
-
-
-def parse_request(payload: bytes) -> tuple[str, Any]:
-    """(operation, data) of a request payload; ``data`` given as a string holding JSON is decoded."""
-    try:
-        body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RequestError(BAD_REQUEST, f"payload is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestError(BAD_REQUEST, f"payload must be a JSON object with 'operation', got {type(body).__name__}")
-    operation = body.get("operation")
-    if not isinstance(operation, str):
-        raise RequestError(BAD_REQUEST, "payload has no 'operation' (GET, POST or DELETE)")
-    operation = operation.upper()
-    if operation not in OPERATIONS:
-        raise RequestError(METHOD_NOT_ALLOWED, f"operation {body['operation']!r} is not one of {', '.join(OPERATIONS)}")
-    data = body.get("data")
-    if isinstance(data, str):
-        # the connection provisioner sends "data": "{\"label\": \"1000\"}"
-        try:
-            data = json.loads(data)
-        except json.JSONDecodeError:
-            pass  # a plain string value
-    return operation, data
-
-
-def announce_labels(payload: bytes | str | dict[str, Any]) -> tuple[str, dict[str, str]]:
-    """(endpoint, node labels) a node watcher derives from an ``announce`` payload.
-
-    Every announced node is an embServe node (the watcher's NextGenGW mode
-    starts a kubelet for each); each DevCapMgmt instance whose Group is ``"0"``
-    (sensors) lists sensor ids in its Property. The watcher reads the first
-    DevCapMgmt instance only; all of them are read here, as
-    :func:`hil.faredge.labels.node_labels` does, and for a node with one
-    DevCapMgmt instance (as embServe has) the two agree.
-    """
-    body = json.loads(payload) if isinstance(payload, (bytes, str)) else payload
-    if not isinstance(body, dict) or len(body) != 1:
-        raise ValueError(f"an announce payload is one {{endpoint: {{sdfObject: ...}}}} object, got {str(body)[:200]}")
-    endpoint, node = next(iter(body.items()))
-    objects = (node or {}).get("sdfObject") or {}
-    props = []
-    for entry in objects.get("DevCapMgmt") or []:
-        values = entry.get("sdfProperty") or {}
-        if values.get("Group") == "0" and "Property" in values:
-            props.append(str(values["Property"]))
-    return endpoint, labels_from(DEVICE_TYPE, props)
 
 
 def _error_code(exc: Exception) -> int:
@@ -473,10 +393,10 @@ class SdfMqttBridge:
             return
         path = note.path
         obj_name = sdf.object_name(path.obj)
-        topic = f"{note.endpoint}/{obj_name}/{path.inst}/Property/{sdf.resource_name(path.obj, path.res)}"
+        reading_topic = request_topic(note.endpoint, obj_name, path.inst, PROPERTY, sdf.resource_name(path.obj, path.res))
         body = {"value": value, obj_name: value, "timestamp": note.timestamp}
         try:
-            self.mqtt.publish(topic, json.dumps(body), qos=0)
+            self.mqtt.publish(reading_topic, json.dumps(body), qos=0)
         except MqttError as exc:
             self.log.warning("reading of %s%s not published: %s", note.endpoint, path, exc)
             return

@@ -11,7 +11,6 @@ for anything raw.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -21,13 +20,13 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 import aiocoap
 from aiocoap import Message
-from aiocoap import error as coap_error
 from aiocoap.numbers.codes import Code
 
 from ..lwm2m import codecs, tlv
 from ..lwm2m.codecs import LINK, OPAQUE, SENML_JSON, TEXT, TLV
 from ..lwm2m.link import Link, parse_links
 from ..lwm2m.model import Content, LwM2MError, Path
+from .answers import await_answer, decode, raise_for_code
 from .errors import (
     GatewayDecodeError,
     GatewayError,
@@ -226,7 +225,7 @@ class Gateway:
         path = Path.parse(path)
         accept = _format_or(fmt, TLV)
         response = await self._send(endpoint, "GET", path, "read", accept=accept, timeout=timeout)
-        return self._decode(response, endpoint, path)
+        return decode(response, endpoint, path)
 
     async def read_raw(self, endpoint: str, path: PathLike, fmt: Format = None, *, timeout: float | None = None) -> Response:
         """Read ``path`` without decoding; ``fmt`` None sends no Accept option."""
@@ -377,6 +376,38 @@ class Gateway:
         )
         return _response(response)
 
+    # ------------------------------------------------------------------ for observations (ObservationHost)
+
+    def observe_request(self, endpoint: str, path: Path, fmt: int | None) -> tuple[str, Any]:
+        """Send GET with Observe to a registered device, outside aiocoap's blockwise layer.
+
+        Returns the registration's id and aiocoap's request (its ``response``
+        is the first answer, its ``observation`` the notifications).
+        """
+        reg = self.registration(endpoint)
+        message = self._message(reg, "GET", path, accept=fmt, observe=True)
+        return reg.registration_id, self.context.request(message, handle_blockwise=False)
+
+    async def await_answer(
+        self, pending: Awaitable[Message], endpoint: str, path: Path, operation: str, timeout: float | None
+    ) -> Message:
+        """The device's successful answer to ``pending``, or the :class:`GatewayError` it amounts to."""
+        response = await await_answer(pending, endpoint, path, operation, self.request_timeout if timeout is None else timeout)
+        raise_for_code(response, endpoint, path, operation)
+        return response
+
+    async def read_message(self, endpoint: str, path: Path, operation: str, fmt: int | None, timeout: float | None) -> Message:
+        """A plain read's successful answer, undecoded (aiocoap reassembles Block2)."""
+        return await self._send(endpoint, "GET", path, operation, accept=fmt, timeout=timeout)
+
+    def track_observation(self, observation: Observation) -> bool:
+        """Count ``observation`` as live (closing the gateway or the registration ends it); False if its registration is gone."""
+        self._observations.add(observation)
+        return self.registry.get_by_id(observation.registration_id or "") is not None
+
+    def untrack_observation(self, observation: Observation) -> None:
+        self._observations.discard(observation)
+
     # ------------------------------------------------------------------ plumbing
 
     def _message(
@@ -422,42 +453,7 @@ class Gateway:
     ) -> Message:
         reg = self.registration(endpoint)
         message = self._message(reg, method, path, **options)
-        response = await self._await_response(self.context.request(message).response, endpoint, path, operation, timeout)
-        self._raise_for_code(response, endpoint, path, operation)
-        return response
-
-    async def _await_response(
-        self, pending: Awaitable[Message], endpoint: str, path: Path, operation: str, timeout: float | None
-    ) -> Message:
-        timeout = self.request_timeout if timeout is None else timeout
-        try:
-            return await asyncio.wait_for(pending, timeout)
-        except asyncio.TimeoutError:
-            raise GatewayTimeout(
-                f"{endpoint}: {operation} {path} got no answer within {timeout} s",
-                endpoint=endpoint,
-                path=str(path),
-                timeout=timeout,
-            ) from None
-        except coap_error.Error as exc:
-            raise GatewayTransportError(endpoint, str(path), str(exc) or type(exc).__name__, operation) from exc
-
-    @staticmethod
-    def _raise_for_code(response: Message, endpoint: str, path: Path, operation: str) -> None:
-        if not response.code.is_successful():
-            diagnostic = response.payload.decode("utf-8", "replace") if response.payload else ""
-            raise GatewayRequestError(endpoint, str(path), str(response.code), diagnostic, operation, int(response.code))
-
-    @staticmethod
-    def _decode(response: Message, endpoint: str, path: Path) -> Content:
-        ct = response.opt.content_format
-        fmt = None if ct is None else int(ct)
-        if not response.payload:
-            return {}
-        try:
-            return codecs.decode(response.payload, path, fmt)
-        except LwM2MError as exc:
-            raise GatewayDecodeError(endpoint, str(path), fmt, str(exc)) from None
+        return await self.await_answer(self.context.request(message).response, endpoint, path, operation, timeout)
 
     def _created_path(self, endpoint: str, obj: Path, location: tuple[str, ...]) -> Path | None:
         if not location:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 from elftools.elf.elffile import ELFFile
 
-from hil.faredge.manifest import ManifestError, parse_manifest
-
 from .. import resources
+from ..service import sdk_api, udlm
+from ..service.manifest import ManifestError, parse_manifest
 from . import config as service_config
 from . import exports, packer, toolchain
 from .config import ConfigError, load_config
@@ -72,7 +72,7 @@ def _compile_and_pack(gcc: str, name: str, sources: tuple[Path, ...], out_dir: P
         toolchain.run([gcc, *toolchain.CFLAGS, *defines, "-c", str(source), "-o", str(obj)], f"compiling {source}")
         objects.append(obj)
     names = _exported_functions(objects)
-    missing = [n for n in exports.REQUIRED if n not in names]
+    missing = [n for n in sdk_api.REQUIRED_EXPORTS if n not in names]
     if missing:
         raise BuildError(f"{name}: the sources define no {' or '.join(missing)}() (a service needs setup() and loop())")
     wrappers = out_dir / "exports.S"
@@ -101,7 +101,7 @@ def _exported_functions(objects: list[Path]) -> list[str]:
                     and sym["st_shndx"] != "SHN_UNDEF"
                 ):
                     defined.add(sym.name)
-    return [n for n in exports.EXPORTABLE if n in defined]
+    return [n for n in sdk_api.EXPORTABLE if n in defined]
 
 
 def _build_key(config: Path, sources: tuple[Path, ...], compiler: str) -> str:
@@ -111,8 +111,8 @@ def _build_key(config: Path, sources: tuple[Path, ...], compiler: str) -> str:
     inputs += sorted(resources.sdk_include_dir().glob("*.h"))
     for path in inputs:
         digest.update(str(path.name).encode() + b"\0" + path.read_bytes() + b"\0")
-    # The SDK's own code, down to the module format the packer writes.
+    # The SDK's own code, down to the module format the packer writes and the ABI it builds against.
     code = [sys.modules[__package__], sys.modules[__name__], service_config, exports, packer, toolchain]
-    for module in [*code, sys.modules[packer.Module.__module__]]:
+    for module in [*code, udlm, sdk_api]:
         digest.update(module.__name__.encode() + b"\0" + inspect.getsource(module).encode() + b"\0")
     return digest.hexdigest()

@@ -9,8 +9,6 @@ two arguments. Every wrapper is 28 bytes.
 
 from __future__ import annotations
 
-EXPORTABLE = ("setup", "loop", "on_input", "on_quit")
-REQUIRED = ("setup", "loop")
 WRAPPER_SIZE = 28
 SECTION = ".embserve.exports"
 

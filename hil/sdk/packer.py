@@ -22,7 +22,7 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_RELOC_TYPE_ARM
 from elftools.elf.relocation import RelocationSection
 
-from hil.device.udlm import Module, Relocation, Symbol, SymbolKind
+from ..service.udlm import Module, Relocation, Symbol, SymbolKind
 
 from .exports import wrapper_symbol
 

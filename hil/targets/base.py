@@ -20,14 +20,9 @@ from typing import Any, ClassVar
 from ..boards import Board
 from ..console import Console, Shell
 from ..infra.process import MissingBinaryError
-
-
-class TargetError(RuntimeError):
-    """A device could not be brought up or driven; the message says why and where the log is."""
-
-
-class TargetUnavailable(TargetError):
-    """The backend cannot run on this machine (missing tool, missing board)."""
+from ..net import SlipBridge
+from .errors import TargetError, TargetUnavailable
+from .slip import SlipUplink
 
 
 @dataclass
@@ -63,6 +58,9 @@ class Target(abc.ABC):
         for tool, package in cls.tools:
             if shutil.which(tool) is None:
                 raise MissingBinaryError(f"{tool} is not installed: apt-get install {package}")
+
+    #: the node's network over a SLIP line through this host, when a backend gives it one
+    uplink: SlipUplink | None = None
 
     def __init__(self, config: TargetConfig):
         self.config = config
@@ -111,8 +109,16 @@ class Target(abc.ABC):
         except FirmwareError as e:
             raise TargetError(f"{self.endpoint}: {e}") from None
 
+    @property
+    def bridge(self) -> SlipBridge | None:
+        """The SLIP bridge (with an uplink, once bootstrapped), for its statistics."""
+        return self.uplink.bridge if self.uplink else None
+
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
         """The CoAP URI the device must be told to reach a gateway listening at host:port."""
+        if self.uplink is not None:
+            # The bridge on this host relays what the node sends to its SLIP peer, wherever the gateway listens here.
+            return self.uplink.server_uri(gateway_host, gateway_port)
         host = self.config.gateway_host or gateway_host
         return f"coap://{host}:{gateway_port}"
 

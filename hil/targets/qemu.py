@@ -11,11 +11,12 @@ for deterministic time), ``qemu_extra_args`` (a list), ``net``: ``"eth"``
 (default: LAN9118 on user networking) or ``"slip"``.
 
 With ``net="slip"`` the board has no Ethernet (``-nic none``); UART1 is a
-second socket the harness connects to, and :class:`hil.net.SlipBridge` relays
-the node's IP traffic to the gateway. After each boot the target runs
-``net iface slip``; the node is told the gateway is at 192.0.2.1 (the
-firmware's default peer, or ``gateway_host``), which the bridge maps to the
-gateway's real address. The bridge's log is ``<endpoint>.slip.log``.
+second socket the harness connects to, and :class:`hil.targets.slip.SlipUplink`
+relays the node's IP traffic to the gateway, as for Renode and serial boards.
+After each boot the target runs ``net iface slip``; the node is told the
+gateway is at 192.0.2.1 (the firmware's default peer, or ``gateway_host``),
+which the bridge maps to the gateway's real address. The bridge's log is
+``<endpoint>.slip.log``.
 """
 
 from __future__ import annotations
@@ -24,14 +25,13 @@ import asyncio
 import contextlib
 import logging
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from ..infra.qemu import QemuMachine
 from .base import Target, TargetConfig, TargetError, register_target
+from .slip import SlipUplink
 
 #: where the guest sees the host under QEMU user networking
 HOST_FROM_GUEST = "10.0.2.2"
-#: the SLIP peer in the firmware's default addressing (device 192.0.2.2/24)
-SLIP_PEER = "192.0.2.1"
 NET_MODES = ("eth", "slip")
 BOOT_TIMEOUT = 15.0
 
@@ -51,10 +51,8 @@ class QemuTarget(Target):
         self.net = config.options.get("net") or "eth"
         if self.net not in NET_MODES:
             raise TargetError(f"net={self.net!r}: the QEMU target supports {' or '.join(NET_MODES)}")
-        self.qemu = None
-        self.bridge = None  # the SlipBridge of the current boot (net="slip")
-        self._gateway: tuple[str, int] | None = None  # where the bridge relays to
-        self._bridge_log: logging.Logger | None = None
+        self.qemu: QemuMachine | None = None
+        self.uplink = SlipUplink(self.endpoint, config.log_dir, config.gateway_host) if self.net == "slip" else None
         self._pump: asyncio.Task | None = None
         self._bootstrap: list[str] = []
         self._stopping = False
@@ -64,21 +62,12 @@ class QemuTarget(Target):
         self._restart_error: str | None = None
 
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
-        if self.net == "slip":
-            # The bridge relays what the node sends to its peer address here.
-            self._gateway = (gateway_host, gateway_port)
-            return f"coap://{self._slip_peer}:{gateway_port}"
-        # A gateway on the host's loopback is at 10.0.2.2 for the guest.
-        host = self.config.gateway_host or (HOST_FROM_GUEST if gateway_host in ("127.0.0.1", "localhost", "::1") else gateway_host)
-        return f"coap://{host}:{gateway_port}"
-
-    @property
-    def _slip_peer(self) -> str:
-        return self.config.gateway_host or SLIP_PEER
+        if self.uplink is None and gateway_host in ("127.0.0.1", "localhost", "::1"):
+            # A gateway on the host's loopback is at 10.0.2.2 for the guest.
+            gateway_host = HOST_FROM_GUEST
+        return super().device_server_uri(gateway_host, gateway_port)
 
     async def start(self) -> None:
-        from ..infra.qemu import QemuMachine
-
         self.check_tools()
         self.firmware = await self.resolve_firmware()
         if self.firmware is None:
@@ -99,43 +88,20 @@ class QemuTarget(Target):
         await self._power_on()
 
     async def _power_on(self) -> None:
+        assert self.qemu is not None
         await self.qemu.start_async()
-        writer = self.qemu.writer
-
-        async def write(data: bytes) -> None:
-            # The guest UART holds one byte; QEMU's chardev buffers the rest.
-            writer.write(data)
-            await writer.drain()
-
-        self.console.writer = write
+        self.console.writer = self.qemu.write_console
         self._pump = asyncio.create_task(self._pump_console(), name=f"{self.endpoint} console")
         await self.console.expect_prompt(BOOT_TIMEOUT)
-        if self.net == "slip":
-            out = await self.shell.exec("net iface slip")
-            if not any("is up" in line for line in out):
-                raise TargetError(f"{self.endpoint}: 'net iface slip' failed: {out}")
-            if self._gateway is not None:
-                await self._start_bridge()
+        if self.uplink is not None:
+            self.uplink.attach(self.qemu.slip_link(f"{self.endpoint} UART1 ({self.qemu.host}:{self.qemu.slip_port})"))
+            await self.uplink.bring_up_interface(self.shell)
+            if self.uplink.gateway is not None:
+                await self.uplink.start_bridge()
 
-    async def _start_bridge(self) -> None:
-        from ..net import SlipBridge, StreamLink
-
-        await self._stop_bridge()
-        if self._bridge_log is None:
-            self._bridge_log = logging.getLogger(f"hil.targets.qemu.{self.endpoint}.slip")
-            self._bridge_log.setLevel(logging.DEBUG)
-            self._bridge_log.propagate = False
-            handler = logging.FileHandler(self.config.log_dir / f"{self.endpoint}.slip.log")
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            self._bridge_log.addHandler(handler)
-        link = StreamLink(self.qemu.slip_reader, self.qemu.slip_writer, name=f"{self.endpoint} UART1 ({self.qemu.host}:{self.qemu.slip_port})")
-        self.bridge = SlipBridge(link, gateway=self._gateway, device_gateway_ip=self._slip_peer, log=self._bridge_log)
-        await self.bridge.start()
-
-    async def _stop_bridge(self) -> None:
-        bridge, self.bridge = self.bridge, None
-        if bridge is not None:
-            await bridge.close()
+    async def _stop_uplink(self) -> None:
+        if self.uplink is not None:
+            await self.uplink.close()
 
     async def _pump_console(self) -> None:
         await self.qemu.pump_console(self.console.feed)
@@ -155,7 +121,7 @@ class QemuTarget(Target):
     async def _restart(self) -> None:
         self._restart_error = None
         try:
-            await self._stop_bridge()
+            await self._stop_uplink()
             await self.qemu.stop_async()
             await self._power_on()
             for command in self._bootstrap:
@@ -168,10 +134,8 @@ class QemuTarget(Target):
             self.restarted.set()
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
-        if self.net == "slip" and self.bridge is None:
-            if self._gateway is None:  # told a URI directly: the gateway is on the host, same port
-                self._gateway = ("127.0.0.1", urlsplit(server_uri).port or 5683)
-            await self._start_bridge()
+        if self.uplink is not None:  # told a URI directly: the gateway is on the host, same port
+            await self.uplink.start_bridge(server_uri)
         command = f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"
         self._bootstrap = [command]
         await self.shell.exec(command, timeout)
@@ -194,12 +158,7 @@ class QemuTarget(Target):
 
     async def stop(self) -> None:
         self._stopping = True
-        await self._stop_bridge()
-        if self._bridge_log is not None:
-            for handler in list(self._bridge_log.handlers):
-                self._bridge_log.removeHandler(handler)
-                handler.close()
-            self._bridge_log = None
+        await self._stop_uplink()
         if self.qemu is not None:
             await self.qemu.stop_async()
         if self._pump is not None:

@@ -44,7 +44,7 @@ from ..console import ConsoleTimeout
 from ..infra.ports import LOOPBACK, free_port
 from ..infra.process import InfraError, MissingBinaryError
 from ..infra.renode import RenodeError, RenodeMonitor, RenodeProcess, renode_binary
-from ..net import SlipBridge, open_tcp_link
+from ..net import open_tcp_link
 from .base import Target, TargetConfig, TargetError, TargetUnavailable, register_target
 from .slip import SlipUplink
 
@@ -128,11 +128,6 @@ class RenodeTarget(Target):
         self._pump: asyncio.Task[None] | None = None
         self._bootstrap: list[str] = []  # repeated after a reboot
         self._lock = asyncio.Lock()  # one monitor conversation at a time
-
-    @property
-    def bridge(self) -> SlipBridge | None:
-        """The SLIP bridge (net "slip", once bootstrapped), for its statistics."""
-        return self.uplink.bridge if self.uplink else None
 
     def _platform(self) -> str:
         board = self.config.board
@@ -271,11 +266,6 @@ class RenodeTarget(Target):
         process, self.process = self.process, None
         if process is not None:
             await asyncio.to_thread(process.stop)
-
-    def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
-        if self.uplink is not None:
-            return self.uplink.server_uri(gateway_host, gateway_port)
-        return super().device_server_uri(gateway_host, gateway_port)
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
         board = self.config.board

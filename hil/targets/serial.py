@@ -51,7 +51,7 @@ from typing import Any
 import serial
 import serial.tools.list_ports
 
-from ..net import SerialLink, SlipBridge
+from ..net import SerialLink
 from .base import Target, TargetConfig, TargetError, register_target
 from .slip import SlipUplink
 
@@ -381,16 +381,8 @@ class SerialTarget(Target):
 
     # -- how the board reaches the gateway ---------------------------------------
 
-    @property
-    def bridge(self) -> SlipBridge | None:
-        """The SLIP bridge (with ``--net-serial-port``, once bootstrapped), for its statistics."""
-        return self.uplink.bridge if self.uplink else None
-
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
-        if self.uplink is not None:
-            # The bridge on this host relays to the gateway, wherever it listens here.
-            return self.uplink.server_uri(gateway_host, gateway_port)
-        if not self.config.gateway_host and _is_local_only(gateway_host):
+        if self.uplink is None and not self.config.gateway_host and _is_local_only(gateway_host):
             raise TargetError(
                 f"{self.endpoint}: a board on a serial port cannot reach a gateway listening on {gateway_host}"
                 f" (this machine only); pass --gateway-host with this machine's address on the board's network"

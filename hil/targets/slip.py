@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from ..console import Shell
 from ..net import SlipBridge
 from ..net.links import SlipLink
-from .base import TargetError
+from .errors import TargetError
 
 #: the SLIP peer in the reference firmware's default addressing (device 192.0.2.2/24)
 SLIP_PEER = "192.0.2.1"

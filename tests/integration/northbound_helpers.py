@@ -15,10 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
-from hil.device.node import Node
-from hil.gateway.mqtt import MqttClient, publish_properties
+from conftest import WAIT
 
-WAIT = 10.0  # generous bound for every wait; a healthy run needs milliseconds
+from hil.device.node import Node
+from hil.fita.mqtt import MqttClient, publish_properties
 
 
 @dataclass
@@ -138,15 +138,6 @@ async def many_nodes(gateway: Any, endpoints: list[str], **kwargs: Any) -> Async
         yield nodes
     finally:
         await asyncio.gather(*(n.aclose() for n in nodes), return_exceptions=True)
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def has_runtime(node: Node) -> bool:

@@ -1,20 +1,13 @@
-"""What the QEMU integration tests share: the firmware build, a booted node, LwM2M set-up, child pytest runs.
+"""What the firmware-on-QEMU tests share: a booted node with its console, LwM2M set-up, SDK-built services.
 
-The firmware is built once per pytest process and build configuration into a
-private directory (a build takes ~13 s on 2 cores, and several modules need
-it), never into firmware/build, which a developer may be rebuilding at the
-same time.
+The firmware build, FITA's artifacts and child pytest runs are the whole
+test tree's (the repository's conftest.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import shutil
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,43 +18,7 @@ from hil.gateway.server import Gateway
 from hil.infra.qemu import QemuMachine
 from hil.lwm2m.model import ObjLnk
 
-REPO = Path(__file__).resolve().parents[2]
-FIRMWARE_DIR = REPO / "firmware"
-FITA_SERVICE = REPO.parent / "shared" / "fita" / "temperature_sensor" / "service.json"
-QEMU_TOOLS = ("arm-none-eabi-gcc", "qemu-system-arm", "make")
 GUEST_HOST = "10.0.2.2"  # the host's loopback as QEMU user networking shows it to the guest
-
-_built: dict[tuple[str, ...], Path] = {}
-
-
-# --------------------------------------------------------------------------- the firmware
-
-
-def skip_without_qemu_tools() -> None:
-    missing = [tool for tool in QEMU_TOOLS if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"cannot run the firmware under QEMU: {', '.join(missing)} not installed")
-
-
-def firmware_elf(tmp_path_factory: pytest.TempPathFactory, net: str = "eth", *make_args: str) -> Path:
-    """The reference firmware, built on first use in this process; skips when the tools are missing.
-
-    ``make_args`` (e.g. ``EXTRA_CFLAGS=...``) make a build of its own.
-    """
-    skip_without_qemu_tools()
-    key = (net, *make_args)
-    if key not in _built:
-        build = tmp_path_factory.mktemp(f"firmware-build-{net}")
-        run = subprocess.run(
-            ["make", "-s", "-C", str(FIRMWARE_DIR), f"BUILD={build}", f"NET={net}", *make_args, f"-j{os.cpu_count() or 2}"],
-            check=False, capture_output=True, text=True, timeout=600,
-        )
-        what = " ".join(key)
-        assert run.returncode == 0, f"firmware build (NET={what}) failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-        elf = build / "embserve.elf"
-        assert elf.is_file(), f"make succeeded but {elf} is missing:\n{run.stdout}"
-        _built[key] = elf
-    return _built[key]
 
 
 def sdk_service(src: Path, out: Path) -> bytes:
@@ -94,22 +51,9 @@ def node_console(endpoint: str, log_dir: Path) -> Console:
 @contextlib.asynccontextmanager
 async def attached_console(qemu: QemuMachine, console: Console) -> AsyncIterator[None]:
     """``console`` fed from a running QEMU's UART0 and writing back to it; closed when the block ends."""
-    assert qemu.writer is not None
-
-    async def write(data: bytes) -> None:
-        assert qemu.writer is not None
-        qemu.writer.write(data)
-        await qemu.writer.drain()
-
-    console.writer = write
-    pump = asyncio.create_task(qemu.pump_console(console.feed))
-    try:
-        yield
-    finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
-        console.close()
+    with contextlib.closing(console):
+        async with qemu.console_attached(console):
+            yield
 
 
 @contextlib.asynccontextmanager
@@ -157,41 +101,3 @@ async def service_monitor(gateway: Gateway, endpoint: str, inst: int) -> dict[in
         if path.res == 27400 and value == ObjLnk(9, inst):
             return {p.res: v for p, v in monitors.items() if p.inst == path.inst}
     raise AssertionError(f"no /35003 instance links to 9:{inst}: {monitors}")
-
-
-# --------------------------------------------------------------------------- child pytest
-
-
-async def run_child_pytest(
-    args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 900.0
-) -> tuple[int, str]:
-    """``python -m pytest ARGS`` in the repository; its exit code and combined output.
-
-    The child is killed when it outlives ``timeout`` (the error shows its last
-    output) or the calling test is cancelled.
-    """
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pytest", *args,
-        cwd=REPO, env=dict(env) if env is not None else None,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )
-    output = bytearray()
-
-    async def collect() -> None:
-        assert proc.stdout is not None
-        while chunk := await proc.stdout.read(65536):
-            output.extend(chunk)
-
-    reader = asyncio.create_task(collect())
-    try:
-        await asyncio.wait_for(asyncio.gather(reader, proc.wait()), timeout)
-    except TimeoutError:
-        raise AssertionError(f"pytest {' '.join(args)} still running after {timeout:g} s; its last output:\n"
-                             f"{output.decode(errors='replace')[-4000:]}") from None
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
-    return proc.returncode or 0, output.decode(errors="replace")

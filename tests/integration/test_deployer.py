@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FITA
 
 from hil.device.node import Node
 from hil.faredge import oci
@@ -20,8 +21,7 @@ from hil.infra.ports import free_port
 
 pytestmark = [pytest.mark.sim]
 
-REPO = Path(__file__).resolve().parents[2]
-FITA_POD = REPO.parent / "shared" / "fita" / "examples" / "temperature-deployment.yaml"
+FITA_POD = FITA / "examples" / "temperature-deployment.yaml"
 
 
 @pytest.fixture

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 import pytest
-from qemu_helpers import FITA_SERVICE, REPO, firmware_elf
+from conftest import FITA_SERVICE, REPO, firmware_elf
 
 from hil.device.clock import VirtualClock
 from hil.faredge.deployer import Deployer
-from hil.faredge.manifest import parse_manifest
+from hil.service.manifest import parse_manifest
 from hil.gateway.server import Gateway
 from hil.readings import ReadingCollector
 from hil.targets.base import Target, TargetConfig, get_target_class

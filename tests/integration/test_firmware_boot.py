@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import firmware_elf as build_firmware
+from conftest import skip_without_qemu_tools
 from qemu_helpers import FirmwareNode as Node
 from qemu_helpers import booted as booted_firmware
-from qemu_helpers import firmware_elf as build_firmware
-from qemu_helpers import skip_without_qemu_tools
 
 from hil.console import Console
 from hil.infra.qemu import QemuMachine

@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path as FsPath
 
 import pytest
-from qemu_helpers import FITA_SERVICE, REPO, booted, install, node_console, register, sdk_service, server_add
+from conftest import FITA_SERVICE, REPO
+from conftest import firmware_elf as build_firmware
 from qemu_helpers import FirmwareNode as Node
-from qemu_helpers import firmware_elf as build_firmware
+from qemu_helpers import booted, install, node_console, register, sdk_service, server_add
 
 from hil.gateway.server import Gateway, GatewayRequestError
 from hil.lwm2m import tlv

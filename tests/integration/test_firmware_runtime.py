@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path as FsPath
 
 import pytest
-from qemu_helpers import FITA_SERVICE, REPO, booted, install, node_console, register, sdk_service, service_monitor
-from qemu_helpers import firmware_elf as build_firmware
+from conftest import FITA_SERVICE, REPO
+from conftest import firmware_elf as build_firmware
+from qemu_helpers import booted, install, node_console, register, sdk_service, service_monitor
 
 from hil.console import Console, Shell
 from hil.gateway.server import Gateway

@@ -28,11 +28,12 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import pytest
-from qemu_helpers import FITA_SERVICE, REPO, FirmwareNode, booted, firmware_elf, node_console, register
+from conftest import FITA_SERVICE, REPO, firmware_elf
+from qemu_helpers import FirmwareNode, booted, node_console, register
 
 from hil.gateway.server import Gateway
 from hil.lwm2m.model import Path
-from hil.net import SlipBridge, StreamLink, build_udp, slip_encode
+from hil.net import SlipBridge, build_udp, slip_encode
 from hil.net.ipv4 import build_ipv4
 from hil.targets.base import TargetConfig, TargetError
 
@@ -125,8 +126,7 @@ async def slip_node(elf: FsPath, log_dir: FsPath, gateway: Gateway, *, ethernet:
             nic="lan9118" if ethernet else None, slip=True,
         ) as firmware:
             qemu = firmware.qemu
-            assert qemu.slip_reader is not None and qemu.slip_writer is not None
-            link = StreamLink(qemu.slip_reader, qemu.slip_writer, name="UART1")
+            link = qemu.slip_link("UART1")
             bridge = SlipBridge(
                 link,
                 gateway=("127.0.0.1", gateway.port),

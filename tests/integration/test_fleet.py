@@ -11,12 +11,12 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from northbound_helpers import WAIT, MqttProbe, wait_until
+from conftest import SHARED, WAIT, wait_until
+from northbound_helpers import MqttProbe
 
 from hil.fleet import Fleet, load_fleet, parse_fleet
 from hil.lwm2m import Path as LwPath
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 IOTNETEMU_EXAMPLE = SHARED / "fita" / "examples" / "iotnetemu-two-nodes.yaml"
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-from typing import Any, Callable
+from typing import Any
 
 import aiocoap
 import pytest
@@ -19,6 +19,7 @@ from aiocoap import Message
 from aiocoap.interfaces import ObservableResource
 from aiocoap.numbers.codes import Code
 from aiocoap.resource import PathCapable, Resource
+from conftest import wait_until
 
 from hil.gateway import (
     Gateway,
@@ -33,15 +34,6 @@ from hil.lwm2m.link import Link, format_links, registration_links
 from hil.lwm2m.model import LwM2MError, ObjLnk, Path
 
 WAIT = 5.0  # generous bound for every wait; a healthy run needs milliseconds
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def initial_values() -> dict[Path, Any]:
@@ -496,7 +488,7 @@ async def test_observe_delivers_every_notification(gateway: Gateway, device: LwM
     with pytest.raises(StopAsyncIteration):
         await obs.__anext__()
     device.set_value(Path(3303, 0, 5700), 30.0)  # answered with Reset: the device drops the observation
-    await wait_until(lambda: device.observer_count(Path(3303, 0, 5700)) == 0, "the device to drop the cancelled observation")
+    await wait_until(lambda: device.observer_count(Path(3303, 0, 5700)) == 0, "the device to drop the cancelled observation", WAIT)
 
 
 async def test_error_notification_ends_the_observation_with_its_code(gateway: Gateway, device: LwM2MTestClient):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from qemu_helpers import run_child_pytest
+from conftest import run_child_pytest
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from qemu_helpers import firmware_elf, run_child_pytest
+from conftest import firmware_elf, run_child_pytest
 
 pytestmark = [pytest.mark.emulation, pytest.mark.slow]
 

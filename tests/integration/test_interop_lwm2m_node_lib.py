@@ -24,6 +24,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import pytest
+from conftest import wait_until
 
 from hil.device.node import Node
 from hil.gateway import Gateway, GatewayRequestError, GatewayTimeout
@@ -131,15 +132,6 @@ async def peer(tmp_path: FsPath, script: str, *args: str) -> AsyncIterator[Peer]
         if process.returncode is None:
             process.kill()
         await asyncio.wait_for(process.wait(), WAIT)
-
-
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def senml_values(text: str) -> dict[str, Any]:

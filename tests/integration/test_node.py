@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
 
 import pytest
+from conftest import wait_until
 
 from hil.device.clock import VirtualClock
 from hil.device.node import Node
@@ -44,15 +44,6 @@ async def next_event(events, kind: str, endpoint: str) -> RegistrationEvent:
         seen.append(f"{event.kind} {event.endpoint}")
         if event.kind == kind and event.endpoint == endpoint:
             return event
-
-
-async def wait_until(condition, what: str) -> None:
-    try:
-        async with asyncio.timeout(WAIT):
-            while not condition():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out after {WAIT} s waiting for {what}") from None
 
 
 def free_udp_port() -> int:

@@ -13,6 +13,7 @@ import json
 from pathlib import Path as FsPath
 
 import pytest
+from conftest import FITA_SERVICE, REPO
 
 from hil.device.clock import VirtualClock
 from hil.device.node import Node
@@ -21,8 +22,6 @@ from hil.gateway.server import Gateway
 from hil.lwm2m import ObjLnk, Path, UpdateResult, UpdateState
 from hil.sdk import build_service
 
-REPO = FsPath(__file__).resolve().parents[2]
-FITA_SERVICE = REPO.parent / "shared" / "fita" / "temperature_sensor" / "service.json"
 TEST_SERVICES = REPO / "tests" / "data" / "services"
 
 

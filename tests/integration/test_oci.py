@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import FITA_SERVICE
 
 from hil.cli import main as cli_main
 from hil.faredge.oci import (
@@ -39,7 +40,7 @@ from hil.faredge.oci import (
 from hil.faredge.oci.content import descriptor
 from hil.infra import Registry, unused_port
 
-FITA = Path(__file__).resolve().parents[2].parent / "shared" / "fita" / "temperature_sensor"
+FITA = FITA_SERVICE.parent  # FITA's temperature_sensor artifacts
 CREATED = "2025-06-01T12:00:00Z"
 
 

@@ -23,7 +23,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import pytest
-from qemu_helpers import REPO, firmware_elf
+from conftest import REPO, firmware_elf
 
 from hil.faredge.channels import DeployChannel, LwM2MChannel
 from hil.faredge.deployer import Deployer, DeployError

@@ -8,13 +8,13 @@ to the gateway over SLIP on UART1 (Renode has no LAN9118 model).
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
+from conftest import firmware_elf as build_firmware
 
 from hil.boards import get_board
 from hil.gateway.server import Gateway
@@ -22,20 +22,12 @@ from hil.lwm2m.model import Path as LwPath
 from hil.targets.base import TargetConfig, TargetError
 from hil.targets.renode import RenodeTarget
 
-REPO = Path(__file__).resolve().parents[2]
-
 pytestmark = [pytest.mark.emulation, pytest.mark.requires_renode]
 
 
 @pytest.fixture(scope="module")
 def firmware_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("arm-none-eabi-gcc") is None:
-        pytest.skip("arm-none-eabi-gcc is not installed: cannot build the reference firmware")
-    build = tmp_path_factory.mktemp("firmware-build")
-    run = subprocess.run(["make", "-s", "-C", str(REPO / "firmware"), f"BUILD={build}", f"-j{os.cpu_count() or 2}"],
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, f"firmware build failed:\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
-    return build / "embserve.elf"
+    return build_firmware(tmp_path_factory, qemu=False)  # once per session; skips without the ARM toolchain
 
 
 def renode_target(tmp_path: Path, firmware: Path) -> RenodeTarget:

@@ -8,22 +8,20 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from pathlib import Path
 
 import aiohttp
 import pytest
-from northbound_helpers import WAIT, has_runtime, running_node
+from conftest import FITA_SERVICE, WAIT
+from northbound_helpers import has_runtime, running_node
 
 from hil.faredge.channel_rest import RestChannel
 from hil.faredge.channels import DeployStepError
-from hil.faredge.labels import LABEL_PREFIX, SENSOR_NAMES
+from hil.fita.labels import LABEL_PREFIX, SENSOR_NAMES
 from hil.gateway import Gateway
 from hil.gateway.rest import RestApi
 from hil.infra.ports import unused_port
 from hil.lwm2m.model import ObjLnk
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-FITA_SERVICE = SHARED / "fita" / "temperature_sensor" / "service.json"
 
 
 def name() -> str:

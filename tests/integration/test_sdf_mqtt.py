@@ -11,26 +11,19 @@ import base64
 import json
 import logging
 import secrets
-from pathlib import Path
 
 import pytest
-from northbound_helpers import (
-    MqttProbe,
-    has_runtime,
-    many_nodes,
-    running_node,
-    wait_until,
-)
+from conftest import FITA_SERVICE, wait_until
+from northbound_helpers import MqttProbe, has_runtime, many_nodes, running_node
 
 from hil.faredge.channel_mqtt import MqttChannel
 from hil.faredge.channels import DeployStepError
-from hil.faredge.labels import LABEL_PREFIX, SENSOR_NAMES
+from hil.fita.labels import LABEL_PREFIX, SENSOR_NAMES
+from hil.fita.northbound import announce_labels
 from hil.gateway import Gateway
-from hil.gateway.sdf_mqtt import SdfMqttBridge, announce_labels
+from hil.gateway.sdf_mqtt import SdfMqttBridge
 from hil.lwm2m.model import ObjLnk
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
-FITA_SERVICE = SHARED / "fita" / "temperature_sensor" / "service.json"
 SM = "LWM2M_Software_Management"
 
 

@@ -20,18 +20,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from qemu_helpers import firmware_elf as build_firmware
-from qemu_helpers import run_child_pytest
+from conftest import run_child_pytest
+from conftest import firmware_elf as build_firmware
 
 from hil.boards import get_board
 from hil.gateway.server import Gateway
-from hil.infra.qemu_pty import QemuPtyBoard
+from hil.infra.qemu import QemuMachine
 from hil.infra.rfc2217 import Rfc2217Server
 from hil.lwm2m.model import Path as LwPath
 from hil.targets.base import TargetConfig
 from hil.targets.serial import SerialTarget
 
-REPO = Path(__file__).resolve().parents[2]
 GUEST_HOST_ALIAS = "10.0.2.2"  # the host's loopback as QEMU user networking shows it to the guest
 
 pytestmark = pytest.mark.emulation
@@ -43,8 +42,8 @@ def firmware_elf(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-async def pty_board(firmware_elf: Path, tmp_path: Path) -> AsyncIterator[QemuPtyBoard]:
-    async with QemuPtyBoard(firmware_elf, log_dir=tmp_path / "qemu") as board:
+async def pty_board(firmware_elf: Path, tmp_path: Path) -> AsyncIterator[QemuMachine]:
+    async with QemuMachine(firmware_elf, console="pty", log_dir=tmp_path / "qemu") as board:
         assert board.pty and board.pty.startswith("/dev/pts/")
         yield board
 
@@ -67,7 +66,7 @@ async def bring_up(target: SerialTarget, gateway: Gateway) -> None:
     await gateway.wait_for_registration("node1", timeout=15)
 
 
-async def test_serial_target_drives_qemu_through_its_tty(pty_board: QemuPtyBoard, gateway: Gateway, tmp_path: Path) -> None:
+async def test_serial_target_drives_qemu_through_its_tty(pty_board: QemuMachine, gateway: Gateway, tmp_path: Path) -> None:
     async with SerialTarget(serial_config(tmp_path, pty_board.pty, pty_board.reset_command)) as target:
         assert os.path.realpath(target.port.port) == pty_board.pty  # a tty device node, opened as a serial port
         await bring_up(target, gateway)
@@ -81,7 +80,7 @@ async def test_serial_target_drives_qemu_through_its_tty(pty_board: QemuPtyBoard
     assert console.index("*** Booting embServe reference firmware") < console.index("server_add")
 
 
-async def test_serial_target_reaches_qemu_over_rfc2217(pty_board: QemuPtyBoard, gateway: Gateway, tmp_path: Path) -> None:
+async def test_serial_target_reaches_qemu_over_rfc2217(pty_board: QemuMachine, gateway: Gateway, tmp_path: Path) -> None:
     async with Rfc2217Server(pty_board.pty) as server:
         async with SerialTarget(serial_config(tmp_path, server.url, pty_board.reset_command)) as target:
             await bring_up(target, gateway)
@@ -91,7 +90,7 @@ async def test_serial_target_reaches_qemu_over_rfc2217(pty_board: QemuPtyBoard, 
     assert "*** Booting embServe reference firmware" in (tmp_path / "logs" / "node1.console.log").read_text()
 
 
-async def run_hil_suite(tmp_path: Path, board: QemuPtyBoard, port: str, *extra: str,
+async def run_hil_suite(tmp_path: Path, board: QemuMachine, port: str, *extra: str,
                         gateway_host: str | None = GUEST_HOST_ALIAS) -> tuple[int, str]:
     """tests/hil in a child pytest with --target serial; the bench's board file is a user board file."""
     boards = tmp_path / "lab-boards"
@@ -112,7 +111,7 @@ async def run_hil_suite(tmp_path: Path, board: QemuPtyBoard, port: str, *extra: 
     )
 
 
-async def hil_suite_over_the_pty(pty_board: QemuPtyBoard, tmp_path: Path) -> None:
+async def hil_suite_over_the_pty(pty_board: QemuMachine, tmp_path: Path) -> None:
     code, out = await run_hil_suite(tmp_path, pty_board, pty_board.pty)
     assert code == 0 and "4 passed" in out, out[-4000:]
 
@@ -121,7 +120,7 @@ async def hil_suite_over_the_pty(pty_board: QemuPtyBoard, tmp_path: Path) -> Non
 # the service's first period in real time, so they run side by side there.
 
 
-async def test_remote_bench_over_rfc2217_runs_a_hil_test(pty_board: QemuPtyBoard, tmp_path: Path) -> None:
+async def test_remote_bench_over_rfc2217_runs_a_hil_test(pty_board: QemuMachine, tmp_path: Path) -> None:
     # The RFC 2217 server stands in for a labgrid exporter's ser2net: a place's
     # NetworkSerialPort is host:port, and the target opens rfc2217://host:port.
     async with Rfc2217Server(pty_board.pty) as exporter:

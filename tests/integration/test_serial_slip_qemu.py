@@ -22,7 +22,7 @@ from test_serial_qemu import firmware_elf, gateway, hil_suite_over_the_pty, pty_
 
 from hil.boards import get_board
 from hil.gateway.server import Gateway
-from hil.infra.qemu_pty import QemuPtyBoard
+from hil.infra.qemu import QemuMachine
 from hil.lwm2m.model import Path as LwPath
 from hil.targets.base import TargetConfig
 from hil.targets.serial import SerialTarget
@@ -33,25 +33,25 @@ pytestmark = pytest.mark.emulation
 
 
 @pytest.fixture
-async def slip_board(firmware_elf: Path, tmp_path: Path) -> AsyncIterator[QemuPtyBoard]:  # noqa: F811
-    async with QemuPtyBoard(firmware_elf, log_dir=tmp_path / "qemu", nic=None, net_pty=True) as board:
-        assert board.pty and board.net_pty and board.pty != board.net_pty
+async def slip_board(firmware_elf: Path, tmp_path: Path) -> AsyncIterator[QemuMachine]:  # noqa: F811
+    async with QemuMachine(firmware_elf, console="pty", slip=True, log_dir=tmp_path / "qemu", nic=None) as board:
+        assert board.pty and board.slip_pty and board.pty != board.slip_pty
         yield board
 
 
-def slip_config(tmp_path: Path, board: QemuPtyBoard) -> TargetConfig:
-    assert board.pty and board.net_pty
+def slip_config(tmp_path: Path, board: QemuMachine) -> TargetConfig:
+    assert board.pty and board.slip_pty
     return TargetConfig(endpoint="node1", log_dir=tmp_path / "logs", board=get_board("mps2_an385"),
-                        serial_port=board.pty, net_serial_port=board.net_pty,
+                        serial_port=board.pty, net_serial_port=board.slip_pty,
                         options={"reset_command": board.reset_command})
 
 
 async def test_board_without_network_registers_through_its_slip_port(
-    slip_board: QemuPtyBoard, gateway: Gateway, tmp_path: Path  # noqa: F811
+    slip_board: QemuMachine, gateway: Gateway, tmp_path: Path  # noqa: F811
 ) -> None:
     async with SerialTarget(slip_config(tmp_path, slip_board)) as target:
         assert target.uplink is not None and target.uplink.link is not None
-        assert os.path.realpath(target.uplink.link.port.port) == slip_board.net_pty  # the second tty, opened as a port
+        assert os.path.realpath(target.uplink.link.port.port) == slip_board.slip_pty  # the second tty, opened as a port
         uri = target.device_server_uri(gateway.host, gateway.port)
         assert uri == f"coap://{SLIP_PEER}:{gateway.port}"  # the gateway listens on loopback; the node gets its peer
         await target.bootstrap(uri)
@@ -90,15 +90,15 @@ async def test_board_without_network_registers_through_its_slip_port(
 
 @pytest.mark.slow  # each suite waits out the service's 30 s default period in real time, three times
 async def test_hil_suite_passes_over_the_pty_and_on_the_slip_port(
-    pty_board: QemuPtyBoard, slip_board: QemuPtyBoard, tmp_path: Path  # noqa: F811
+    pty_board: QemuMachine, slip_board: QemuMachine, tmp_path: Path  # noqa: F811
 ) -> None:
     """The full tests/hil on two bench rigs at once: console-only over a pty, and a board without a network."""
 
     async def on_slip_port() -> None:
-        assert slip_board.net_pty
+        assert slip_board.slip_pty
         rig = tmp_path / "slip"
         rig.mkdir()
-        code, out = await run_hil_suite(rig, slip_board, slip_board.pty, "--net-serial-port", slip_board.net_pty,
+        code, out = await run_hil_suite(rig, slip_board, slip_board.pty, "--net-serial-port", slip_board.slip_pty,
                                         gateway_host=None)
         assert code == 0 and "4 passed" in out, out[-4000:]
         slip_logs = sorted((rig / "hil-logs").rglob("node1.slip.log"))

@@ -18,8 +18,9 @@ from pathlib import Path as FsPath
 from typing import Any
 
 import pytest
-from qemu_helpers import FIRMWARE_DIR, FITA_SERVICE, FirmwareNode, attached_console, node_console, skip_without_qemu_tools
-from qemu_helpers import firmware_elf as build_firmware
+from conftest import FIRMWARE_DIR, FITA_SERVICE, skip_without_qemu_tools
+from conftest import firmware_elf as build_firmware
+from qemu_helpers import FirmwareNode, attached_console, node_console
 from qemu_helpers import register as register_node
 
 from hil.console import Shell

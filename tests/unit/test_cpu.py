@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from hil.device.cpu import (
+from hil.service.cpu import (
     LOOKUP_ADDRESS,
     LOOKUP_POINTER,
     ExitReason,

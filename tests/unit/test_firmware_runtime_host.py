@@ -13,12 +13,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import FITA_SERVICE, REPO
 
-REPO = Path(__file__).resolve().parents[2]
 RUNTIME = REPO / "firmware" / "src" / "runtime"
 SOURCE = REPO / "tests" / "firmware_host" / "test_runtime_host.c"
 UNITS = ("json.c", "base64.c", "manifest.c", "udlm.c", "fmt.c", "pool.c")
-FITA_SERVICE = REPO.parent / "shared" / "fita" / "temperature_sensor" / "service.json"
 
 # Test table entries in the C file: {"name", test_fn, needs_fita}.
 _CASE = re.compile(r'\{"(\w+)", test_\w+, ([01])\}')

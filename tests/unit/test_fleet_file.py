@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
+from conftest import SHARED
 
 from hil.fleet import (
     FleetError,
@@ -14,7 +13,6 @@ from hil.fleet import (
     rewrite_bootstrap,
 )
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 IOTNETEMU_EXAMPLE = SHARED / "fita" / "examples" / "iotnetemu-two-nodes.yaml"
 
 

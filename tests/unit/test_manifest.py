@@ -7,13 +7,13 @@ import copy
 import json
 import struct
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FITA_SERVICE
 
-from hil.device.udlm import Module, Relocation, Symbol, SymbolKind
-from hil.faredge.manifest import (
+from hil.service.udlm import Module, Relocation, Symbol, SymbolKind
+from hil.service.manifest import (
     IOSpec,
     Manifest,
     ManifestError,
@@ -22,7 +22,6 @@ from hil.faredge.manifest import (
     parse_manifest,
 )
 
-FITA_SERVICE = Path(__file__).resolve().parents[3] / "shared" / "fita" / "temperature_sensor" / "service.json"
 
 
 def module_bytes(exports: tuple[str, ...] = ("setup", "loop")) -> bytes:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hil.gateway import leshan, sdf
-from hil.gateway.sdf_mqtt import RequestError, parse_request, parse_topic
+from hil.fita import sdf
+from hil.fita.northbound import RequestError, parse_request, parse_topic
+from hil.gateway import leshan
 from hil.lwm2m.model import ObjLnk, Path
 
 # --------------------------------------------------------------------------- SDF names

@@ -4,9 +4,9 @@ import gzip
 import io
 import json
 import tarfile
-from pathlib import Path
 
 import pytest
+from conftest import FITA_SERVICE
 
 from hil.faredge.oci import (
     ANNOTATION_CREATED,
@@ -27,7 +27,7 @@ from hil.faredge.oci.client import parse_challenge
 from hil.faredge.oci.content import verify
 from hil.faredge.oci.images import build_multiplatform, config_bytes
 
-FITA = Path(__file__).resolve().parents[2].parent / "shared" / "fita" / "temperature_sensor"
+FITA = FITA_SERVICE.parent  # FITA's temperature_sensor artifacts
 SERVICE = b'{"name":"unit","version":1}'
 
 

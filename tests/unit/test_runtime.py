@@ -6,24 +6,23 @@ from __future__ import annotations
 import asyncio
 import shutil
 import struct
-from pathlib import Path
 
 import pytest
+from conftest import FITA_SERVICE, REPO
 
 from hil.device.clock import VirtualClock
-from hil.device.cpu import DEFAULT_POOL, Machine
-from hil.device.runtime import (
+from hil.service.cpu import DEFAULT_POOL, Machine
+from hil.service.runtime import (
     ServiceInputError,
     ServiceLoadError,
     ServiceRuntime,
     ServiceState,
     ServiceStateError,
 )
-from hil.faredge.manifest import Manifest, parse_manifest
+from hil.service.manifest import Manifest, parse_manifest
 from hil.sdk import build_service
 
-ROOT = Path(__file__).resolve().parents[2]
-FITA_SERVICE = ROOT.parent / "shared" / "fita" / "temperature_sensor" / "service.json"
+ROOT = REPO
 TEST_SERVICES = ROOT / "tests" / "data" / "services"
 TEMPERATURE = 3  # SDK sensor type
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from hil.cli import main as cli_main
-from hil.device.udlm import SymbolKind
-from hil.faredge.manifest import parse_manifest
+from hil.service.udlm import SymbolKind
+from hil.service.manifest import parse_manifest
 from hil.sdk import BuildError, build_service
 from hil.sdk.exports import WRAPPER_SIZE
 

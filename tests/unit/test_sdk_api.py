@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
-from hil.device import sdk_api
-from hil.device.cpu import GuestError
-from hil.faredge.manifest import ValueType
+from hil.service import sdk_api
+from hil.service.cpu import GuestError
+from hil.service.sdk_api import ValueType
 
 
 class FakeMemory:

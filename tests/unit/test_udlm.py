@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import struct
-from pathlib import Path
 
 import pytest
+from conftest import FITA_SERVICE
 
-from hil.device.udlm import (
+from hil.service.udlm import (
     HEADER,
     MAGIC,
     Module,
@@ -20,7 +20,6 @@ from hil.device.udlm import (
     parse_module,
 )
 
-FITA_SERVICE = Path(__file__).resolve().parents[3] / "shared" / "fita" / "temperature_sensor" / "service.json"
 
 
 def fita_module_bytes() -> bytes:

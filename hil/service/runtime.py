@@ -1,8 +1,8 @@
 """The embServe service runtime of a simulated node.
 
 Loads udynlink modules from parsed manifests, runs them on the Cortex-M4
-emulator (:mod:`hil.device.cpu`) and serves the SDK API (:mod:`hil.device.sdk_api`).
-Time is the node's :class:`~hil.device.clock.VirtualClock`: ``embserve_sleep``
+emulator (:mod:`hil.service.cpu`) and serves the SDK API (:mod:`hil.service.sdk_api`).
+Time is the node's clock (any :class:`Clock`, e.g. :class:`hil.device.clock.VirtualClock`): ``embserve_sleep``
 suspends only the calling service and its wake-up is a clock timer, so in
 manual mode an hour of device time costs only the instructions run in it.
 
@@ -14,7 +14,7 @@ API for the node::
         sensors=lambda sdk_type: 21.5 or None,          # SDK sensor type (3 = temperature) -> value
         on_output=lambda service, key, type, value: ...,  # a declared output was published
         on_fault=lambda service, message: ...,          # a service faulted and was stopped
-        machine=None,     # default: a shared emulator from hil.device.cpu.DEFAULT_POOL
+        machine=None,     # default: a shared emulator from hil.service.cpu.DEFAULT_POOL
     )
     service = runtime.load(manifest, instance_id)     # ServiceLoadError on bad module / unknown import
     service.activate()       # runs setup(), then loop() until it sleeps
@@ -55,12 +55,13 @@ import enum
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
-from hil.device import sdk_api
-from hil.device.clock import TimerHandle, VirtualClock
-from hil.device.cpu import DEFAULT_POOL, Exit, ExitReason, GuestError, Image, Machine
-from hil.device.udlm import Module, SymbolKind
-from hil.faredge.manifest import Manifest, ValueType
+from . import sdk_api
+from .cpu import DEFAULT_POOL, Exit, ExitReason, GuestError, Image, Machine
+from .manifest import Manifest
+from .sdk_api import ValueType
+from .udlm import Module, SymbolKind
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,17 @@ Console = Callable[[str, str], None]
 Sensors = Callable[[int], "float | None"]
 OutputCallback = Callable[["LoadedService", str, int, "int | float | list"], None]
 FaultCallback = Callable[["LoadedService", str], None]
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """The device time a runtime runs on: seconds now, and a timer that fires after a delay."""
+
+    def now(self) -> float: ...
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Timer: ...
 
 
 class ServiceLoadError(Exception):
@@ -107,7 +119,7 @@ class ServiceRuntime:
     def __init__(
         self,
         node_name: str,
-        clock: VirtualClock,
+        clock: Clock,
         console: Console,
         sensors: Sensors,
         on_output: OutputCallback,
@@ -154,7 +166,7 @@ class ServiceRuntime:
             raise ServiceLoadError(
                 f"{manifest.name}: unknown import {names} (this firmware exports {', '.join(sdk_api.IMPORTS)})"
             )
-        for name in ("setup", "loop"):
+        for name in sdk_api.REQUIRED_EXPORTS:
             if name not in module.exports:
                 raise ServiceLoadError(f"{manifest.name}: module exports no `{name}` function")
         service = LoadedService(self, manifest, module, instance_id)
@@ -195,7 +207,7 @@ class LoadedService:
         self._resume_pc = 0
         self._suspended_sp = 0
         self._sleep_ms = 0
-        self._wake: TimerHandle | None = None
+        self._wake: Timer | None = None
         self._handler: str | None = None  # name of the handler running now, if any
         self._quitting = False
         self._events: list[Callable[[], None]] = []

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from hil.device.udlm import Module, ModuleFormatError, parse_module
+from .sdk_api import KEY_SIZE, REQUIRED_EXPORTS, SDK_API_LEVEL, ValueType
+from .udlm import Module, ModuleFormatError, parse_module
 
-SUPPORTED_SDK_APIS = (1,)
-KEY_MAX_BYTES = 31  # the io struct holds a NUL-terminated char[32]
-REQUIRED_EXPORTS = ("setup", "loop")
+SUPPORTED_SDK_APIS = (SDK_API_LEVEL,)
+KEY_MAX_BYTES = KEY_SIZE - 1  # the io struct holds a NUL-terminated char[32]
 _MAPPING = re.compile(r"lwm2m:(\d+)/x/(\d+)")
 _KNOWN_FIELDS = ("name", "version", "data_model", "service", "dependencies", "inputs", "outputs")
 
@@ -35,11 +34,6 @@ class ManifestError(ValueError):
         self.source = source
         self.path = path
         self.problem = problem
-
-
-class ValueType(enum.IntEnum):
-    INT = 0
-    FLOAT = 1
 
 
 @dataclass(frozen=True)

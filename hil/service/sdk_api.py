@@ -1,6 +1,8 @@
 """The embServe SDK ABI (API level 1) as seen from the firmware side.
 
-Layouts and encodings shared by the runtime's host calls: the io struct, the
+What a module may import (:data:`IMPORTS`) and must export
+(:data:`REQUIRED_EXPORTS`), the value types of inputs and outputs, and the
+layouts and encodings shared by the runtime's host calls: the io struct, the
 sensor reading struct, and ``printf`` formatting over an AAPCS ``va_list``
 (a pointer to 32-bit argument words; doubles and 64-bit integers sit at the
 next 8-byte aligned address, low word first, as soft-float varargs pass them).
@@ -8,13 +10,15 @@ next 8-byte aligned address, low word first, as soft-float varargs pass them).
 
 from __future__ import annotations
 
+import enum
 import re
 import struct
 from typing import Protocol
 
-from hil.faredge.manifest import ValueType
-
 SDK_API_LEVEL = 1
+#: functions a module may export; the firmware enters it only through these
+EXPORTABLE = ("setup", "loop", "on_input", "on_quit")
+REQUIRED_EXPORTS = ("setup", "loop")
 IMPORTS = (
     "embserve_printf_impl",
     "embserve_output_impl",
@@ -34,6 +38,15 @@ IO_SIZE = 44
 SENSOR_DATA_SIZE = 24  # i32 id, i32 type, u32 timestamp_ms, float values[3]
 SENSOR_TEMPERATURE = 3
 MAX_VALUES = 16  # values read from one output; more is certainly a bad length
+
+
+class ValueType(enum.IntEnum):
+    """The ``type`` of an input or output: in service.json and in the io struct."""
+
+    INT = 0
+    FLOAT = 1
+
+
 _VALUE = {ValueType.INT: struct.Struct("<i"), ValueType.FLOAT: struct.Struct("<f")}
 _CONVERSION = re.compile(r"%([-+ #0]*)(\*|\d+)?(?:\.(\*|\d*))?(hh|h|ll|l|z|j|t|L)?([diouxXcsfFeEgGp%])")
 
