@@ -96,6 +96,9 @@ class ServiceHost(Protocol):
     def republish_sensors(self) -> None:
         """Write the board sensors' readings again (a service gave their instance back)."""
 
+    def report(self, path: Path, value: Any) -> None:
+        """A service output's new value at ``path``: stored, and told to the server (notification or Send)."""
+
 
 class Services:
     """The node's packages, their runtime, and the LwM2M objects that show them."""
@@ -159,7 +162,7 @@ class Services:
                     value = shortest_float32(float(value))
                 elif rd is not None and rd.type is ResourceType.INTEGER:
                     value = int(value)
-                self.node.objects.set(path, value, always_notify=True)
+                self.node.report(path, value)
 
     def _on_fault(self, service: LoadedService, message: str) -> None:
         package = self.packages.get(service.instance_id)
@@ -232,6 +235,7 @@ class Services:
             if mapping.obj not in store.objects():
                 store.add_object(mapping.obj)
             if chosen is None:
+                # created with every mandatory resource (Sensor Value at 0.0 until the first output)
                 chosen = store.free_instance_id(mapping.obj)
                 store.add_instance(mapping.obj, chosen, {})
             self.owners[Path(mapping.obj, chosen)] = inst

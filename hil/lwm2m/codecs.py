@@ -24,7 +24,7 @@ TLV_OLD = 1542
 TypeLookup = Callable[[Path], ResourceType]
 
 
-def encode(content: Content, base: Path, fmt: int) -> bytes:
+def encode(content: Content, base: Path | None, fmt: int) -> bytes:
     """Encode ``content`` (all paths at or below ``base``) as ``fmt``.
 
     TLV at an object base (``/3303``) wraps each instance in an Object
@@ -34,6 +34,8 @@ def encode(content: Content, base: Path, fmt: int) -> bytes:
     """
     from . import senml, senml_cbor, text, tlv
 
+    if base is None and fmt not in (SENML_JSON, SENML_CBOR):
+        raise CodecError(f"content spanning several paths (composite, Send) is SenML, not content format {fmt}")
     if fmt == TLV:
         return tlv.encode_content(content, base)
     if fmt == SENML_JSON:
@@ -47,7 +49,7 @@ def encode(content: Content, base: Path, fmt: int) -> bytes:
     raise CodecError(f"content format {fmt} is not supported for encoding")
 
 
-def decode(payload: bytes, base: Path, fmt: int | None, types: TypeLookup = resource_type) -> Content:
+def decode(payload: bytes, base: Path | None, fmt: int | None, types: TypeLookup = resource_type) -> Content:
     """Decode ``payload`` addressed to ``base`` into flat content.
 
     ``fmt`` None means the sender gave no Content-Format: TLV is assumed for
@@ -56,6 +58,8 @@ def decode(payload: bytes, base: Path, fmt: int | None, types: TypeLookup = reso
     """
     from . import senml, senml_cbor, text, tlv
 
+    if base is None and fmt not in (SENML_JSON, SENML_CBOR):
+        raise CodecError(f"content spanning several paths (composite, Send) is SenML, not content format {fmt}")
     if fmt is None:
         fmt = TEXT if base.res is not None else TLV
     if fmt in (TLV, TLV_OLD):

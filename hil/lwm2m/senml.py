@@ -66,16 +66,28 @@ def _value_field(value: Any, rtype: ResourceType | None, where: Path) -> tuple[s
     raise CodecError(f"{where}: unsupported resource type {rtype!r}")
 
 
-def encode_records(content: Content, base: Path) -> list[dict[str, Any]]:
-    """SenML records for ``content`` at ``base``: dicts keyed by SenML label, ``vd`` as bytes."""
-    base = Path.parse(base)
+def encode_records(content: Content, base: Path | None) -> list[dict[str, Any]]:
+    """SenML records for ``content`` at ``base``: dicts keyed by SenML label, ``vd`` as bytes.
+
+    ``base`` None (a composite answer or a Send) names every record in full.
+    """
     content = {Path.parse(k): v for k, v in content.items()}
     for key in content:
         if key.res is None:
             raise CodecError(f"content key {key} is not a resource or resource instance path")
-        if not base.contains(key):
+        if base is not None and not Path.parse(base).contains(key):
             raise CodecError(f"content key {key} is not below the base path {base}")
     records: list[dict[str, Any]] = []
+    if base is None:
+        for key in sorted(content):
+            record: dict[str, Any] = {"n": str(key)}
+            rd = resource_def(key)
+            field = _value_field(content[key], rd.type if rd else None, key)
+            if field is not None:
+                record[field[0]] = field[1]
+            records.append(record)
+        return records
+    base = Path.parse(base)
     if list(content) == [base]:
         bn, keys = str(base), [base]
     else:
