@@ -23,10 +23,12 @@ from aiocoap import Message
 from aiocoap.numbers.codes import Code
 
 from ..lwm2m import codecs, tlv
-from ..lwm2m.codecs import LINK, OPAQUE, SENML_JSON, TEXT, TLV
+from ..lwm2m.codecs import LINK, OPAQUE, SENML_CBOR, SENML_JSON, TEXT, TLV
 from ..lwm2m.link import Link, parse_links
-from ..lwm2m.model import Content, LwM2MError, Path
+from ..lwm2m.model import DEFINITIONS, Content, LwM2MError, Path, ResourceType
 from .answers import await_answer, decode, raise_for_code
+from .composite import CompositeObservation, describe, parse_paths, request_body
+from .formats import FormatChooser, Kind, kind_of, negotiate
 from .errors import (
     GatewayDecodeError,
     GatewayError,
@@ -35,9 +37,11 @@ from .errors import (
     GatewayTransportError,
     UnknownEndpoint,
 )
-from .observe import Notification, Observation, ObservationRefused
+from .observe import Notification, NotificationListener, Observation, ObservationRefused
 from .rd import RegistrationInterface
 from .registry import Registration, RegistrationEvent, Registry, Subscription
+from .send import SendInterface
+from .site import GatewaySite
 
 __all__ = [
     "Gateway",
@@ -68,13 +72,17 @@ FORMAT_NAMES: dict[str, int] = {
     "plain": TEXT,
     "senml": SENML_JSON,
     "senml+json": SENML_JSON,
+    "senml_json": SENML_JSON,
+    "cbor": SENML_CBOR,
+    "senml+cbor": SENML_CBOR,
+    "senml_cbor": SENML_CBOR,
     "opaque": OPAQUE,
     "link": LINK,
 }
 
 
 def resolve_format(fmt: Format) -> int | None:
-    """CoAP content format number from a number or a name (tlv, text, senml, opaque, link)."""
+    """CoAP content format number from a number or a name (tlv, text, senml, senml_cbor, opaque, link)."""
     if fmt is None or isinstance(fmt, int):
         return fmt
     try:
@@ -95,11 +103,6 @@ def disable_coap_port_sharing() -> None:
     os.environ.setdefault("AIOCOAP_REUSE_PORT", "0")
 
 
-def _format_or(fmt: Format, default: int) -> int:
-    number = resolve_format(fmt)
-    return default if number is None else number
-
-
 @dataclass(frozen=True)
 class Response:
     """A device's successful answer, for callers that want it raw."""
@@ -116,6 +119,11 @@ class Gateway:
 
     ``expiry_grace`` is added to every lifetime before a silent registration
     is dropped; ``request_timeout`` is the default for every device request.
+    ``registration_policy`` checks every Register and Update (e.g.
+    :class:`~hil.gateway.strict.StrictRegistration`); the default takes them all.
+
+    Content formats are chosen per registration (:mod:`hil.gateway.formats`)
+    unless the caller names one (``fmt=``), which is then used as it is.
     """
 
     def __init__(
@@ -126,12 +134,18 @@ class Gateway:
         expiry_grace: float = 2.0,
         request_timeout: float = 5.0,
         log: logging.Logger | None = None,
+        registration_policy: Any = None,
     ):
         self.log = log or logging.getLogger("hil.gateway")
         self._bind = (host, port)
         self.request_timeout = request_timeout
+        self.registration_policy = registration_policy
         self.registry = Registry(expiry_grace, self.log)
         self.registry.add_listener(self._on_registration_event)
+        self.formats = FormatChooser(self.log)
+        self.registry.add_listener(self.formats.on_registration)
+        self._report_listeners: list[NotificationListener] = []
+        self.sends = SendInterface(self.registry, self.report, self.log)
         self._context: aiocoap.Context | None = None
         self._observations: set[Observation] = set()
         self.host = host
@@ -143,7 +157,7 @@ class Gateway:
         if self._context is not None:
             raise GatewayError(f"gateway already listening on {self.uri}")
         disable_coap_port_sharing()
-        site = RegistrationInterface(self.registry, self.log)
+        site = GatewaySite(RegistrationInterface(self.registry, self.log, self.registration_policy), self.sends, self.log)
         # udp6 only: the default transport list would also open TCP/TLS/WS listeners
         self._context = await aiocoap.Context.create_server_context(
             site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
@@ -218,13 +232,43 @@ class Gateway:
             for obs in [o for o in self._observations if o.registration_id == rid]:
                 obs.cancel(f"the registration was {event.kind}: {event.reason}")
 
+    # ------------------------------------------------------------------ reports
+
+    def add_report_listener(self, listener: NotificationListener) -> Callable[[], None]:
+        """``listener(notification)`` for every notification of every observation and every Send
+        (``kind`` "send"); returns a function that removes it."""
+        self._report_listeners.append(listener)
+        return lambda: self._report_listeners.remove(listener) if listener in self._report_listeners else None
+
+    def report(self, notification: Notification) -> None:
+        for listener in list(self._report_listeners):
+            try:
+                listener(notification)
+            except Exception:
+                self.log.exception("report listener %r failed on %s from %s", listener, notification.kind, notification.endpoint)
+
+    # ------------------------------------------------------------------ formats
+
+    async def negotiate(self, endpoint: str, path: Path | None, kind: str, attempt: Callable[[int], Awaitable[Any]]) -> Any:
+        """``attempt(format)`` in the format chosen for ``endpoint``, once more in the next after a 4.06/4.15."""
+        return await negotiate(self.formats, self.registration(endpoint), path, kind, attempt)  # type: ignore[arg-type]
+
+    async def _in_format(self, endpoint: str, path: Path | None, kind: Kind, fmt: Format, attempt: Callable[[int], Awaitable[Any]]) -> Any:
+        explicit = resolve_format(fmt)
+        if explicit is not None:
+            return await attempt(explicit)
+        return await self.negotiate(endpoint, path, kind, attempt)
+
     # ------------------------------------------------------------------ device management
 
     async def read(self, endpoint: str, path: PathLike, fmt: Format = None, *, timeout: float | None = None) -> Content:
-        """Read ``path``; asks for TLV unless ``fmt`` says otherwise, decodes whatever format comes back."""
+        """Read ``path`` in ``fmt``, or in the format chosen for the device; decodes whatever format comes back."""
         path = Path.parse(path)
-        accept = _format_or(fmt, TLV)
-        response = await self._send(endpoint, "GET", path, "read", accept=accept, timeout=timeout)
+
+        async def attempt(accept: int) -> Message:
+            return await self._send(endpoint, "GET", path, "read", accept=accept, timeout=timeout)
+
+        response = await self._in_format(endpoint, path, kind_of(path), fmt, attempt)
         return decode(response, endpoint, path)
 
     async def read_raw(self, endpoint: str, path: PathLike, fmt: Format = None, *, timeout: float | None = None) -> Response:
@@ -246,8 +290,8 @@ class Gateway:
         """Write a value to a resource, or a ``{Path: value}`` dict below ``path``.
 
         ``replace`` sends PUT (Replace), otherwise POST (Partial Update).
-        Encoded as TLV unless ``fmt`` says otherwise; payloads over one block
-        go out with Block1.
+        Encoded in ``fmt``, or in the format chosen for the device; payloads
+        over one block go out with Block1.
         """
         path = Path.parse(path)
         if isinstance(value, Mapping):
@@ -259,11 +303,15 @@ class Gateway:
                     "pass a {Path: value} dict to write an instance"
                 )
             content = {path: value}
-        fmt_number = _format_or(fmt, TLV)
-        payload = codecs.encode(content, path, fmt_number)
-        await self._send(
-            endpoint, "PUT" if replace else "POST", path, "write", payload=payload, content_format=fmt_number, timeout=timeout
-        )
+
+        async def attempt(fmt_number: int) -> Message:
+            payload = codecs.encode(content, path, fmt_number)
+            return await self._send(
+                endpoint, "PUT" if replace else "POST", path, "write", payload=payload, content_format=fmt_number, timeout=timeout
+            )
+
+        kind = kind_of(path) if set(content) == {path} else "multi"
+        await self._in_format(endpoint, path, kind, fmt, attempt)
 
     async def execute(
         self, endpoint: str, path: PathLike, arg: str | bytes | None = None, *, timeout: float | None = None
@@ -281,12 +329,17 @@ class Gateway:
         content: Content | None = None,
         *,
         instance_id: int | None = None,
+        fmt: Format = None,
         timeout: float | None = None,
     ) -> Path:
         """Create an object instance; returns its path (from Location-Path, else the id asked for).
 
-        ``instance_id`` (or the instance in ``content``'s paths) is sent as an
-        Object Instance TLV; without either, the device picks the id.
+        In ``fmt``, or the format chosen for the device. ``instance_id`` (or
+        the instance in ``content``'s paths) goes in the payload: TLV wraps it
+        in an Object Instance TLV, SenML names it in every record (with no
+        values given, those of the object's mandatory resources at their
+        neutral values, so the id has a record to travel in); without
+        either, the device picks the id.
         """
         obj = Path.parse(obj_path)
         if obj.inst is not None:
@@ -299,12 +352,12 @@ class Gateway:
             raise ValueError(
                 f"create on {endpoint}{obj}: content spans instances {sorted(instances)}, expected one ({instance_id})"
             )
-        if instance_id is None:
-            payload = codecs.encode(content, Path(obj.obj, 0), TLV) if content else b""
-        else:
-            body = codecs.encode(content, Path(obj.obj, instance_id), TLV)
-            payload = tlv.frame(tlv.Kind.OBJECT_INSTANCE, instance_id, body)
-        response = await self._send(endpoint, "POST", obj, "create", payload=payload, content_format=TLV, timeout=timeout)
+
+        async def attempt(fmt_number: int) -> Message:
+            payload = _create_payload(obj, content, instance_id, fmt_number)
+            return await self._send(endpoint, "POST", obj, "create", payload=payload, content_format=fmt_number, timeout=timeout)
+
+        response = await self._in_format(endpoint, obj, "multi", fmt, attempt)
         created = self._created_path(endpoint, obj, response.opt.location_path)
         if created is not None:
             return created
@@ -328,6 +381,40 @@ class Gateway:
     def observe(self, endpoint: str, path: PathLike, fmt: Format = None, *, timeout: float | None = None) -> Observation:
         """``async with gw.observe(ep, path) as obs`` or ``obs = await gw.observe(ep, path)``."""
         return Observation(self, endpoint, Path.parse(path), resolve_format(fmt), timeout)
+
+    # ------------------------------------------------------------------ composite operations (LwM2M 1.1)
+
+    async def read_composite(
+        self, endpoint: str, paths: Iterable[PathLike], fmt: Format = None, *, timeout: float | None = None
+    ) -> Content:
+        """Read-Composite: the values of every path (objects, instances, resources) in one request."""
+        targets = parse_paths(paths, endpoint)
+
+        async def attempt(fmt_number: int) -> Message:
+            return await self.read_composite_message(endpoint, targets, fmt_number, timeout)
+
+        response = await self._in_format(endpoint, None, "composite", fmt, attempt)
+        return decode(response, endpoint, None, describe(targets))
+
+    async def write_composite(self, endpoint: str, content: Mapping[PathLike, Any], fmt: Format = None, *, timeout: float | None = None) -> None:
+        """Write-Composite: ``{resource path: value}`` across instances and objects in one request."""
+        values = {Path.parse(k): v for k, v in content.items()}
+        if not values:
+            raise ValueError(f"write_composite on {endpoint} needs at least one value")
+        where = describe(values)
+
+        async def attempt(fmt_number: int) -> Message:
+            payload = codecs.encode(values, None, fmt_number)
+            return await self._send(endpoint, "iPATCH", None, "write-composite", payload=payload, content_format=fmt_number,
+                                    timeout=timeout, where=where)
+
+        await self._in_format(endpoint, None, "composite", fmt, attempt)
+
+    def observe_composite(
+        self, endpoint: str, paths: Iterable[PathLike], fmt: Format = None, *, timeout: float | None = None
+    ) -> CompositeObservation:
+        """Observe-Composite: ``async with gw.observe_composite(ep, [p1, p2]) as obs``; each notification holds every path."""
+        return CompositeObservation(self, endpoint, parse_paths(paths, endpoint), resolve_format(fmt), timeout)
 
     async def write_attributes(
         self,
@@ -400,6 +487,17 @@ class Gateway:
         """A plain read's successful answer, undecoded (aiocoap reassembles Block2)."""
         return await self._send(endpoint, "GET", path, operation, accept=fmt, timeout=timeout)
 
+    def observe_composite_request(self, endpoint: str, paths: tuple[Path, ...], fmt: int) -> tuple[str, Any]:
+        """FETCH / with Observe and the paths in SenML ``fmt``, outside aiocoap's blockwise layer."""
+        reg = self.registration(endpoint)
+        message = self._message(reg, "FETCH", None, payload=request_body(paths, fmt), content_format=fmt, accept=fmt, observe=True)
+        return reg.registration_id, self.context.request(message, handle_blockwise=False)
+
+    async def read_composite_message(self, endpoint: str, paths: tuple[Path, ...], fmt: int, timeout: float | None) -> Message:
+        """A Read-Composite's successful answer, undecoded."""
+        return await self._send(endpoint, "FETCH", None, "read-composite", payload=request_body(paths, fmt),
+                                content_format=fmt, accept=fmt, timeout=timeout, where=describe(paths))
+
     def track_observation(self, observation: Observation) -> bool:
         """Count ``observation`` as live (closing the gateway or the registration ends it); False if its registration is gone."""
         self._observations.add(observation)
@@ -414,7 +512,7 @@ class Gateway:
         self,
         reg: Registration,
         method: str,
-        path: Path,
+        path: Path | None,
         *,
         payload: bytes = b"",
         content_format: int | None = None,
@@ -423,11 +521,12 @@ class Gateway:
         observe: bool = False,
     ) -> Message:
         try:
-            code = Code[method.upper()]
+            code = Code[method] if method == "iPATCH" else Code[method.upper()]
         except KeyError:
             raise ValueError(f"unknown CoAP method {method!r}") from None
         root = [s for s in reg.root_path.split("/") if s]
-        message = Message(code=code, payload=payload, uri_path=tuple(root + path.segments()))
+        # None: the client's LwM2M root itself, where composite operations go
+        message = Message(code=code, payload=payload, uri_path=tuple(root + (path.segments() if path is not None else [])))
         if content_format is not None:
             message.opt.content_format = content_format
         if accept is not None:
@@ -445,15 +544,17 @@ class Gateway:
         self,
         endpoint: str,
         method: str,
-        path: Path,
+        path: Path | None,
         operation: str,
         *,
         timeout: float | None = None,
+        where: str | None = None,
         **options: Any,
     ) -> Message:
         reg = self.registration(endpoint)
         message = self._message(reg, method, path, **options)
-        return await self.await_answer(self.context.request(message).response, endpoint, path, operation, timeout)
+        target = where if where is not None else (path if path is not None else "/")
+        return await self.await_answer(self.context.request(message).response, endpoint, target, operation, timeout)  # type: ignore[arg-type]
 
     def _created_path(self, endpoint: str, obj: Path, location: tuple[str, ...]) -> Path | None:
         if not location:
@@ -471,6 +572,37 @@ class Gateway:
                 endpoint, str(obj), None, f"the device reported the new instance at {created}, not below {obj}"
             )
         return created
+
+
+def _create_payload(obj: Path, content: Content, instance_id: int | None, fmt: int) -> bytes:
+    if fmt in (TLV,):
+        if instance_id is None:
+            return codecs.encode(content, Path(obj.obj, 0), TLV) if content else b""
+        body = codecs.encode(content, Path(obj.obj, instance_id), TLV)
+        return tlv.frame(tlv.Kind.OBJECT_INSTANCE, instance_id, body)
+    if not content:
+        if instance_id is None:
+            return b""  # the device picks the id
+        content = _neutral_instance(obj.obj, instance_id)
+    return codecs.encode(content, obj, fmt)
+
+
+def _neutral_instance(obj: int, inst: int) -> Content:
+    """The mandatory readable resources of ``obj`` at their neutral values: what a fresh instance holds anyway."""
+    od = DEFINITIONS.get(obj)
+    neutral = {ResourceType.STRING: "", ResourceType.INTEGER: 0, ResourceType.FLOAT: 0.0, ResourceType.BOOLEAN: False,
+               ResourceType.TIME: 0, ResourceType.OPAQUE: b""}
+    content = {
+        Path(obj, inst, rd.id): neutral[rd.type]
+        for rd in (od.mandatory_resources if od else [])
+        if rd.type in neutral and not rd.multiple
+    }
+    if not content:
+        raise ValueError(
+            f"create of /{obj}/{inst} in SenML needs a value to carry the instance id, and object {obj} "
+            "has no mandatory single resource to send: give values, or create in TLV (fmt='tlv')"
+        )
+    return content
 
 
 def _attr_text(name: str, value: float) -> str:
