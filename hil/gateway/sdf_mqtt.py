@@ -60,7 +60,9 @@ Readings (``{ep}/{Obj}/{inst}/Property/{Resource}``, QoS 0) — topic scheme of 
     ``node1/Temperature/0/Property/Sensor_Value`` with ``"Temperature": 21.5``
     (``Temperature`` being the SDF name FITA's adapters use for that reading).
     It is the topic a GET of that property would use; the bridge's own
-    subscription is no-local, and a reading carries no ``operation``.
+    subscription is no-local, and a reading carries no ``operation``. A
+    device that pushes readings with LwM2M 1.1 Send (``/dp``) is published
+    the same way, one message per reading path the Send carries.
 """
 
 from __future__ import annotations
@@ -170,6 +172,7 @@ class SdfMqttBridge:
         self.stats = BridgeStats()
         self.mqtt = MqttClient(broker_host, broker_port, client_id=client_id or f"nextgengw-bridge-{secrets.token_hex(4)}", on_message=self._on_message, log=self.log)
         self._remove_listener: Any = None
+        self._remove_report_listener: Any = None
         self._announcing: dict[str, asyncio.Task[None]] = {}
         self._announced: set[str] = set()
         self._known_links: dict[str, dict[int, list[int]]] = {}
@@ -195,6 +198,9 @@ class SdfMqttBridge:
             await self.mqtt.close()
             raise
         self._remove_listener = self.gateway.add_listener(self._on_registration)
+        add_report_listener = getattr(self.gateway, "add_report_listener", None)
+        if add_report_listener is not None and self.readings_enabled:
+            self._remove_report_listener = add_report_listener(self._on_report)
         for reg in list(self.gateway.registrations.values()):
             self._registered(reg)
         self.log.info("SDF/MQTT bridge on %s serving %s", self.broker_address, REQUEST_FILTER)
@@ -204,6 +210,9 @@ class SdfMqttBridge:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
+        if self._remove_report_listener is not None:
+            self._remove_report_listener()
+            self._remove_report_listener = None
         pending = [*self._announcing.values(), *self._observing.values(), *self._tasks]
         if pending:
             # let device requests in flight finish: aiocoap mishandles an answer to a cancelled one
@@ -391,14 +400,25 @@ class SdfMqttBridge:
             value = note.value()
         except KeyError:
             return
-        path = note.path
+        assert note.path is not None
+        self._publish_value(note.endpoint, note.path, value, note.timestamp)
+
+    def _on_report(self, note: Notification) -> None:
+        if note.kind != "send":
+            return  # notifications come through the bridge's own observations
+        for path, value in note.content.items():
+            if path.ri is None and (path.obj, path.res) in READING_PATHS:
+                self._publish_value(note.endpoint, path, value, note.timestamp)
+
+    def _publish_value(self, endpoint: str, path: Path, value: Any, timestamp: float) -> None:
+        assert path.res is not None
         obj_name = sdf.object_name(path.obj)
-        reading_topic = request_topic(note.endpoint, obj_name, path.inst, PROPERTY, sdf.resource_name(path.obj, path.res))
-        body = {"value": value, obj_name: value, "timestamp": note.timestamp}
+        reading_topic = request_topic(endpoint, obj_name, path.inst, PROPERTY, sdf.resource_name(path.obj, path.res))
+        body = {"value": value, obj_name: value, "timestamp": timestamp}
         try:
             self.mqtt.publish(reading_topic, json.dumps(body), qos=0)
         except MqttError as exc:
-            self.log.warning("reading of %s%s not published: %s", note.endpoint, path, exc)
+            self.log.warning("reading of %s%s not published: %s", endpoint, path, exc)
             return
         self.stats.readings += 1
 
