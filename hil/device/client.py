@@ -126,6 +126,7 @@ class LwM2MClient:
         log: logging.Logger | None = None,
         lwm2m_version: str = LWM2M_VERSION,
         formats: tuple[int, ...] = (SENML_CBOR, SENML_JSON, TLV),
+        announce: bool = True,
     ):
         if lifetime < 1:
             raise ValueError(f"lifetime must be at least 1 s, got {lifetime}")
@@ -136,6 +137,7 @@ class LwM2MClient:
         self.lwm2m_version = lwm2m_version
         self.version = lwm2m_version  # what it registers with now: 1.0 after a 1.0 server refused 1.1
         self.formats = tuple(formats)
+        self.announce = announce  # False: a client that names no format on its root link (the server must find out)
         self.endpoint = endpoint
         self.store = store
         self.clock = clock
@@ -190,7 +192,7 @@ class LwM2MClient:
     def announced_format(self) -> int | None:
         """The ``ct`` of the root link: the preferred format if it is an optional one, else none."""
         preferred = self.default_format()
-        return preferred if preferred in ANNOUNCEABLE[self.version] else None
+        return preferred if self.announce and preferred in ANNOUNCEABLE[self.version] else None
 
     def default_format(self) -> int:
         """Format of answers to requests without Accept: TLV to a 1.0 server, else the preferred one."""

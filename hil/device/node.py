@@ -116,11 +116,13 @@ class Node:
         lwm2m_version: str = LWM2M_VERSION,
         formats: Sequence[int] = NODE_FORMATS,
         report: str = "notify",
+        announce_format: bool = True,
     ):
         """``formats``: the structured content formats the node speaks, preferred first (SenML CBOR,
         SenML JSON, TLV; e.g. ``(SENML_JSON,)`` for a 1.1 client built without TLV); text and opaque
         always. ``report``: how service outputs reach the server, ``"notify"`` (observations) or
-        ``"send"`` (LwM2M 1.1 Send to /dp, observers are not notified of them)."""
+        ``"send"`` (LwM2M 1.1 Send to /dp, observers are not notified of them). ``announce_format``
+        False: the root link names no format, as many clients do."""
         if not endpoint or any(c in endpoint for c in "&?=/ "):
             raise ValueError(f"bad endpoint name {endpoint!r}: non-empty, no spaces or '&?=/'")
         if lifetime < 1:
@@ -134,6 +136,7 @@ class Node:
         self.lwm2m_version = lwm2m_version
         self.formats = tuple(formats)
         self.report_mode = report
+        self.announce_format = announce_format
         self.endpoint = endpoint
         self.clock = clock or VirtualClock()
         self.board = board
@@ -286,6 +289,7 @@ class Node:
             log=self.log,
             lwm2m_version=self.lwm2m_version,
             formats=self.formats,
+            announce=self.announce_format,
         )
         for listener in self._registration_listeners:
             self.client.add_listener(listener)

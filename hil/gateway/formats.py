@@ -7,8 +7,9 @@ with and the formats it named with ``ct`` on its root link (LwM2M 1.1 Core
 * a payload of several values (object, instance, multiple resource, create):
   the announced ones, SenML CBOR > SenML JSON > TLV; then those the client
   may still support: TLV (mandatory in 1.0, and what servers in the field
-  assume when nothing is announced), and for 1.1 and later SenML CBOR and
-  SenML JSON (1.1 Core 7.4: a client SHOULD support one of them);
+  assume when nothing is announced), and for 1.1 and later SenML JSON and
+  SenML CBOR (1.1 Core 7.4: a client SHOULD support one of them; JSON is
+  the one client libraries enable by default);
 * one value (a single resource or a resource instance): an announced SenML
   format (it carries the value's type), else plain text, or octet-stream for
   an opaque resource (both mandatory in 1.1); then the structured ones;
@@ -38,6 +39,7 @@ T = TypeVar("T")
 NOT_ACCEPTABLE = 134  # 4.06
 UNSUPPORTED_CONTENT_FORMAT = 143  # 4.15
 STRUCTURED = (SENML_CBOR, SENML_JSON, TLV)  # best first
+UNANNOUNCED_1_1 = (SENML_JSON, SENML_CBOR)  # tried after TLV when a 1.1 client names nothing
 
 
 def kind_of(path: Path) -> Kind:
@@ -84,9 +86,9 @@ class FormatChooser:
         elif kind == "single":
             single = OPAQUE if path is not None and _opaque(path) else TEXT
             order = [f for f in SENML_FORMATS if f in announced] + [single]
-            order += [f for f in STRUCTURED if f in announced] + [TLV] + (list(SENML_FORMATS) if modern else [])
+            order += [f for f in STRUCTURED if f in announced] + [TLV] + (list(UNANNOUNCED_1_1) if modern else [])
         else:
-            order = [f for f in STRUCTURED if f in announced] + [TLV] + (list(SENML_FORMATS) if modern else [])
+            order = [f for f in STRUCTURED if f in announced] + [TLV] + (list(UNANNOUNCED_1_1) if modern else [])
         refused = self._refused.get(reg.registration_id, set())
         worked = self._worked.get((reg.registration_id, kind))
         if worked is not None:
