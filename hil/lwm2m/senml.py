@@ -79,14 +79,7 @@ def encode_records(content: Content, base: Path | None) -> list[dict[str, Any]]:
             raise CodecError(f"content key {key} is not below the base path {base}")
     records: list[dict[str, Any]] = []
     if base is None:
-        for key in sorted(content):
-            record: dict[str, Any] = {"n": str(key)}
-            rd = resource_def(key)
-            field = _value_field(content[key], rd.type if rd else None, key)
-            if field is not None:
-                record[field[0]] = field[1]
-            records.append(record)
-        return records
+        return [_with_value({"n": str(key)}, key, content[key]) for key in sorted(content)]
     base = Path.parse(base)
     if list(content) == [base]:
         bn, keys = str(base), [base]
@@ -99,12 +92,16 @@ def encode_records(content: Content, base: Path | None) -> list[dict[str, Any]]:
         rel = "/".join(key.segments()[base.depth :])
         if rel:
             record["n"] = rel
-        rd = resource_def(key)
-        field = _value_field(content[key], rd.type if rd else None, key)
-        if field is not None:
-            record[field[0]] = field[1]
-        records.append(record)
+        records.append(_with_value(record, key, content[key]))
     return records
+
+
+def _with_value(record: dict[str, Any], key: Path, value: Any) -> dict[str, Any]:
+    rd = resource_def(key)
+    field = _value_field(value, rd.type if rd else None, key)
+    if field is not None:
+        record[field[0]] = field[1]
+    return record
 
 
 def encode_content(content: Content, base: Path) -> bytes:
