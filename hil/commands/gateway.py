@@ -16,6 +16,7 @@ from typing import Any, TextIO
 
 from ..gateway.registry import RegistrationEvent
 from ..gateway.server import Gateway
+from ..gateway.strict import StrictRegistration
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=2.0,
         metavar="SECONDS",
         help="time past a registration's lifetime before it expires (default 2)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse Registers as strict servers do: 4.12 for an LwM2M version other than 1.0/1.1, "
+        "4.00 for a ct on the root link that is not an optional format (110, 112, 11543)",
     )
     parser.set_defaults(func=run)
 
@@ -64,13 +71,14 @@ def _emit(out: TextIO, record: dict[str, Any]) -> None:
     out.flush()
 
 
-async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.stdout) -> None:
+async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.stdout, strict: bool = False) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Gateway(host, port, expiry_grace=expiry_grace) as gw:
+        policy = StrictRegistration() if strict else None
+        async with Gateway(host, port, expiry_grace=expiry_grace, registration_policy=policy) as gw:
             _emit(out, {"event": "listening", "uri": gw.uri, "host": gw.host, "port": gw.port})
             gw.add_listener(lambda event: _emit(out, event_record(event)))
             await stop.wait()
@@ -82,7 +90,7 @@ async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.std
 
 def run(args: argparse.Namespace) -> int:
     try:
-        asyncio.run(serve(args.host, args.port, args.expiry_grace))
+        asyncio.run(serve(args.host, args.port, args.expiry_grace, strict=args.strict))
     except OSError as exc:
         print(f"embserve-hil gateway: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

@@ -183,7 +183,7 @@ class RestApi:
                 else:
                     content = leshan.content_from_json(node, path)
                     inst = node["id"]
-                created = await self.gateway.create(endpoint, path, content, instance_id=inst, timeout=timeout)
+                created = await self.gateway.create(endpoint, path, content, instance_id=inst, fmt=_format(request), timeout=timeout)
                 return _answer(65, {"kind": "instance", "id": created.inst, "resources": []})
             if path.res is None:
                 content = leshan.content_from_json(await _body(request), path)

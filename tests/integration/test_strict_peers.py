@@ -158,6 +158,12 @@ async def test_tlv_less_client_through_rest_and_mqtt(gateway, broker):
             async with http.post(f"{base}/35001", json={"id": 7, "kind": "instance", "resources": [
                     {"id": 0, "kind": "singleResource", "value": "o"}, {"id": 1, "kind": "singleResource", "value": "d"}]}) as r:
                 assert (await r.json())["status"] == "CREATED"
+            route = {"id": 8, "kind": "instance", "resources": [{"id": 0, "kind": "singleResource", "value": "x"},
+                                                                {"id": 1, "kind": "singleResource", "value": "y"}]}
+            async with http.post(f"{base}/35001", params={"format": "TLV"}, json=route) as r:
+                assert (await r.json())["status"] == "UNSUPPORTED_CONTENT_FORMAT"  # the format asked for is used
+            async with http.post(f"{base}/35001", params={"format": "SENML_JSON"}, json=route) as r:
+                assert (await r.json())["status"] == "CREATED"
             async with http.put(f"{base}/35001/7/0", json={"id": 0, "kind": "singleResource", "value": "o2"}) as r:
                 assert (await r.json())["status"] == "CHANGED"
             assert node.objects.get("/35001/7/0") == "o2"
