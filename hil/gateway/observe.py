@@ -32,6 +32,7 @@ from .errors import (
     GatewayTimeout,
     GatewayTransportError,
 )
+from .formats import kind_of
 
 NotificationListener = Callable[["Notification"], None]
 
@@ -146,8 +147,6 @@ class Observation:
         return self
 
     def _kind(self) -> str:
-        from .formats import kind_of
-
         assert self.path is not None
         return kind_of(self.path)
 

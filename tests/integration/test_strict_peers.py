@@ -146,7 +146,7 @@ async def test_a_refused_format_makes_the_gateway_fall_back_once_and_remember():
 async def test_tlv_less_client_through_rest_and_mqtt(gateway, broker):
     async with MqttProbe(broker.host, broker.port) as probe, SdfMqttBridge(gateway, broker.host, broker.port), \
             RestApi(gateway) as api, aiohttp.ClientSession() as http:
-        await probe.watch("announce")
+        await probe.watch("announce", "nontlv2/Temperature/+/Property/#")
         node = await registered_node(gateway, "nontlv2", formats=(SENML_JSON,))
         try:
             announce = await probe.announce_of("nontlv2")
@@ -173,6 +173,14 @@ async def test_tlv_less_client_through_rest_and_mqtt(gateway, broker):
             assert created == {"response_code": 65, "label": "0"}
             routes = await probe.call("nontlv2/Data_Route/7", "GET")
             assert routes["sdfObject"]["Data_Route"][0]["sdfProperty"]["Origin_URI"] == "o2"
+            # observed through REST (and by the bridge, for its readings) in the format the client speaks
+            async with http.post(f"{base}/3303/0/5700/observe") as r:
+                assert (await r.json())["content"]["value"] == 21.5
+            node.sensors["temperature"].set(27.0)
+            reading = await probe.expect("a reading on MQTT", lambda m: m.topic == "nontlv2/Temperature/0/Property/Sensor_Value")
+            assert reading.json()["Temperature"] == 27.0
+            async with http.delete(f"{base}/3303/0/5700/observe") as r:
+                assert (await r.json())["status"] == "CONTENT"
         finally:
             await node.aclose()
 
