@@ -23,7 +23,8 @@ from typing import Any, Callable, Literal
 from ..lwm2m.link import LWM2M_ROOT_RT, Link, available_instances
 from .errors import GatewayError, GatewayTimeout, describe_endpoints
 
-EventKind = Literal["registered", "updated", "deregistered", "expired"]
+EventKind = Literal["registered", "updated", "deregistered", "expired", "unreachable", "reachable"]
+GONE: tuple[str, ...] = ("deregistered", "expired")  # the kinds after which the registration no longer exists
 Listener = Callable[["RegistrationEvent"], None]
 
 
@@ -49,6 +50,10 @@ class Registration:
     sms_number: str | None = None
     # aiocoap remote the registration came from; device requests go back to it.
     remote: Any = field(default=None, repr=False, compare=False)
+    # False from an ICMP error or a request that used up its retransmissions
+    # until the device is heard from again; unreachable_reason says what was seen
+    reachable: bool = True
+    unreachable_reason: str = ""
 
     @cached_property  # frozen, so computing once is safe; dataclasses.replace starts afresh
     def available_instances(self) -> dict[int, list[int]]:
@@ -206,6 +211,18 @@ class Registry:
         self._by_id[registration_id] = new
         self._arm(new)
         self._emit(RegistrationEvent("updated", new))
+        return new
+
+    def set_reachable(self, registration_id: str, reachable: bool, reason: str = "") -> Registration | None:
+        """Mark a registration (un)reachable; emits ``unreachable``/``reachable`` when that changes."""
+        old = self._by_id.get(registration_id)
+        if old is None or (old.reachable == reachable and (reachable or old.unreachable_reason == reason)):
+            return old
+        new = dataclasses.replace(old, reachable=reachable, unreachable_reason="" if reachable else reason)
+        self._by_endpoint[new.endpoint] = new
+        self._by_id[registration_id] = new
+        if old.reachable != reachable:
+            self._emit(RegistrationEvent("reachable" if reachable else "unreachable", new, reason))
         return new
 
     def deregister(self, registration_id: str) -> Registration | None:

@@ -15,7 +15,11 @@ base URL is ``api.url`` (``http://127.0.0.1:PORT``). Calls:
 ``GET /api/event``                                server-sent events: ``REGISTRATION``,
                                                   ``UPDATED`` (``{"registration": ...}``) and
                                                   ``DEREGISTRATION`` (on de-registration
-                                                  and expiry), data = the registration JSON
+                                                  and expiry), ``UNREACHABLE`` and
+                                                  ``REACHABLE`` (the gateway lost or found the
+                                                  device again; the JSON says ``reachable``
+                                                  and ``unreachableReason``), data = the
+                                                  registration JSON
 ================================================  =========================================
 
 ``?timeout=N`` (seconds) bounds the device request. Device answers, success
@@ -48,7 +52,10 @@ from .errors import (
 from .registry import RegistrationEvent
 
 FORMATS = {"TLV": "tlv", "SENML_JSON": "senml", "TEXT": "text", "OPAQUE": "opaque"}
-EVENT_NAMES = {"registered": "REGISTRATION", "updated": "UPDATED", "deregistered": "DEREGISTRATION", "expired": "DEREGISTRATION"}
+EVENT_NAMES = {
+    "registered": "REGISTRATION", "updated": "UPDATED", "deregistered": "DEREGISTRATION", "expired": "DEREGISTRATION",
+    "unreachable": "UNREACHABLE", "reachable": "REACHABLE",
+}
 _END = object()
 
 

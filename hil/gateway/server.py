@@ -35,9 +35,12 @@ from .errors import (
     GatewayTransportError,
     UnknownEndpoint,
 )
+from .exchange import DeviceExchanges, TransmissionParameters
 from .observe import Notification, Observation, ObservationRefused
+from .reachability import Reachability
 from .rd import RegistrationInterface
-from .registry import Registration, RegistrationEvent, Registry, Subscription
+from .registry import GONE, Registration, RegistrationEvent, Registry, Subscription
+from .transport import DatagramGuard
 
 __all__ = [
     "Gateway",
@@ -53,6 +56,7 @@ __all__ = [
     "RegistrationEvent",
     "Response",
     "Subscription",
+    "TransmissionParameters",
     "UnknownEndpoint",
     "resolve_format",
 ]
@@ -115,7 +119,10 @@ class Gateway:
     """LwM2M server on one UDP socket.
 
     ``expiry_grace`` is added to every lifetime before a silent registration
-    is dropped; ``request_timeout`` is the default for every device request.
+    is dropped. Requests to devices are paced by ``transmission`` (CoAP's
+    transmission parameters, RFC 7252 defaults; see
+    :mod:`hil.gateway.exchange`), and each waits ``request_timeout`` at most:
+    by default as long as all its retransmissions take.
     """
 
     def __init__(
@@ -124,15 +131,21 @@ class Gateway:
         port: int = 0,
         *,
         expiry_grace: float = 2.0,
-        request_timeout: float = 5.0,
+        request_timeout: float | None = None,
+        transmission: TransmissionParameters | None = None,
         log: logging.Logger | None = None,
     ):
         self.log = log or logging.getLogger("hil.gateway")
         self._bind = (host, port)
-        self.request_timeout = request_timeout
+        self.transmission = transmission or TransmissionParameters()
+        self._tuning = self.transmission.tuning()
+        self.request_timeout = self.transmission.exchange_timeout if request_timeout is None else request_timeout
         self.registry = Registry(expiry_grace, self.log)
         self.registry.add_listener(self._on_registration_event)
+        self.reachability = Reachability(self.registry, self.log)
         self._context: aiocoap.Context | None = None
+        self.exchanges: DeviceExchanges | None = None
+        self.datagrams: DatagramGuard | None = None
         self._observations: set[Observation] = set()
         self.host = host
         self.port = port
@@ -147,6 +160,10 @@ class Gateway:
         # udp6 only: the default transport list would also open TCP/TLS/WS listeners
         self._context = await aiocoap.Context.create_server_context(
             site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
+        )
+        self.exchanges = DeviceExchanges(self._context, self.transmission, self.log, on_silent=self.reachability.silent)
+        self.datagrams = DatagramGuard(
+            self._context, self.log, on_heard=self.reachability.heard, on_unreachable=self.reachability.unreachable
         )
         sock = self._context.request_interfaces[0].token_interface.message_interface.transport.get_extra_info("socket")
         self.port = sock.getsockname()[1]
@@ -213,7 +230,7 @@ class Gateway:
         self.registry.remove_listener(listener)
 
     def _on_registration_event(self, event: RegistrationEvent) -> None:
-        if event.kind in ("deregistered", "expired"):
+        if event.kind in GONE:
             rid = event.registration.registration_id
             for obs in [o for o in self._observations if o.registration_id == rid]:
                 obs.cancel(f"the registration was {event.kind}: {event.reason}")
@@ -439,6 +456,7 @@ class Gateway:
             message.opt.observe = 0
         # the registration's own remote: same socket, same device address and port
         message.remote = reg.remote
+        message.transport_tuning = self._tuning
         return message
 
     async def _send(
