@@ -37,8 +37,9 @@ async def await_answer(pending: Awaitable[Message], endpoint: str, path: Path, o
             timeout=timeout,
         ) from None
     except coap_error.ConRetransmitsExceeded as exc:
+        seen = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "every retransmission went unanswered"
         raise GatewayTimeout(
-            f"{endpoint}: {operation} {path} got no answer: {exc}", endpoint=endpoint, path=str(path), timeout=timeout
+            f"{endpoint}: {operation} {path} got no answer: {seen}", endpoint=endpoint, path=str(path), timeout=timeout
         ) from None
     except coap_error.Error as exc:
         reason = icmp_reason(exc.__cause__) or str(exc) or type(exc).__name__
