@@ -46,6 +46,7 @@ from aiocoap.numbers.codes import Code
 from ..lwm2m.codecs import LINK
 from ..lwm2m.link import registration_links
 from ..lwm2m.model import LwM2MError, Path
+from ..lwm2m.transmission import TransmissionParameters
 from .clock import TimerHandle, VirtualClock
 from .objects import Change, ObjectStore
 from .site import DeviceSite
@@ -110,6 +111,7 @@ class LwM2MClient:
         request_timeout: float = 5.0,
         backoff_initial: float = 1.0,
         backoff_cap: float = 60.0,
+        transmission: TransmissionParameters | None = None,
         console_log: LogSink | None = None,
         log: logging.Logger | None = None,
     ):
@@ -123,6 +125,8 @@ class LwM2MClient:
         self.request_timeout = request_timeout
         self.backoff_initial = backoff_initial
         self.backoff_cap = backoff_cap
+        self.transmission = transmission or TransmissionParameters()
+        self._tuning = self.transmission.tuning()
         self.log = log or logging.getLogger(f"hil.device.{endpoint}")
         self._console_log = console_log
         self.server: str | None = None
@@ -330,6 +334,7 @@ class LwM2MClient:
     async def _request(self, request: Message, what: str, timeout: float | None = None) -> Message:
         assert self.context is not None
         timeout = self.request_timeout if timeout is None else timeout
+        request.transport_tuning = self._tuning
         response = self.context.request(request).response
         # aiocoap must finish its own exchange (cancelling its future breaks it when an
         # answer comes late), so wait on a shield and collect the outcome when it comes

@@ -8,10 +8,10 @@ Receiving
     string option that is not UTF-8 raises ``UnicodeDecodeError`` inside
     aiocoap's receive callback, which would reach asyncio's exception
     handler) is answered as RFC 7252 says and dropped: a confirmable request
-    with an invalid critical option gets 4.02 Bad Option, any other invalid
-    confirmable request 4.00 Bad Request, both naming the option; other
-    confirmable messages get a Reset (section 4.2); the rest is silently
-    dropped. A non-confirmable notification for an observation nobody holds
+    with an option value it cannot take gets 4.02 Bad Option when the option
+    is critical, 4.00 Bad Request otherwise, both naming the option (section
+    5.4); a confirmable message with a format error (or one that is no
+    request) gets a Reset (section 4.2); the rest is silently dropped. A non-confirmable notification for an observation nobody holds
     any more gets a Reset (RFC 7641 section 3.6), so the device stops
     sending it. Every datagram tells the gateway its sender is alive
     (``on_heard``).
@@ -101,10 +101,11 @@ def _invalid_option(data: bytes, start: int) -> tuple[int, str] | None:
 
 
 def _option_name(number: int) -> str:
-    try:
-        return f"{OptionNumber(number).name} ({number})"
-    except ValueError:
+    """``Uri-Path (11)``."""
+    name = getattr(OptionNumber(number), "name", None)
+    if not name or name.startswith("<"):
         return str(number)
+    return f"{name.replace('_', ' ').title().replace(' ', '-')} ({number})"
 
 
 class DatagramGuard:
@@ -139,8 +140,9 @@ class DatagramGuard:
     def _received(self, data: bytes, ancdata: Any, flags: int, address: Any) -> None:
         try:
             message = Message.decode(data)
-        except coap_error.UnparsableMessage:
-            message = None  # aiocoap drops it with a log line of its own
+        except coap_error.UnparsableMessage as exc:
+            self._refuse(data, address, exc, format_error=True)
+            return
         except Exception as exc:
             self._refuse(data, address, exc)
             return
@@ -148,9 +150,7 @@ class DatagramGuard:
             self._original_received(data, ancdata, flags, address)
         except Exception:
             pass  # aiocoap has logged it with its traceback; the socket must go on serving
-        remote = None if message is None else self._remote(address)
-        if remote is None:
-            return
+        remote = self._remote(address)
         self._heard(remote)
         if message.mtype is NON and message.code.is_response() and message.opt.observe is not None:
             if (message.token, remote) not in (self._tokens.outgoing_requests or {}):
@@ -168,7 +168,7 @@ class DatagramGuard:
         except Exception:
             self.log.exception("heard-from listener failed for %s", remote)
 
-    def _refuse(self, data: bytes, address: Any, exc: Exception) -> None:
+    def _refuse(self, data: bytes, address: Any, exc: Exception, format_error: bool = False) -> None:
         self.refused += 1
         sender = _address_text(address)
         if len(data) < 4 or data[0] >> 6 != 1:
@@ -182,7 +182,7 @@ class DatagramGuard:
             return
         remote = self._remote(address)
         is_request = 1 <= code <= 31
-        if not is_request or tkl > 8:
+        if format_error or not is_request or tkl > 8:  # RFC 7252 4.2: a malformed confirmable message gets a Reset
             self._send_empty(RST, mid, remote)
             return
         answer = Message(code=Code.BAD_OPTION if bad and bad[0] & 1 else Code.BAD_REQUEST,

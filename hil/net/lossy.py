@@ -12,8 +12,10 @@ the link, and its answers find their way back. Each datagram is dropped with
 probability ``uplink_loss`` (device → gateway) or ``downlink_loss`` (gateway →
 device), decided by one ``random.Random(seed)``: the same seed gives the same
 sequence of decisions. ``cut()`` and ``restore()`` (or ``outage(seconds)``)
-drop everything for a while, as an unplugged cable does. ``stats`` counts what
-passed and what was dropped, per direction.
+drop everything for a while, as an unplugged cable does; ``rule(direction,
+datagram)``, when given, drops exactly the datagrams it returns True for
+(``"uplink"`` or ``"downlink"``), e.g. every answer to one request. ``stats``
+counts what passed and what was dropped, per direction.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import logging
 import random
 import socket
 from dataclasses import dataclass, field
-from typing import Self
+from typing import Callable, Self
+
+DropRule = Callable[[str, bytes], bool]  # (direction "uplink" or "downlink", datagram) -> drop it
 
 log = logging.getLogger("hil.net.lossy")
 MAX_DATAGRAM = 65535
@@ -67,12 +71,14 @@ class LossyLink:
         downlink_loss: float | None = None,
         seed: int = 0,
         host: str = "127.0.0.1",
+        rule: DropRule | None = None,
     ):
         self.upstream = upstream
         self.uplink_loss = _check_loss("uplink_loss", loss if uplink_loss is None else uplink_loss)
         self.downlink_loss = _check_loss("downlink_loss", loss if downlink_loss is None else downlink_loss)
         self.seed = seed
         self.host = host
+        self.rule = rule
         self.port = 0
         self.stats = LinkStats()
         self._random = random.Random(seed)
@@ -139,10 +145,10 @@ class LossyLink:
 
     # ------------------------------------------------------------------ relaying
 
-    def _lost(self, probability: float) -> bool:
+    def _lost(self, direction: str, probability: float, data: bytes) -> bool:
         # one draw per datagram even when the link is cut, so the sequence depends only on the traffic
         draw = self._random.random()
-        return self._cut or draw < probability
+        return self._cut or draw < probability or (self.rule is not None and self.rule(direction, data))
 
     def _from_device(self) -> None:
         assert self._front is not None
@@ -154,7 +160,7 @@ class LossyLink:
             except OSError as exc:
                 log.debug("lossy link: receive from devices failed: %s", exc)
                 return
-            if self._lost(self.uplink_loss):
+            if self._lost("uplink", self.uplink_loss, data):
                 self.stats.uplink.dropped += 1
                 continue
             flow = self._flows.get(device) or self._open_flow(device)
@@ -184,7 +190,7 @@ class LossyLink:
             except OSError as exc:  # e.g. the gateway's port closed (ICMP): nothing to relay
                 log.debug("lossy link: receive from the gateway for %s failed: %s", device, exc)
                 return
-            if self._lost(self.downlink_loss):
+            if self._lost("downlink", self.downlink_loss, data):
                 self.stats.downlink.dropped += 1
                 continue
             try:
