@@ -21,6 +21,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 import aiocoap
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import NON
 
 from ..lwm2m import codecs, tlv
 from ..lwm2m.codecs import LINK, OPAQUE, SENML_JSON, TEXT, TLV
@@ -424,6 +425,23 @@ class Gateway:
 
     def untrack_observation(self, observation: Observation) -> None:
         self._observations.discard(observation)
+
+    def deregister_observation(self, request: Any) -> None:
+        """RFC 7641 3.6: a GET with Observe=1 and the observation's token, sent once (non-confirmable).
+
+        Should it be lost, the device's next notification meets a Reset anyway.
+        """
+        original = getattr(getattr(request, "_pipe", None), "request", None)  # aiocoap keeps the message sent there
+        if original is None or self._context is None or not original.token:
+            return
+        message = Message(code=Code.GET, uri_path=original.opt.uri_path, observe=1)
+        if original.opt.accept is not None:
+            message.opt.accept = original.opt.accept
+        message.mtype, message.token, message.remote = NON, original.token, original.remote
+        try:
+            self._context.request_interfaces[0].token_interface.send_message(message, None)
+        except Exception as exc:  # the device is gone, the socket closing: the Reset path still holds
+            self.log.debug("observation of %s: deregistration not sent: %s", original.remote, exc)
 
     # ------------------------------------------------------------------ plumbing
 
