@@ -16,6 +16,8 @@ from typing import Any, TextIO
 
 from ..gateway.registry import RegistrationEvent
 from ..gateway.server import Gateway
+from ..gateway.store import StoreError
+from ..lwm2m.transmission import TransmissionParameters
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +40,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=2.0,
         metavar="SECONDS",
         help="time past a registration's lifetime before it expires (default 2)",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="PATH",
+        help="keep registrations and deployments in this SQLite file, so a restarted gateway reaches its devices at once",
+    )
+    parser.add_argument(
+        "--coap",
+        metavar="PARAMS",
+        default="",
+        help="CoAP transmission parameters for requests to devices, e.g. ack_timeout=4,max_retransmit=4 for a slow "
+        "link (default: RFC 7252's ack_timeout=2,ack_random_factor=1.5,max_retransmit=4)",
     )
     parser.set_defaults(func=run)
 
@@ -64,13 +78,14 @@ def _emit(out: TextIO, record: dict[str, Any]) -> None:
     out.flush()
 
 
-async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.stdout) -> None:
+async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.stdout, *,
+                database: str | None = None, transmission: TransmissionParameters | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Gateway(host, port, expiry_grace=expiry_grace) as gw:
+        async with Gateway(host, port, expiry_grace=expiry_grace, database=database, transmission=transmission) as gw:
             _emit(out, {"event": "listening", "uri": gw.uri, "host": gw.host, "port": gw.port})
             gw.add_listener(lambda event: _emit(out, event_record(event)))
             await stop.wait()
@@ -82,8 +97,16 @@ async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.std
 
 def run(args: argparse.Namespace) -> int:
     try:
-        asyncio.run(serve(args.host, args.port, args.expiry_grace))
+        transmission = TransmissionParameters.parse(args.coap)
+    except ValueError as exc:
+        print(f"embserve-hil gateway: --coap {args.coap!r}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(args.host, args.port, args.expiry_grace, database=args.database, transmission=transmission))
     except OSError as exc:
         print(f"embserve-hil gateway: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"embserve-hil gateway: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -187,15 +187,18 @@ class Registry:
             if rid not in self._by_id:
                 return rid
 
-    def register(self, registration: Registration) -> Registration:
-        """Add a registration; one already held for the same endpoint is dropped first."""
+    def register(self, registration: Registration, *, expires_in: float | None = None, reason: str = "") -> Registration:
+        """Add a registration; one already held for the same endpoint is dropped first.
+
+        ``expires_in`` (seconds) for one whose lifetime started earlier, e.g. restored from the database.
+        """
         old = self._by_endpoint.get(registration.endpoint)
         if old is not None:
             self._drop(old, "deregistered", "replaced by a new registration")
         self._by_endpoint[registration.endpoint] = registration
         self._by_id[registration.registration_id] = registration
-        self._arm(registration)
-        self._emit(RegistrationEvent("registered", registration))
+        self._arm(registration, expires_in)
+        self._emit(RegistrationEvent("registered", registration, reason))
         for waiter in self._waiters.pop(registration.endpoint, []):
             if not waiter.done():
                 waiter.set_result(registration)
@@ -245,14 +248,13 @@ class Registry:
             timer.cancel()
         self._emit(RegistrationEvent(kind, reg, reason))
 
-    def _arm(self, reg: Registration) -> None:
+    def _arm(self, reg: Registration, expires_in: float | None = None) -> None:
         timer = self._timers.pop(reg.registration_id, None)
         if timer is not None:
             timer.cancel()
         loop = asyncio.get_running_loop()
-        self._timers[reg.registration_id] = loop.call_later(
-            reg.lifetime + self.expiry_grace, self._expire, reg.registration_id
-        )
+        delay = reg.lifetime + self.expiry_grace if expires_in is None else max(0.0, expires_in)
+        self._timers[reg.registration_id] = loop.call_later(delay, self._expire, reg.registration_id)
 
     # ------------------------------------------------------------------ events
 

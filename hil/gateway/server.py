@@ -11,9 +11,11 @@ for anything raw.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Awaitable, Callable, Iterable, Mapping
@@ -41,7 +43,8 @@ from .observe import Notification, Observation, ObservationRefused
 from .reachability import Reachability
 from .rd import RegistrationInterface
 from .registry import GONE, Registration, RegistrationEvent, Registry, Subscription
-from .transport import DatagramGuard
+from .store import Deployment, GatewayStore
+from .transport import DatagramGuard, remote_for
 
 __all__ = [
     "Gateway",
@@ -123,7 +126,9 @@ class Gateway:
     is dropped. Requests to devices are paced by ``transmission`` (CoAP's
     transmission parameters, RFC 7252 defaults; see
     :mod:`hil.gateway.exchange`), and each waits ``request_timeout`` at most:
-    by default as long as all its retransmissions take.
+    by default as long as all its retransmissions take. With ``database``
+    (a file path) registrations and deployments survive a restart
+    (:mod:`hil.gateway.store`).
     """
 
     def __init__(
@@ -134,6 +139,7 @@ class Gateway:
         expiry_grace: float = 2.0,
         request_timeout: float | None = None,
         transmission: TransmissionParameters | None = None,
+        database: str | os.PathLike[str] | None = None,
         log: logging.Logger | None = None,
     ):
         self.log = log or logging.getLogger("hil.gateway")
@@ -147,6 +153,7 @@ class Gateway:
         self._context: aiocoap.Context | None = None
         self.exchanges: DeviceExchanges | None = None
         self.datagrams: DatagramGuard | None = None
+        self.store = GatewayStore(database, self.log) if database is not None else None
         self._observations: set[Observation] = set()
         self.host = host
         self.port = port
@@ -174,12 +181,42 @@ class Gateway:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         except OSError as exc:
             self.log.debug("could not enlarge the receive buffer: %s", exc)
+        if self.store is not None:
+            self._restore(self.store.open())
+            self.registry.add_listener(self.store.on_registration_event)
         self.log.info("LwM2M server listening on %s", self.uri)
         return self
+
+    def _restore(self, stored: list[Registration]) -> None:
+        """Registrations from before a restart whose lifetime has not run out: reachable at once."""
+        now = time.time()
+        restored = 0
+        for reg in stored:
+            left = reg.updated_at + reg.lifetime + self.registry.expiry_grace - now
+            if left <= 0 or reg.endpoint in self.registry.by_endpoint:
+                continue
+            try:
+                remote = remote_for(self.context, *reg.address)
+            except OSError as exc:
+                self.log.warning("not restoring %s: its address %s: %s", reg.endpoint, reg.address_text, exc)
+                continue
+            self.registry.register(dataclasses.replace(reg, remote=remote), expires_in=left,
+                                   reason=f"restored from {self.store.path if self.store else 'the database'}")
+            restored += 1
+        if stored:
+            self.log.info("restored %d of %d stored registrations", restored, len(stored))
+
+    @property
+    def deployments(self) -> list[Deployment]:
+        """What the gateway put on its devices' object 9 (kept across restarts with ``database``)."""
+        return sorted(self.store.deployments.values(), key=lambda d: (d.endpoint, d.instance)) if self.store else []
 
     async def close(self) -> None:
         for obs in list(self._observations):
             obs.cancel("the gateway closed")
+        if self.store is not None:
+            self.registry.remove_listener(self.store.on_registration_event)  # closing is no de-registration
+            await self.store.close()
         self.registry.close()
         context, self._context = self._context, None
         if context is not None:
@@ -324,10 +361,12 @@ class Gateway:
             payload = tlv.frame(tlv.Kind.OBJECT_INSTANCE, instance_id, body)
         response = await self._send(endpoint, "POST", obj, "create", payload=payload, content_format=TLV, timeout=timeout)
         created = self._created_path(endpoint, obj, response.opt.location_path)
+        if created is None and instance_id is not None:
+            created = Path(obj.obj, instance_id)
         if created is not None:
+            if self.store is not None:
+                self.store.on_device_request(endpoint, "POST", created)
             return created
-        if instance_id is not None:
-            return Path(obj.obj, instance_id)
         raise GatewayDecodeError(
             endpoint, str(obj), None, "the device created an instance without a Location-Path naming it"
         )
@@ -489,7 +528,10 @@ class Gateway:
     ) -> Message:
         reg = self.registration(endpoint)
         message = self._message(reg, method, path, **options)
-        return await self.await_answer(self.context.request(message).response, endpoint, path, operation, timeout)
+        response = await self.await_answer(self.context.request(message).response, endpoint, path, operation, timeout)
+        if self.store is not None and path.inst is not None:
+            self.store.on_device_request(endpoint, method.upper(), path, options.get("payload", b""), options.get("content_format"))
+        return response
 
     def _created_path(self, endpoint: str, obj: Path, location: tuple[str, ...]) -> Path | None:
         if not location:

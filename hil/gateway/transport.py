@@ -32,6 +32,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 import sys
 from typing import Any, Callable, Iterator
 
@@ -233,6 +234,14 @@ class DatagramGuard:
                     continue
                 self._iface.error_received(exc)
                 return
+
+
+def remote_for(context: Any, host: str, port: int) -> Any:
+    """aiocoap's remote for a device at host:port on ``context``'s socket (e.g. one the gateway remembers)."""
+    from aiocoap.transports.udp6 import UDP6EndpointAddress
+
+    sockaddr = socket.getaddrinfo(host, port, socket.AF_INET6, socket.SOCK_DGRAM, 0, socket.AI_V4MAPPED)[0][4]
+    return UDP6EndpointAddress(sockaddr, context.request_interfaces[0].token_interface.message_interface)
 
 
 def _address_text(address: Any) -> str:
