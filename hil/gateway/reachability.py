@@ -16,8 +16,8 @@ from .registry import Registry
 
 
 def address_key(remote: Any) -> tuple[Any, ...] | None:
-    """What identifies a device's address among aiocoap remotes (host, port of the socket address)."""
-    sockaddr = getattr(remote, "sockaddr", None)
+    """What identifies a device's address: (host, port) of an aiocoap remote's or a plain socket address."""
+    sockaddr = getattr(remote, "sockaddr", remote)
     return tuple(sockaddr[:2]) if sockaddr else None
 
 
@@ -37,9 +37,10 @@ class Reachability:
     def silent(self, remote: Any, seen: str) -> None:
         self.unreachable(remote, f"no answer: {seen}")
 
-    def heard(self, remote: Any) -> None:
+    def heard(self, address: Any) -> None:
+        """A datagram came from ``address`` (a socket address or an aiocoap remote)."""
         if not self._down:
             return
-        registration_id = self._down.pop(address_key(remote) or (), None)
+        registration_id = self._down.pop(address_key(address) or (), None)
         if registration_id is not None:
             self.registry.set_reachable(registration_id, True, "heard from it again")

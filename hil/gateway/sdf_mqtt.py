@@ -180,7 +180,7 @@ class SdfMqttBridge:
         announce_concurrency: int = 32,
         readings: bool = True,
         reconnect_initial: float = 0.1,
-        reconnect_cap: float = 5.0,
+        reconnect_cap: float = 1.0,
         session_expiry: int = 300,
         outbox_limit: int = 10_000,
         log: logging.Logger | None = None,

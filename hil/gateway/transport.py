@@ -14,7 +14,8 @@ Receiving
     request) gets a Reset (section 4.2); the rest is silently dropped. A non-confirmable notification for an observation nobody holds
     any more gets a Reset (RFC 7641 section 3.6), so the device stops
     sending it. Every datagram tells the gateway its sender is alive
-    (``on_heard``).
+    (``on_heard``, with the sender's socket address). aiocoap decodes each
+    datagram once; only one it failed on is looked at again here.
 
 Sending
     All devices share one unconnected socket with ``IP_RECVERR`` on. An ICMP
@@ -52,7 +53,7 @@ ICMP_MEANING = {
     errno.EHOSTDOWN: "host is down",
 }
 
-RemoteListener = Callable[[Any], None]
+RemoteListener = Callable[[Any], None]  # called with the socket address a datagram came from
 UnreachableListener = Callable[[Any, str], None]
 
 
@@ -65,10 +66,18 @@ def icmp_reason(exc: BaseException | None) -> str | None:
     return None
 
 
+class _Malformed(Exception):
+    """A message format error (RFC 7252 section 3): bad option framing, a payload marker with no payload."""
+
+
 def _options(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:
-    """(number, value) of each option from ``start``; stops at the payload marker or at anything malformed."""
+    """(number, value) of each option from ``start`` to the payload; raises :class:`_Malformed` on a framing error."""
     number, at = 0, start
-    while at < len(data) and data[at] != 0xFF:
+    while at < len(data):
+        if data[at] == 0xFF:
+            if at + 1 == len(data):
+                raise _Malformed("payload marker without a payload")
+            return
         delta, length = data[at] >> 4, data[at] & 0x0F
         at += 1
         fields = []
@@ -82,22 +91,42 @@ def _options(data: bytes, start: int) -> Iterator[tuple[int, bytes]]:
             elif nibble < 13:
                 fields.append(nibble)
             else:
-                return
+                raise _Malformed(f"option header at byte {at - 1} is cut short or uses the reserved nibble 15")
         number += fields[0]
         value = data[at : at + fields[1]]
         if len(value) != fields[1]:
-            return
+            raise _Malformed(f"option {number} announces {fields[1]} bytes, {len(value)} follow")
         at += fields[1]
         yield number, value
 
 
+def _format_error(data: bytes) -> str | None:
+    """What makes ``data`` no CoAP message at all (None when it is one; version 1 assumed)."""
+    tkl = data[0] & 0x0F
+    if tkl > 8:
+        return f"token length {tkl} (at most 8)"
+    if len(data) < 4 + tkl:
+        return "shorter than its token"
+    if data[1] == 0 and len(data) != 4:  # an Empty message is the header alone (section 4.1)
+        return "an Empty message with more than the header"
+    try:
+        for _ in _options(data, 4 + tkl):
+            pass
+    except _Malformed as exc:
+        return str(exc)
+    return None
+
+
 def _invalid_option(data: bytes, start: int) -> tuple[int, str] | None:
     """The first option whose value aiocoap cannot decode, with why."""
-    for number, value in _options(data, start):
-        try:
-            OptionNumber(number).create_option(decode=value)
-        except Exception as exc:  # whatever the option type raises for a bad value
-            return number, f"{type(exc).__name__}: {exc}"
+    try:
+        for number, value in _options(data, start):
+            try:
+                OptionNumber(number).create_option(decode=value)
+            except Exception as exc:  # whatever the option type raises for a bad value
+                return number, f"{type(exc).__name__}: {exc}"
+    except _Malformed:
+        pass
     return None
 
 
@@ -139,23 +168,32 @@ class DatagramGuard:
     # ------------------------------------------------------------------ receiving
 
     def _received(self, data: bytes, ancdata: Any, flags: int, address: Any) -> None:
-        try:
-            message = Message.decode(data)
-        except coap_error.UnparsableMessage as exc:
-            self._refuse(data, address, exc, format_error=True)
+        if len(data) < 4 or data[0] >> 6 != 1:
+            self.refused += 1  # too short for a header, or another CoAP version: silently ignored (section 3)
             return
-        except Exception as exc:
-            self._refuse(data, address, exc)
+        problem = _format_error(data)
+        if problem is not None:
+            self._refuse(data, address, coap_error.UnparsableMessage(problem), format_error=True)
             return
         try:
             self._original_received(data, ancdata, flags, address)
-        except Exception:
-            pass  # aiocoap has logged it with its traceback; the socket must go on serving
-        remote = self._remote(address)
-        self._heard(remote)
-        if message.mtype is NON and message.code.is_response() and message.opt.observe is not None:
-            if (message.token, remote) not in (self._tokens.outgoing_requests or {}):
-                self._send_empty(RST, message.mid, remote)
+        except Exception as exc:
+            # Either aiocoap could not decode it (nothing was dispatched), or a
+            # handler failed after aiocoap logged it: decoding again tells which.
+            try:
+                Message.decode(data)
+            except Exception as decode_error:
+                self._refuse(data, address, decode_error, format_error=isinstance(decode_error, coap_error.UnparsableMessage))
+            else:
+                self.log.debug("dispatch failed for a datagram from %s: %r", _address_text(address), exc)
+            return
+        self._heard(address)
+        mtype, tkl, code = (data[0] >> 4) & 3, data[0] & 0x0F, data[1]
+        if mtype == NON and code >= 64 and any(n == 6 for n, _ in _options(data, 4 + tkl)):
+            # a notification: is anyone still observing it?
+            remote = self._remote(address)
+            if (bytes(data[4 : 4 + tkl]), remote) not in (self._tokens.outgoing_requests or {}):
+                self._send_empty(RST, data[2] << 8 | data[3], remote)
                 self.resets += 1
 
     def _remote(self, address: Any) -> Any:
@@ -163,11 +201,11 @@ class DatagramGuard:
 
         return UDP6EndpointAddress(address, self._iface)
 
-    def _heard(self, remote: Any) -> None:
+    def _heard(self, address: Any) -> None:
         try:
-            self._on_heard(remote)
+            self._on_heard(address)
         except Exception:
-            self.log.exception("heard-from listener failed for %s", remote)
+            self.log.exception("heard-from listener failed for %s", _address_text(address))
 
     def _refuse(self, data: bytes, address: Any, exc: Exception, format_error: bool = False) -> None:
         self.refused += 1

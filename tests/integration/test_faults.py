@@ -128,7 +128,8 @@ async def test_dead_silent_and_flooding_devices_do_not_touch_a_live_one() -> Non
                     flood.sendto(bytes(rng.getrandbits(8) for _ in range(rng.randint(4, 40))), ("127.0.0.1", gateway.port))
                 started = time.perf_counter()
                 await gateway.read("live", "/3/0/0")
-                latencies.append(time.perf_counter() - started)
+                if i >= 3:  # the first rounds pay for first uses (the first ICMP error, imports), not for the others
+                    latencies.append(time.perf_counter() - started)
         finally:
             flood.close()
         outcomes = await asyncio.gather(*side, return_exceptions=True)
