@@ -60,6 +60,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gateway-host", default=None, help="gateway address the device is told (default: as the target needs)")
     group.addoption("--gateway-listen", default="127.0.0.1",
                     help="address the gateway listens on (a real board needs one on its network; default 127.0.0.1)")
+    group.addoption("--coap", default="", metavar="PARAMS",
+                    help="CoAP transmission parameters of the gateway's requests, e.g. ack_timeout=4 for a slow link"
+                         " (default RFC 7252: ack_timeout=2,ack_random_factor=1.5,max_retransmit=4; docs/faults.md)")
     group.addoption("--net", default=None, choices=["eth", "slip"],
                     help="how an emulated node reaches the gateway: eth (LAN9118) or slip (UART1 through the SLIP bridge);"
                          " default: the target's choice for the board (QEMU eth, Renode eth if modelled, else slip)")
@@ -227,7 +230,14 @@ async def gateway(hil_log_dir: Path, request: pytest.FixtureRequest) -> AsyncIte
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     try:
-        async with Gateway(host=request.config.getoption("--gateway-listen"), port=0, log=logger) as gw:
+        from .lwm2m.transmission import TransmissionParameters
+
+        try:
+            transmission = TransmissionParameters.parse(request.config.getoption("--coap"))
+        except ValueError as e:
+            _fail(f"--coap: {e}")
+        async with Gateway(host=request.config.getoption("--gateway-listen"), port=0, log=logger,
+                           transmission=transmission) as gw:
             yield gw
     finally:
         logger.removeHandler(handler)

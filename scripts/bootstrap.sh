@@ -8,6 +8,7 @@ APT_PACKAGES=(
   python3 python3-venv python3-pip    # the harness itself
   gcc-arm-none-eabi picolibc-arm-none-eabi libnewlib-arm-none-eabi  # services and firmware
   qemu-system-arm                     # emulated boards
+  clang libclang-rt-dev               # libFuzzer and sanitizers for the firmware parsers (tests/firmware_host)
   mosquitto                           # MQTT broker (gateway northbound API)
   docker-registry                     # OCI registry for the far-edge path
 )

@@ -55,6 +55,7 @@ from ..lwm2m import codecs
 from ..lwm2m.codecs import LINK, LWM2M_JSON, SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
 from ..lwm2m.link import registration_links
 from ..lwm2m.model import Content, LwM2MError, Path
+from ..lwm2m.transmission import TransmissionParameters
 from .clock import TimerHandle, VirtualClock
 from .objects import Change, ObjectStore
 from .site import DeviceSite
@@ -122,6 +123,7 @@ class LwM2MClient:
         request_timeout: float = 5.0,
         backoff_initial: float = 1.0,
         backoff_cap: float = 60.0,
+        transmission: TransmissionParameters | None = None,
         console_log: LogSink | None = None,
         log: logging.Logger | None = None,
         lwm2m_version: str = LWM2M_VERSION,
@@ -146,6 +148,8 @@ class LwM2MClient:
         self.request_timeout = request_timeout
         self.backoff_initial = backoff_initial
         self.backoff_cap = backoff_cap
+        self.transmission = transmission or TransmissionParameters()
+        self._tuning = self.transmission.tuning()
         self.log = log or logging.getLogger(f"hil.device.{endpoint}")
         self._console_log = console_log
         self.server: str | None = None
@@ -390,6 +394,7 @@ class LwM2MClient:
     async def _request(self, request: Message, what: str, timeout: float | None = None) -> Message:
         assert self.context is not None
         timeout = self.request_timeout if timeout is None else timeout
+        request.transport_tuning = self._tuning
         response = self.context.request(request).response
         # aiocoap must finish its own exchange (cancelling its future breaks it when an
         # answer comes late), so wait on a shield and collect the outcome when it comes

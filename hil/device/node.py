@@ -40,6 +40,7 @@ from .. import __version__
 from ..fita.labels import DEVICE_TYPE  # FITA's node watcher looks for this in /3/0/17
 from ..lwm2m.codecs import SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
 from ..lwm2m.model import DEFINITIONS, Path, ResourceType
+from ..lwm2m.transmission import TransmissionParameters
 from .client import LWM2M_VERSION, ClientEvent, LwM2MClient, RegistrationFailed, cancel_and_wait, parse_server_uri
 from .clock import TimerHandle, VirtualClock
 from .console import Console
@@ -111,6 +112,7 @@ class Node:
         memory_kb: int = 256,
         epoch: float | None = None,
         request_timeout: float = 5.0,
+        transmission: TransmissionParameters | None = None,
         sample_period: float = 1.0,
         log: logging.Logger | None = None,
         lwm2m_version: str = LWM2M_VERSION,
@@ -146,6 +148,7 @@ class Node:
         self.memory_kb = memory_kb
         self.epoch = time.time() if epoch is None else epoch
         self.request_timeout = request_timeout
+        self.transmission = transmission  # CoAP's pace for the node's own requests (RFC defaults when None)
         self.sample_period = sample_period
         self.serial = f"SIM-{zlib.crc32(endpoint.encode()):08X}"
         self.firmware_version = __version__
@@ -285,6 +288,7 @@ class Node:
             lifetime=self.lifetime,
             host=self.host,
             request_timeout=self.request_timeout,
+            transmission=self.transmission,
             console_log=lambda level, message: self.shell.log(level, "net_lwm2m_rd_client", message),
             log=self.log,
             lwm2m_version=self.lwm2m_version,

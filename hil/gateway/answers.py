@@ -16,21 +16,34 @@ from aiocoap import error as coap_error
 from ..lwm2m import codecs
 from ..lwm2m.model import Content, LwM2MError, Path
 from .errors import GatewayDecodeError, GatewayRequestError, GatewayTimeout, GatewayTransportError
+from .transport import icmp_reason
 
 
 async def await_answer(pending: Awaitable[Message], endpoint: str, path: Path | str, operation: str, timeout: float) -> Message:
-    """The device's answer; :class:`GatewayTimeout` after ``timeout``, :class:`GatewayTransportError` when CoAP fails."""
+    """The device's answer, or what was seen instead.
+
+    :class:`GatewayTimeout` when nothing came back (within ``timeout``, or
+    after every retransmission), :class:`GatewayTransportError` when the
+    request could not be delivered (an ICMP error names its meaning). Either
+    way the request is abandoned: nothing more is sent for it.
+    """
     try:
         return await asyncio.wait_for(pending, timeout)
     except asyncio.TimeoutError:
         raise GatewayTimeout(
-            f"{endpoint}: {operation} {path} got no answer within {timeout} s",
+            f"{endpoint}: {operation} {path} got no answer within {timeout:g} s",
             endpoint=endpoint,
             path=str(path),
             timeout=timeout,
         ) from None
+    except coap_error.ConRetransmitsExceeded as exc:
+        seen = exc.args[0] if exc.args and isinstance(exc.args[0], str) else "every retransmission went unanswered"
+        raise GatewayTimeout(
+            f"{endpoint}: {operation} {path} got no answer: {seen}", endpoint=endpoint, path=str(path), timeout=timeout
+        ) from None
     except coap_error.Error as exc:
-        raise GatewayTransportError(endpoint, str(path), str(exc) or type(exc).__name__, operation) from exc
+        reason = icmp_reason(exc.__cause__) or str(exc) or type(exc).__name__
+        raise GatewayTransportError(endpoint, str(path), reason, operation) from exc
 
 
 def raise_for_code(response: Message, endpoint: str, path: Path | str, operation: str) -> None:

@@ -71,6 +71,9 @@ def registration_json(reg: Registration) -> dict[str, Any]:
         "additionalRegistrationAttributes": {},
         "queuemode": reg.queue_mode,
         "availableInstances": {str(obj): insts for obj, insts in reg.available_instances.items()},
+        # not Leshan's: whether the gateway can reach the device now, and what it saw when it could not
+        "reachable": reg.reachable,
+        "unreachableReason": reg.unreachable_reason,
     }
 
 

@@ -7,9 +7,9 @@ relays notifications through an iterator that keeps only the latest; a
 notification that arrives as the first of several Block2 blocks is completed
 with a plain (blockwise) read instead.
 
-Cancelling is passive, as LwM2M allows: the gateway forgets the token, so the
-device's next confirmable notification is answered with a Reset and the
-device stops observing.
+Cancelling is active: the gateway sends the device a GET with Observe=1 and
+the observation's token (RFC 7641 section 3.6), and forgets the token, so any
+notification still coming is answered with a Reset (confirmable or not).
 """
 
 from __future__ import annotations
@@ -63,6 +63,9 @@ class ObservationHost(Protocol):
         """Count it as live; False when its registration is already gone."""
 
     def untrack_observation(self, observation: "Observation") -> None: ...
+
+    def deregister_observation(self, request: Any) -> None:
+        """Tell the device to stop: GET with Observe=1 and the token of ``request``."""
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,7 @@ class Observation:
             stop_interest = getattr(self._request, "_stop_interest", None)
             if callable(stop_interest):
                 asyncio.get_running_loop().call_soon(stop_interest)
+            self._gateway.deregister_observation(self._request)
         for task in list(self._fetches):
             task.cancel()
         self._queue.put_nowait(self._END)

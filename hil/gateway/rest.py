@@ -22,6 +22,9 @@ base URL is ``api.url`` (``http://127.0.0.1:PORT``). Calls:
                                                   ``UPDATED`` (``{"registration": ...}``) and
                                                   ``DEREGISTRATION`` (on de-registration
                                                   and expiry), data = the registration JSON;
+                                                  ``UNREACHABLE`` and ``REACHABLE`` (the gateway
+                                                  lost or found the device again; the JSON says
+                                                  ``reachable`` and ``unreachableReason``);
                                                   ``NOTIFICATION`` (``{"ep", "kind": "single"|"composite",
                                                   "res", "val"}``) for observations made here;
                                                   ``SEND`` (``{"ep", "val": {"/path": node}}``)
@@ -60,7 +63,10 @@ from .errors import (
 from .registry import RegistrationEvent
 
 FORMATS = {"TLV": "tlv", "SENML_JSON": "senml", "SENML_CBOR": "senml_cbor", "TEXT": "text", "OPAQUE": "opaque"}
-EVENT_NAMES = {"registered": "REGISTRATION", "updated": "UPDATED", "deregistered": "DEREGISTRATION", "expired": "DEREGISTRATION"}
+EVENT_NAMES = {
+    "registered": "REGISTRATION", "updated": "UPDATED", "deregistered": "DEREGISTRATION", "expired": "DEREGISTRATION",
+    "unreachable": "UNREACHABLE", "reachable": "REACHABLE",
+}
 _END = object()
 
 

@@ -11,9 +11,11 @@ for anything raw.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Awaitable, Callable, Iterable, Mapping
@@ -21,6 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 import aiocoap
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import NON
 
 from ..lwm2m import codecs, tlv
 from ..lwm2m.codecs import LINK, OPAQUE, SENML_CBOR, SENML_JSON, TEXT, TLV
@@ -37,11 +40,15 @@ from .errors import (
     GatewayTransportError,
     UnknownEndpoint,
 )
+from .exchange import DeviceExchanges, TransmissionParameters
 from .observe import Notification, NotificationListener, Observation, ObservationRefused
+from .reachability import Reachability
 from .rd import RegistrationInterface
-from .registry import Registration, RegistrationEvent, Registry, Subscription
+from .registry import GONE, Registration, RegistrationEvent, Registry, Subscription
 from .send import SendInterface
 from .site import GatewaySite
+from .store import Deployment, GatewayStore
+from .transport import DatagramGuard, remote_for
 
 __all__ = [
     "Gateway",
@@ -57,6 +64,7 @@ __all__ = [
     "RegistrationEvent",
     "Response",
     "Subscription",
+    "TransmissionParameters",
     "UnknownEndpoint",
     "resolve_format",
 ]
@@ -118,7 +126,12 @@ class Gateway:
     """LwM2M server on one UDP socket.
 
     ``expiry_grace`` is added to every lifetime before a silent registration
-    is dropped; ``request_timeout`` is the default for every device request.
+    is dropped. Requests to devices are paced by ``transmission`` (CoAP's
+    transmission parameters, RFC 7252 defaults; see
+    :mod:`hil.gateway.exchange`), and each waits ``request_timeout`` at most:
+    by default as long as all its retransmissions take. With ``database``
+    (a file path) registrations and deployments survive a restart
+    (:mod:`hil.gateway.store`).
     ``registration_policy`` checks every Register and Update (e.g.
     :class:`~hil.gateway.strict.StrictRegistration`); the default takes them all.
 
@@ -132,13 +145,17 @@ class Gateway:
         port: int = 0,
         *,
         expiry_grace: float = 2.0,
-        request_timeout: float = 5.0,
+        request_timeout: float | None = None,
+        transmission: TransmissionParameters | None = None,
+        database: str | os.PathLike[str] | None = None,
         log: logging.Logger | None = None,
         registration_policy: Any = None,
     ):
         self.log = log or logging.getLogger("hil.gateway")
         self._bind = (host, port)
-        self.request_timeout = request_timeout
+        self.transmission = transmission or TransmissionParameters()
+        self._tuning = self.transmission.tuning()
+        self.request_timeout = self.transmission.exchange_timeout if request_timeout is None else request_timeout
         self.registration_policy = registration_policy
         self.registry = Registry(expiry_grace, self.log)
         self.registry.add_listener(self._on_registration_event)
@@ -146,7 +163,11 @@ class Gateway:
         self.registry.add_listener(self.formats.on_registration)
         self._report_listeners: list[NotificationListener] = []
         self.sends = SendInterface(self.registry, self.report, self.log)
+        self.reachability = Reachability(self.registry, self.log)
         self._context: aiocoap.Context | None = None
+        self.exchanges: DeviceExchanges | None = None
+        self.datagrams: DatagramGuard | None = None
+        self.store = GatewayStore(database, self.log) if database is not None else None
         self._observations: set[Observation] = set()
         self.host = host
         self.port = port
@@ -162,6 +183,10 @@ class Gateway:
         self._context = await aiocoap.Context.create_server_context(
             site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
         )
+        self.exchanges = DeviceExchanges(self._context, self.transmission, self.log, on_silent=self.reachability.silent)
+        self.datagrams = DatagramGuard(
+            self._context, self.log, on_heard=self.reachability.heard, on_unreachable=self.reachability.unreachable
+        )
         sock = self._context.request_interfaces[0].token_interface.message_interface.transport.get_extra_info("socket")
         self.port = sock.getsockname()[1]
         try:
@@ -170,12 +195,42 @@ class Gateway:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         except OSError as exc:
             self.log.debug("could not enlarge the receive buffer: %s", exc)
+        if self.store is not None:
+            self._restore(self.store.open())
+            self.registry.add_listener(self.store.on_registration_event)
         self.log.info("LwM2M server listening on %s", self.uri)
         return self
+
+    def _restore(self, stored: list[Registration]) -> None:
+        """Registrations from before a restart whose lifetime has not run out: reachable at once."""
+        now = time.time()
+        restored = 0
+        for reg in stored:
+            left = reg.updated_at + reg.lifetime + self.registry.expiry_grace - now
+            if left <= 0 or reg.endpoint in self.registry.by_endpoint:
+                continue
+            try:
+                remote = remote_for(self.context, *reg.address)
+            except OSError as exc:
+                self.log.warning("not restoring %s: its address %s: %s", reg.endpoint, reg.address_text, exc)
+                continue
+            self.registry.register(dataclasses.replace(reg, remote=remote), expires_in=left,
+                                   reason=f"restored from {self.store.path if self.store else 'the database'}")
+            restored += 1
+        if stored:
+            self.log.info("restored %d of %d stored registrations", restored, len(stored))
+
+    @property
+    def deployments(self) -> list[Deployment]:
+        """What the gateway put on its devices' object 9 (kept across restarts with ``database``)."""
+        return sorted(self.store.deployments.values(), key=lambda d: (d.endpoint, d.instance)) if self.store else []
 
     async def close(self) -> None:
         for obs in list(self._observations):
             obs.cancel("the gateway closed")
+        if self.store is not None:
+            self.registry.remove_listener(self.store.on_registration_event)  # closing is no de-registration
+            await self.store.close()
         self.registry.close()
         context, self._context = self._context, None
         if context is not None:
@@ -227,7 +282,7 @@ class Gateway:
         self.registry.remove_listener(listener)
 
     def _on_registration_event(self, event: RegistrationEvent) -> None:
-        if event.kind in ("deregistered", "expired"):
+        if event.kind in GONE:
             rid = event.registration.registration_id
             for obs in [o for o in self._observations if o.registration_id == rid]:
                 obs.cancel(f"the registration was {event.kind}: {event.reason}")
@@ -359,10 +414,12 @@ class Gateway:
 
         response = await self._in_format(endpoint, obj, "multi", fmt, attempt)
         created = self._created_path(endpoint, obj, response.opt.location_path)
+        if created is None and instance_id is not None:
+            created = Path(obj.obj, instance_id)
         if created is not None:
+            if self.store is not None:
+                self.store.on_device_request(endpoint, "POST", created)
             return created
-        if instance_id is not None:
-            return Path(obj.obj, instance_id)
         raise GatewayDecodeError(
             endpoint, str(obj), None, "the device created an instance without a Location-Path naming it"
         )
@@ -506,6 +563,23 @@ class Gateway:
     def untrack_observation(self, observation: Observation) -> None:
         self._observations.discard(observation)
 
+    def deregister_observation(self, request: Any) -> None:
+        """RFC 7641 3.6: a GET with Observe=1 and the observation's token, sent once (non-confirmable).
+
+        Should it be lost, the device's next notification meets a Reset anyway.
+        """
+        original = getattr(getattr(request, "_pipe", None), "request", None)  # aiocoap keeps the message sent there
+        if original is None or self._context is None or not original.token:
+            return
+        message = Message(code=Code.GET, uri_path=original.opt.uri_path, observe=1)
+        if original.opt.accept is not None:
+            message.opt.accept = original.opt.accept
+        message.mtype, message.token, message.remote = NON, original.token, original.remote
+        try:
+            self._context.request_interfaces[0].token_interface.send_message(message, None)
+        except Exception as exc:  # the device is gone, the socket closing: the Reset path still holds
+            self.log.debug("observation of %s: deregistration not sent: %s", original.remote, exc)
+
     # ------------------------------------------------------------------ plumbing
 
     def _message(
@@ -538,6 +612,7 @@ class Gateway:
             message.opt.observe = 0
         # the registration's own remote: same socket, same device address and port
         message.remote = reg.remote
+        message.transport_tuning = self._tuning
         return message
 
     async def _send(
@@ -554,7 +629,10 @@ class Gateway:
         reg = self.registration(endpoint)
         message = self._message(reg, method, path, **options)
         target = where if where is not None else (path if path is not None else "/")
-        return await self.await_answer(self.context.request(message).response, endpoint, target, operation, timeout)  # type: ignore[arg-type]
+        response = await self.await_answer(self.context.request(message).response, endpoint, target, operation, timeout)  # type: ignore[arg-type]
+        if self.store is not None and path is not None and path.inst is not None:
+            self.store.on_device_request(endpoint, method.upper(), path, options.get("payload", b""), options.get("content_format"))
+        return response
 
     def _created_path(self, endpoint: str, obj: Path, location: tuple[str, ...]) -> Path | None:
         if not location:
