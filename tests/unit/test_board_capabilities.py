@@ -10,6 +10,7 @@ tests/integration/test_hil_capabilities_qemu.py and test_hil_capabilities_sim.py
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -208,3 +209,15 @@ def test_real_sensor_check_catches_stuck_and_implausible_readings(values, consta
 @pytest.mark.parametrize(("values", "constant"), [([21.5, 21.52, 21.49], False), ([22.5, 22.5, 22.5], True), ([84.9], False)])
 def test_real_sensor_check_accepts_what_a_sensor_can_show(values, constant: bool) -> None:
     check_real_sensor(values, plausible=(-40.0, 85.0), constant=constant, what="node1 temperature readings")
+
+
+def test_board_file_examples_in_the_docs_load(tmp_path: Path) -> None:
+    docs = Path(__file__).resolve().parents[2] / "docs" / "boards.md"
+    examples = re.findall(r"```toml\n(.*?)```", docs.read_text(), re.S)
+    assert len(examples) >= 4
+    for number, text in enumerate(examples):
+        name = re.search(r'^name = "(\w+)"', text, re.M).group(1)  # type: ignore[union-attr]
+        path = tmp_path / str(number) / f"{name}.toml"
+        path.parent.mkdir()
+        path.write_text(text)
+        load_board_file(path)
