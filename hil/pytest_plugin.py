@@ -120,13 +120,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
                 item.add_marker(skip)
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[object]:
+@contextlib.contextmanager
+def _missing_capability_skips() -> Iterator[None]:
     """A test that needs what the board lacks (:class:`CapabilityMissing`) is skipped with the reason, not failed."""
     try:
-        return (yield)
+        yield
     except CapabilityMissing as e:
         raise pytest.skip.Exception(str(e), _use_item_location=True) from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[object]:
+    with _missing_capability_skips():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest) -> Iterator[object]:
+    with _missing_capability_skips():
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import run_child_pytest
 from fake_serial_board import FakeBoard
 
 from hil.boards import DEFAULT_SERVICE_INPUT_COMMAND, BoardError, load_board_file
@@ -221,3 +222,33 @@ def test_board_file_examples_in_the_docs_load(tmp_path: Path) -> None:
         path.parent.mkdir()
         path.write_text(text)
         load_board_file(path)
+
+
+MISSING_CAPABILITY_TESTS = '''
+import pytest
+from hil.targets import CapabilityMissing
+
+@pytest.fixture
+def chamber():
+    raise CapabilityMissing("board lab has no chamber")
+
+def test_in_a_fixture(chamber):
+    pass
+
+def test_in_the_test():
+    raise CapabilityMissing("board lab has no way to write service inputs")
+
+@pytest.mark.hil
+async def test_in_an_async_hil_test():
+    raise CapabilityMissing("board lab cannot set sensor 'temperature'")
+'''
+
+
+async def test_plugin_skips_a_test_needing_what_the_board_lacks(tmp_path: Path) -> None:
+    (tmp_path / "test_lab.py").write_text(MISSING_CAPABILITY_TESTS)
+    code, out = await run_child_pytest([str(tmp_path / "test_lab.py"), "-q", "-rs", "-p", "no:cacheprovider"],
+                                       timeout=60)
+    assert code == 0 and out.strip().splitlines()[-1].startswith("3 skipped"), out
+    for reason in ("board lab has no chamber", "board lab has no way to write service inputs",
+                   "board lab cannot set sensor 'temperature'"):
+        assert re.search(rf"^SKIPPED \[1\] \S*test_lab.py:\d+: {re.escape(reason)}$", out, re.M), out
