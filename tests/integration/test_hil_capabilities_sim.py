@@ -10,7 +10,7 @@ Two user board files, run side by side in child pytests of tests/hil:
   constant: every test passes on its real-sensor path, the rate test by the
   period alone.
 
-The same on the reference firmware over a serial port is test_hil_capabilities_qemu.py.
+The same on the reference firmware over a serial port: capability_rigs.py (run by test_serial_slip_qemu.py).
 """
 
 from __future__ import annotations
