@@ -35,14 +35,25 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator, NoReturn
+from typing import TYPE_CHECKING, AsyncIterator, Iterator, NoReturn
 
 import pytest
 import pytest_asyncio
 
 from .boards import Board, BoardError, get_board
 from .infra.process import MissingBinaryError
-from .targets.base import Target, TargetConfig, TargetError, TargetUnavailable, get_target_class, known_targets
+
+if TYPE_CHECKING:
+    from .faredge.deployer import Deployment
+from .targets.base import (
+    CapabilityMissing,
+    Target,
+    TargetConfig,
+    TargetError,
+    TargetUnavailable,
+    get_target_class,
+    known_targets,
+)
 
 DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
 LOG_KEY = pytest.StashKey[Path]()
@@ -110,6 +121,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "requires_renode" in item.keywords:
                 item.add_marker(skip)
+
+
+@contextlib.contextmanager
+def _missing_capability_skips() -> Iterator[None]:
+    """A test that needs what the board lacks (:class:`CapabilityMissing`) is skipped with the reason, not failed."""
+    try:
+        yield
+    except CapabilityMissing as e:
+        raise pytest.skip.Exception(str(e), _use_item_location=True) from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[object]:
+    with _missing_capability_skips():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest) -> Iterator[object]:
+    with _missing_capability_skips():
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -310,12 +342,41 @@ class NodeHandle:
     def shell(self):
         return self.target.shell
 
+    @property
+    def board(self) -> Board:
+        """The board file (the target's defaults when there is none): its capabilities and sensor facts."""
+        return self.target.board
+
+    @property
+    def service_input(self) -> str:
+        """How this node's service inputs are written: ``shell``, ``lwm2m`` or ``none``."""
+        return self.target.capabilities.service_input
+
+    def can_inject(self, sensor: str) -> bool:
+        """The firmware takes injected values for ``sensor`` (``sensor set``)."""
+        return self.target.can_inject(sensor)
+
+    def can_set_sensor(self, sensor: str) -> bool:
+        """:meth:`set_sensor` works: the bench has a stimulus for ``sensor``, or the firmware takes injected values."""
+        return self.target.can_set_sensor(sensor)
+
+    def sensor_tolerance(self, sensor: str) -> float:
+        return self.target.sensor_tolerance(sensor)
+
     async def set_sensor(self, name: str, value: float) -> None:
+        """Put ``value`` on the sensor (stimulus or injection); skips the test when the board can do neither."""
         await self.target.set_sensor(name, value)
 
-    async def set_service_input(self, instance: int, key: str, value: float | int) -> list[str]:
-        """Write a service input by key through the device shell (`embserve service input`)."""
-        return await self.target.shell.exec(f"embserve service input {instance} {key} {value}")
+    async def set_service_input(self, service: "Deployment | int", key: str, value: float | int) -> list[str]:
+        """Write a service input the way the board file says (``service_input``); skips the test when it has none.
+
+        ``service``: the :class:`~hil.faredge.deployer.Deployment` (needed for
+        LwM2M, whose resource the manifest names) or its instance. Returns what
+        the console printed for a shell command.
+        """
+        instance = service if isinstance(service, int) else service.instance
+        manifest = None if isinstance(service, int) else service.manifest
+        return await self.target.set_service_input(instance, key, value, manifest=manifest, gateway=self.gateway)
 
     async def sleep_device(self, seconds: float) -> None:
         """Let ``seconds`` of device time pass."""
