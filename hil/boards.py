@@ -29,7 +29,10 @@ RESETS = ("none", "dtr", "rts", "command")
 COMMAND_PLACEHOLDERS = {
     "reset_command": ("port", "board"),
     "flash": ("firmware", "port", "board"),
+    "labgrid_flash_command": ("firmware", "port", "board", "place", "host"),
 }
+#: ``labgrid_flash`` names a labgrid driver class (``OpenOCDDriver``...) or this
+LABGRID_FLASH_COMMAND = "command"
 
 
 class BoardError(ValueError):
@@ -62,6 +65,11 @@ class Board:
     flash: str | None = None  # shell command; {firmware}, {port}, {board}
     flash_timeout: float = 120.0
     boot_timeout: float = 10.0  # seconds from reset to the shell prompt
+    # On a labgrid place (target "labgrid"): flash through the place with a labgrid driver that loads
+    # firmware (e.g. "OpenOCDDriver", with labgrid_flash_options as its attributes), or "command".
+    labgrid_flash: str | None = None
+    labgrid_flash_command: str | None = None  # shell command; {firmware}, {port}, {board}, {place}, {host}
+    labgrid_flash_options: dict[str, Any] = field(default_factory=dict, compare=False)
     source: Path | None = field(default=None, compare=False)
 
     def supports(self, backend: str) -> bool:
@@ -114,6 +122,7 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "renode_platform": str, "renode_script": str, "renode_ethernet": str, "renode_slip_uart": str,
     "reset": str, "reset_command": str, "reset_pulse": _NUMBER, "flash": str,
     "flash_timeout": _NUMBER, "boot_timeout": _NUMBER,
+    "labgrid_flash": str, "labgrid_flash_command": str, "labgrid_flash_options": dict,
 }
 assert set(_REQUIRED) | set(_OPTIONAL) == {f.name for f in fields(Board)} - {"source"}
 
@@ -187,6 +196,11 @@ def _check(path: Path, board: dict[str, Any]) -> None:
     for key in COMMAND_PLACEHOLDERS:
         if key in board:
             _check_command(path, key, board[key])
+    if board.get("labgrid_flash") == LABGRID_FLASH_COMMAND and "labgrid_flash_command" not in board:
+        raise BoardError(f"board file {path}: field 'labgrid_flash' is 'command' but field 'labgrid_flash_command' is missing")
+    if "labgrid_flash" in board and not board["labgrid_flash"].strip():
+        raise BoardError(f"board file {path}: field 'labgrid_flash' is empty; name a labgrid driver (e.g. OpenOCDDriver)"
+                         f" or 'command'")
     if "prompt" in board and not board["prompt"].strip():
         raise BoardError(f"board file {path}: field 'prompt' is empty; the shell prompt is how boot is detected")
 
@@ -211,6 +225,8 @@ def load_board_file(path: Path) -> Board:
             values[key] = float(values[key])
     if "reset_command" in values and "reset" not in values:
         values["reset"] = "command"
+    if "labgrid_flash_command" in values and "labgrid_flash" not in values:
+        values["labgrid_flash"] = LABGRID_FLASH_COMMAND
     return Board(source=path, **values)
 
 
