@@ -120,7 +120,7 @@ class _ControlHandler(socketserver.StreamRequestHandler):
 
     def handle(self) -> None:
         lab: LocalLab = self.server.lab  # type: ignore[attr-defined]
-        words = self.rfile.readline(4096).decode(errors="replace").split(maxsplit=2)
+        words = self.rfile.readline(4096).decode(errors="replace").strip().split(maxsplit=2)
         try:
             if len(words) < 2:
                 raise InfraError("expected: BENCH on|off|cycle, or BENCH flash FILE")
