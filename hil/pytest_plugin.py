@@ -245,7 +245,8 @@ def board(pytestconfig: pytest.Config, request: pytest.FixtureRequest, hil_targe
     if name is None and hil_target_name == "labgrid":
         name = request.getfixturevalue("lg_place").board_tag  # the place's tag board=NAME
     if name is None:
-        _fail(f"--target {hil_target_name} needs --board NAME (see `embserve-hil boards`)")
+        tag = " (or a board=NAME tag on the labgrid place)" if hil_target_name == "labgrid" else ""
+        _fail(f"--target {hil_target_name} needs --board NAME{tag} (see `embserve-hil boards`)")
     try:
         chosen = get_board(name)
     except BoardError as e:
@@ -270,8 +271,11 @@ def lg_place(pytestconfig: pytest.Config, hil_session_log_dir: Path):
                      log_dir=hil_session_log_dir / (worker or "labgrid"))
     say = (lambda line: print(f"[{worker}] {line}", file=sys.__stderr__, flush=True)) if worker \
         else (lambda line: _terminal_line(pytestconfig, line))
-    with _missing_tool_fails():
-        lease = PlaceLease(spec, progress=say)
+    try:
+        with _missing_tool_fails():
+            lease = PlaceLease(spec, progress=say)
+    except PlaceError as e:
+        _fail(str(e))
     restore = _sigterm_interrupts()
     try:
         try:

@@ -244,8 +244,11 @@ class PlaceLease:
             raise PlaceError("a labgrid place is needed: --lg-place NAME|PATTERN|LIST or --lg-env FILE")
         self.spec = spec
         self.progress = progress
-        self.env = Environment(str(Path(spec.env_file).resolve())) if spec.env_file else None
-        self.address = coordinator_address(spec.coordinator, spec.env_file)
+        try:
+            self.env = Environment(str(Path(spec.env_file).resolve())) if spec.env_file else None
+            self.address = coordinator_address(spec.coordinator, spec.env_file)
+        except Exception as e:  # labgrid's config errors: a missing file, bad YAML, unknown keys
+            raise PlaceError(f"--lg-env {spec.env_file}: {e}") from None
         self.session: CoordinatorSession | None = None
         self.place: str | None = None  # the acquired place
         self.token: str | None = None  # its reservation

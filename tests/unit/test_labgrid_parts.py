@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from types import SimpleNamespace
@@ -122,3 +123,13 @@ def test_bench_control_answers_an_unknown_bench_and_bad_requests_with_fake_lab()
         server.shutdown()
         server.server_close()
     assert lab_main([address, "bench-a", "explode"]) == 2  # usage
+
+
+def test_a_bad_environment_file_is_named(tmp_path: Path) -> None:
+    from hil.targets.labgrid_place import LeaseSpec, PlaceLease
+
+    missing = tmp_path / "lab-env.yaml"
+    with pytest.raises(PlaceError, match=re.escape(f"--lg-env {missing}: ")):
+        PlaceLease(LeaseSpec(env_file=str(missing)))
+    with pytest.raises(PlaceError, match=re.escape("a labgrid place is needed: --lg-place NAME|PATTERN|LIST or --lg-env FILE")):
+        PlaceLease(LeaseSpec())
