@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import REPO, run_child_pytest
 
 from hil.infra.ports import unused_port
@@ -276,4 +277,33 @@ async def test_an_exporter_vanishing_mid_test_fails_naming_the_place(lab: LocalL
     assert code != 0 and "1 failed" in out, out[-4000:]
     failure = next(line for line in out.splitlines() if "labgrid place bench-b" in line and "FAILED" not in line)
     assert "went away" in failure, out[-4000:]
+    assert who(lab.coordinator_url) == []
+
+
+async def test_an_environment_file_names_the_place_and_its_power_driver(lab: LocalLab, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.boards import get_board
+    from hil.targets.base import TargetConfig
+    from hil.targets.labgrid import LabgridTarget
+
+    monkeypatch.delenv("LG_COORDINATOR", raising=False)  # the file's coordinator_address applies
+    env = tmp_path / "lab-env.yaml"
+    power = {f"cmd_{action}": lab.power_command("bench-b", action) for action in ("on", "off", "cycle")}
+    env.write_text(yaml.safe_dump({"targets": {"main": {"resources": {"RemotePlace": {"name": "bench-b"}},
+                                                   "drivers": {"ExternalPowerDriver": power}}},
+                              "options": {"coordinator_address": lab.coordinator_url}}, sort_keys=False))
+    place = PlaceLease(LeaseSpec(env_file=str(env)))
+    await asyncio.to_thread(place.acquire)
+    try:
+        config = TargetConfig(endpoint="node1", log_dir=tmp_path / "logs", board=get_board("mps2_an385"),
+                              options={"labgrid_place": place})
+        async with LabgridTarget(config) as target:
+            assert place.place == "bench-b"
+            assert target.power is place.labgrid_target().get_driver("PowerProtocol")  # the file's driver
+            assert target.url.startswith("rfc2217://127.0.0.1:")
+            assert any(line.split()[:1] == ["embserve"] for line in await target.shell.exec("help"))
+        log = (tmp_path / "logs" / "node1.console.log").read_text()
+        assert "*** Booting embServe reference firmware" in log  # the power cycle's boot, seen from the start
+    finally:
+        await asyncio.to_thread(place.release)
     assert who(lab.coordinator_url) == []
