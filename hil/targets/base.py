@@ -247,7 +247,8 @@ class Target(abc.ABC):
 
 _TARGETS: dict[str, type[Target]] = {}
 # Backends are imported on first use so a missing optional tool never breaks the others.
-_MODULES = {"sim": "hil.targets.sim", "qemu": "hil.targets.qemu", "renode": "hil.targets.renode", "serial": "hil.targets.serial"}
+_MODULES = {"sim": "hil.targets.sim", "qemu": "hil.targets.qemu", "renode": "hil.targets.renode", "serial": "hil.targets.serial",
+            "labgrid": "hil.targets.labgrid"}
 
 
 def register_target(cls: type[Target]) -> type[Target]:
