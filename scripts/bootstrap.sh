@@ -10,6 +10,7 @@ APT_PACKAGES=(
   qemu-system-arm                     # emulated boards
   mosquitto                           # MQTT broker (gateway northbound API)
   docker-registry                     # OCI registry for the far-edge path
+  chromium                            # headless browser the report and fleet-page tests open
 )
 VENV=${HIL_VENV:-.venv}
 
@@ -42,7 +43,8 @@ want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e ".[dev]"   # dev: what the tests need besides the package
+  # dev: what the tests need besides the package; report: the HTML report's plugin and plots
+  "$VENV/bin/pip" install -q -e ".[dev,report]"
   echo "$want" > "$stamp"
 fi
 

@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -147,6 +147,8 @@ class Deployer:
         # The kubelet's NextGenGW mode numbers instances from 0, leshan mode from 1000.
         self.first_instance = 0 if self.via == "mqtt" else 1000
         self._locks: dict[str, asyncio.Lock] = {}
+        #: called with every deployment done, reused or new, as it completes (test reports time it)
+        self.listeners: list[Callable[[Deployment], None]] = []
 
     def _make_channel(self, via: str, broker: tuple[str, int] | None, rest_url: str | None) -> DeployChannel:
         if via == "lwm2m":
@@ -211,7 +213,7 @@ class Deployer:
             for inst, info in existing:
                 if str(info.get(1)) == str(manifest.version) and info.get(12) is True and instance in (None, inst):
                     log.info("%s: %s v%s already active at /9/%d", endpoint, manifest.name, manifest.version, inst)
-                    return Deployment(endpoint, inst, manifest.name, manifest.version, where, digest, True, steps)
+                    return self._done(Deployment(endpoint, inst, manifest.name, manifest.version, where, digest, True, steps))
             for inst, info in existing:
                 log.info("%s: replacing %s v%s at /9/%d", endpoint, manifest.name, info.get(1), inst)
                 await self.channel.delete(endpoint, inst)
@@ -220,6 +222,11 @@ class Deployer:
             deployment = Deployment(endpoint, chosen, manifest.name, manifest.version, where, digest, False, steps)
             await self._run_steps(deployment, service_json)
         log.info("%s", deployment.describe())
+        return self._done(deployment)
+
+    def _done(self, deployment: Deployment) -> Deployment:
+        for listener in list(self.listeners):
+            listener(deployment)
         return deployment
 
     async def _check_capabilities(self, endpoint: str, manifest: Manifest) -> None:

@@ -21,6 +21,7 @@ from ..boards import Board
 from ..console import Console, Shell
 from ..infra.process import MissingBinaryError
 from ..net import SlipBridge
+from ..progress import waiting
 from .errors import TargetError, TargetUnavailable
 from .slip import SlipUplink
 
@@ -50,6 +51,8 @@ class Target(abc.ABC):
     tools: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: the backend loads a firmware file itself (an emulator), so the board's ``firmware`` field applies
     loads_firmware: ClassVar[bool] = False
+    #: the firmware file the device runs, once started (None: the simulator, or a board flashed beforehand)
+    firmware: Path | None = None
 
     @classmethod
     def check_tools(cls) -> None:
@@ -148,7 +151,8 @@ class Target(abc.ABC):
 
     async def __aenter__(self) -> "Target":
         try:
-            await self.start()
+            with waiting(f"{self.endpoint} to boot on {self.name}"):
+                await self.start()
         except BaseException:
             await self.stop()
             raise
