@@ -94,6 +94,7 @@
       if (el.textContent !== text) el.textContent = text;
     }
     document.getElementById("t-rate").textContent = t.rate.toFixed(1);
+    document.getElementById("errors-total").classList.toggle("bad", t.errors > 0);
     stats.totals = t;
   }
 
