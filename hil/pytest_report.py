@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +31,7 @@ from . import progress
 
 PHASES_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 _SINK_KEY = pytest.StashKey[progress.Sink]()
+_WARMING_KEY = pytest.StashKey[threading.Thread]()
 
 
 # --------------------------------------------------------------------------- the test's record
@@ -82,6 +84,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
             report.extras = [*getattr(report, "extras", []), extras.html(section(recorded, base))]
     return report
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """With an HTML report to write, matplotlib is imported in the background as the first HIL test
+    starts: its import is most of what the plots cost, and the test spends that time waiting on its device."""
+    if "hil_test_record" in getattr(item, "fixturenames", ()):
+        _warm_up(item.config)
+
+
+def _warm_up(config: pytest.Config) -> None:
+    if _WARMING_KEY in config.stash or _html_report_dir(config) is None:
+        return
+    from .report import plot
+
+    if plot.available():
+        warming = threading.Thread(target=plot.warm_up, name="embserve-hil report warm-up", daemon=True)
+        warming.start()
+        config.stash[_WARMING_KEY] = warming
 
 
 # --------------------------------------------------------------------------- progress of long waits
@@ -139,4 +159,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     previous = config.stash.get(_SINK_KEY, None)
     if previous is not None:
         progress.set_sink(previous)
+    warming = config.stash.get(_WARMING_KEY, None)
+    if warming is not None:
+        warming.join(30)
 

@@ -28,6 +28,12 @@ def available() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
 
 
+def warm_up() -> None:
+    """Import what drawing needs (most of a report's cost); run early, off the critical path."""
+    import matplotlib.backends.backend_svg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, Real) and not isinstance(value, bool) else None
 
@@ -72,8 +78,9 @@ def readings_svg(test: RecordedTest, series: Series, plot_id: str) -> str | None
         ax.set_ylabel(series.path)
         ax.set_title(f"{series.endpoint} {series.path}", loc="left")
         ax.grid(True, linewidth=0.3, alpha=0.5)
-        ax.legend(loc="best", fontsize=7, frameon=False)
-        fig.tight_layout()
+        ax.legend(loc="lower left", fontsize=7, frameon=False)
+        # fixed margins: a layout engine would draw the figure twice (the report's cost is mostly drawing)
+        fig.subplots_adjust(left=0.09, right=0.98, top=0.9, bottom=0.18)
         out = io.StringIO()
         fig.savefig(out, format="svg")
     text = out.getvalue()
