@@ -5,7 +5,8 @@ beyond loopback (every host name but 127.0.0.1 fails to resolve, no
 background services, no QUIC), and a DevTools port the OS picks; the test
 talks to it over a WebSocket (aiohttp). :meth:`Chromium.open` gives a
 :class:`Page` to evaluate JavaScript in, wait on, screenshot and measure
-(``Performance.getMetrics``: the renderer's main-thread time).
+(``Performance.getMetrics``: how long the renderer's main thread was busy);
+:meth:`Chromium.cpu_seconds` is the CPU time of all the browser's processes.
 
 The benchmarks use it too (``benchmarks/bench_fleet_page.py``).
 """
@@ -186,6 +187,11 @@ class Chromium:
         except TimeoutError:
             raise BrowserError(f"{url} did not finish loading within {timeout:g} s") from None
         return page
+
+    async def cpu_seconds(self) -> float:
+        """CPU time of every process of the browser (browser, renderers, GPU, network), summed."""
+        info = await self.call("SystemInfo.getProcessInfo")
+        return sum(p["cpuTime"] for p in info["processInfo"])
 
     async def close(self) -> None:
         if self._ws is not None:
