@@ -235,14 +235,19 @@ class FleetPage:
         await response.prepare(request)
         self.streams += 1
         since, seq = -1, 0
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         try:
             while not self._closed.is_set():
                 since, message = self.view.batch(since, seq)
                 seq += 1
                 data = json.dumps(message, separators=(",", ":"), default=str)
                 await response.write(f"event: FLEET\ndata: {data}\n\n".encode())
+                due += interval  # a steady cadence, however long a batch took to make and send
+                if due <= loop.time():  # running late: start again from now rather than catch up
+                    due = loop.time() + interval
                 try:
-                    await asyncio.wait_for(self._closed.wait(), interval)
+                    await asyncio.wait_for(self._closed.wait(), due - loop.time())
                 except TimeoutError:
                     pass
         except (ConnectionResetError, asyncio.CancelledError):
