@@ -107,7 +107,11 @@ def plots(test: RecordedTest) -> str:
         return '<p class="hil-note">readings plots need matplotlib: pip install "embserve-hil[report]"</p>'
     figures = []
     for i, series in enumerate(test.series):
-        svg = plot.readings_svg(test, series, f"{test.nodeid}-{i}")
+        try:
+            svg = plot.readings_svg(test, series, f"{test.nodeid}-{i}")
+        except Exception as e:  # noqa: BLE001 - one plot that cannot be drawn must not take the report with it
+            figures.append(f'<p class="hil-note">{_e(series.endpoint)} {_e(series.path)}: plot failed: {_e(e)}</p>')
+            continue
         interval = test.median_interval(series)
         n = len(series.points)
         caption = (f"{_e(series.endpoint)} {_e(series.path)}: {n} reading{'s' * (n != 1)}"
