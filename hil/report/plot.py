@@ -100,10 +100,14 @@ def _injections(ax: Any, injections: list[Injection], x_of: Any, x_end: float) -
 
 
 def _periods(ax: Any, periods: list[tuple[float, float, str]], x_of: Any, time_scale: float, device_axis: bool) -> None:
-    for n, (wall, seconds, cause) in enumerate(periods):
-        x = x_of(wall)
+    xs = [x_of(wall) for wall, _, _ in periods]
+    lo, hi = ax.get_xlim()
+    lo, hi = min([lo, *xs]), max([hi, *xs])
+    for n, ((_, seconds, cause), x) in enumerate(zip(periods, xs)):
         ax.axvline(x, linestyle=":", linewidth=1.0, color="#7f7f7f")
         wall_note = "" if device_axis or time_scale == 1 else f" = {seconds / time_scale:g} s wall"
-        # one label per line of text, so marks close together stay readable
+        # one label per line of text, so marks close together stay readable; left of a line near the right edge
+        right = hi > lo and (x - lo) / (hi - lo) > 0.6
         ax.annotate(f"period {seconds:g} s ({cause}){wall_note}", (x, 1.0), xycoords=("data", "axes fraction"),
-                    xytext=(2, -9 - 9 * n), textcoords="offset points", fontsize=7, color="#555555")
+                    xytext=(-2 if right else 2, -9 - 9 * n), textcoords="offset points", fontsize=7,
+                    color="#555555", ha="right" if right else "left")
