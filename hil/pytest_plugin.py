@@ -206,6 +206,17 @@ def hil_log_dir(request: pytest.FixtureRequest, hil_session_log_dir: Path) -> Pa
     return path
 
 
+@pytest.fixture
+def hil_test_record(request: pytest.FixtureRequest, hil_log_dir: Path, hil_target_name: str):
+    """What this test's report shows: the node, deploy and readings fixtures tell it what happens
+    (read by the report side of the plugin, :mod:`hil.pytest_report`)."""
+    from .report import TestRecord
+
+    record = TestRecord(request.node.nodeid, target=hil_target_name, log_dir=hil_log_dir)
+    request.node._hil_record = record
+    return record
+
+
 def _fail(message: str) -> NoReturn:
     """Fail the test with this one line: no traceback, no exception it was raised while handling."""
     raise pytest.fail.Exception(message, pytrace=False) from None
@@ -433,6 +444,7 @@ class NodeHandle:
     endpoint: str
     target: object
     gateway: object
+    record: object = None  # the test's TestRecord, told of injected values
 
     @property
     def console(self):
@@ -465,6 +477,8 @@ class NodeHandle:
 
     async def set_sensor(self, name: str, value: float) -> None:
         """Put ``value`` on the sensor (stimulus or injection); skips the test when the board can do neither."""
+        if self.record is not None:
+            self.record.injected(self.endpoint, name, value)
         await self.target.set_sensor(name, value)
 
     async def set_service_input(self, service: "Deployment | int", key: str, value: float | int) -> list[str]:
@@ -476,6 +490,8 @@ class NodeHandle:
         """
         instance = service if isinstance(service, int) else service.instance
         manifest = None if isinstance(service, int) else service.manifest
+        if self.record is not None:
+            self.record.service_input(self.endpoint, instance, key, value)
         return await self.target.set_service_input(instance, key, value, manifest=manifest, gateway=self.gateway)
 
     async def sleep_device(self, seconds: float) -> None:
@@ -509,15 +525,16 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def node(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-               hil_log_dir: Path, hil_target_options: dict) -> AsyncIterator[NodeHandle]:
+               hil_log_dir: Path, hil_target_options: dict, hil_test_record) -> AsyncIterator[NodeHandle]:
     """One device from the selected target, booted, bootstrapped and registered to ``gateway``."""
     config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware, hil_target_options)
     try:
         target = await bring_up_node(hil_target_name, config, gateway)
     except TargetUnavailable as e:
         pytest.skip(str(e))
+    hil_test_record.node_started(target)
     try:
-        yield NodeHandle(config.endpoint, target, gateway)
+        yield NodeHandle(config.endpoint, target, gateway, hil_test_record)
     finally:
         await target.__aexit__(None, None, None)
 
@@ -535,7 +552,7 @@ def shell(node: NodeHandle):
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-                hil_log_dir: Path, hil_target_options: dict) -> AsyncIterator[list[NodeHandle]]:
+                hil_log_dir: Path, hil_target_options: dict, hil_test_record) -> AsyncIterator[list[NodeHandle]]:
     """``--nodes`` devices of the selected target, all registered."""
     import asyncio
 
@@ -550,7 +567,9 @@ async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_fi
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
-        yield [NodeHandle(c.endpoint, t, gateway) for c, t in zip(configs, started)]
+        for t in started:
+            hil_test_record.node_started(t)
+        yield [NodeHandle(c.endpoint, t, gateway, hil_test_record) for c, t in zip(configs, started)]
     finally:
         for t in started:
             await t.__aexit__(None, None, None)
@@ -594,13 +613,15 @@ async def gateway_apis(pytestconfig: pytest.Config, request: pytest.FixtureReque
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path):
+async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path,
+                   hil_test_record):
     """The far-edge deployer: resolve from the registry, deploy through the gateway by ``--deploy-via``."""
     from .faredge.deployer import Deployer
 
     via = pytestconfig.getoption("--deploy-via")
     async with Deployer(gateway, cache_dir=service_cache, via=via, broker=gateway_apis.mqtt,
                         rest_url=gateway_apis.rest_url) as d:
+        d.listeners.append(hil_test_record.deployed)
         yield d
 
 
@@ -629,7 +650,7 @@ def temperature_service(registry, temperature_service_json: Path) -> str:
 
 
 @pytest.fixture
-def readings(request: pytest.FixtureRequest, gateway):
+def readings(request: pytest.FixtureRequest, gateway, hil_test_record):
     """Factory: ``async with readings(node) as r: values = await r.wait(3, timeout=...)``."""
     from .readings import ReadingCollector
 
@@ -640,6 +661,7 @@ def readings(request: pytest.FixtureRequest, gateway):
         ep = node if isinstance(node, str) else node.endpoint
         c = ReadingCollector(gateway, ep, path, **kwargs)
         collectors.append(c)
+        hil_test_record.watch(c)
         return c
 
     yield make

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .lwm2m import Path
+from .progress import waiting
 
 TEMPERATURE_VALUE = (3303, 5700)
 
@@ -112,6 +113,10 @@ class ReadingCollector:
 
     # -- waiting ---------------------------------------------------------------
     async def wait_until(self, predicate: Callable[[list[Reading]], bool], timeout: float, what: str) -> list[Reading]:
+        with waiting(f"{self.endpoint} {self._path}: {what}", timeout):
+            return await self._wait_until(predicate, timeout, what)
+
+    async def _wait_until(self, predicate: Callable[[list[Reading]], bool], timeout: float, what: str) -> list[Reading]:
         deadline = time.monotonic() + timeout
         while not predicate(self.readings):
             remaining = deadline - time.monotonic()

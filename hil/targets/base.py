@@ -22,6 +22,7 @@ from ..console import Console, Shell
 from ..infra.process import MissingBinaryError
 from ..lwm2m import Path as LwPath
 from ..net import SlipBridge
+from ..progress import waiting
 from ..service.manifest import Manifest
 from ..service.sdk_api import ValueType
 from .errors import CapabilityMissing, TargetError, TargetUnavailable
@@ -59,6 +60,9 @@ class Target(abc.ABC):
     #: the node takes the reference firmware's shell commands (``sensor set``, ``embserve service
     #: input``) unless its board file says otherwise; a board on a serial port runs whatever was flashed
     reference_shell: ClassVar[bool] = True
+
+    #: the firmware file the device runs, once started (None: the simulator, or a board flashed beforehand)
+    firmware: Path | None = None
 
     @classmethod
     def check_tools(cls) -> None:
@@ -234,7 +238,8 @@ class Target(abc.ABC):
 
     async def __aenter__(self) -> "Target":
         try:
-            await self.start()
+            with waiting(f"{self.endpoint} to boot on {self.name}"):
+                await self.start()
         except BaseException:
             await self.stop()
             raise
