@@ -34,14 +34,17 @@ class Reading:
 class ReadingCollector:
     """``async with ReadingCollector(gateway, "node1") as r: await r.wait(3, timeout=10)``.
 
-    ``path`` defaults to the first ``/3303`` instance the node registers.
+    ``path`` defaults to ``resource`` (object, resource) of the first instance
+    of its object the node registers: ``/3303/x/5700`` unless told otherwise.
     The first notification (the current value, sent when the observation
     starts) is kept apart as :attr:`initial` and not counted as a reading
     unless ``include_initial`` is set.
     """
 
-    def __init__(self, gateway: Any, endpoint: str, path: str | Path | None = None, *, include_initial: bool = False):
+    def __init__(self, gateway: Any, endpoint: str, path: str | Path | None = None, *, include_initial: bool = False,
+                 resource: tuple[int, int] = TEMPERATURE_VALUE):
         self.gateway = gateway
+        self.resource = resource
         self.endpoint = endpoint
         self._path = Path.parse(path) if path is not None else None
         self.include_initial = include_initial
@@ -56,7 +59,7 @@ class ReadingCollector:
         return self._path
 
     async def _find_path(self, timeout: float) -> Path:
-        obj, res = TEMPERATURE_VALUE
+        obj, res = self.resource
         deadline = time.monotonic() + timeout
         while True:
             reg = self.gateway.registration(self.endpoint)
