@@ -135,9 +135,10 @@ class ReadingCollector:
         """Wait until ``count`` readings (in total) have arrived."""
         return (await self.wait_until(lambda r: len(r) >= count, timeout, f"{count} readings"))[:count]
 
-    async def wait_for_value(self, value: float, timeout: float, tolerance: float = 1e-3) -> Reading:
-        """Wait for a reading within ``tolerance`` of ``value`` (arriving after now)."""
-        start = len(self.readings)
+    async def wait_for_value(self, value: float, timeout: float, tolerance: float = 1e-3, *, since: int | None = None) -> Reading:
+        """Wait for a reading within ``tolerance`` of ``value`` arriving after now, or from index ``since``
+        on (taken before a request whose answer may come after its reading)."""
+        start = len(self.readings) if since is None else since
         match = lambda r: any(abs(float(x.value) - value) <= tolerance for x in r[start:])  # noqa: E731
         readings = await self.wait_until(match, timeout, f"a reading of {value}")
         return next(x for x in readings[start:] if abs(float(x.value) - value) <= tolerance)

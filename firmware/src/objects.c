@@ -748,13 +748,6 @@ static uint8_t sw_install(sw_slot_t *s)
         sw_set_state(s, SW_DELIVERED, install_result(rc));
         return 0; /* the execute itself succeeded; the outcome is in Update Result */
     }
-    rt_stats_t st;
-    if (rt_stats(s->id, &st) == 0) {
-        snprintf(s->name, sizeof(s->name), "%s", st.name);
-        snprintf(s->version, sizeof(s->version), "%d", st.version);
-        sw_changed(s, 0);
-        sw_changed(s, 1);
-    }
     if (claim_inputs(sw_index(s), err, sizeof(err)) != 0) {
         rt_remove(s->id);
         sensors_release(sw_index(s));
@@ -762,6 +755,13 @@ static uint8_t sw_install(sw_slot_t *s)
         sw_set_error(s, err);
         sw_set_state(s, SW_DELIVERED, install_result(RT_EINVAL));
         return 0;
+    }
+    rt_stats_t st;
+    if (rt_stats(s->id, &st) == 0) {
+        snprintf(s->name, sizeof(s->name), "%s", st.name);
+        snprintf(s->version, sizeof(s->version), "%d", st.version);
+        sw_changed(s, 0);
+        sw_changed(s, 1);
     }
     sw_set_error(s, "");
     sw_set_state(s, SW_INSTALLED, RES_INSTALLED);

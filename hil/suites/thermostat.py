@@ -37,8 +37,9 @@ async def test_setpoint_written_the_boards_way_reaches_the_service(deployer, nod
             if node.can_set_sensor(SENSOR):
                 tolerance = node.sensor_tolerance(SENSOR)
                 for setpoint, expected in ((23.5, 3.5), (16.25, -3.75)):
+                    since = len(demand.readings)  # the service reports before the write is answered
                     await node.set_service_input(deployment, "setpoint", setpoint)
-                    await demand.wait_for_value(expected, timeout=wall(node, 2), tolerance=tolerance)
+                    await demand.wait_for_value(expected, timeout=wall(node, 2), tolerance=tolerance, since=since)
             else:
                 low, high = node.board.temperature_range
                 for setpoint, sign in ((high + BEYOND_RANGE, 1), (low - BEYOND_RANGE, -1)):
