@@ -625,28 +625,44 @@ async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: Northboun
         yield d
 
 
-@pytest.fixture(scope="session")
-def temperature_service_json(hil_session_log_dir: Path) -> Path:
-    """The project's own temperature_sensor service, built from the C sources shipped with embserve-hil."""
+def _build_shipped_service(name: str, log_dir: Path) -> Path:
+    """``service.json`` of one of the project's own services, built from the C sources shipped with embserve-hil."""
     from .resources import service_dir
     from .sdk import BuildError, build_service
 
     try:
-        return build_service(service_dir("temperature_sensor"), hil_session_log_dir / "services" / "temperature_sensor")
+        return build_service(service_dir(name), log_dir / "services" / name)
     except BuildError as e:
         _fail(str(e))  # e.g. the ARM compiler is missing: one line naming its package
+
+
+def _push_service(registry, service_json: Path, name: str) -> str:
+    """Reference of ``service_json`` pushed to ``registry`` as an OCI artifact."""
+    import asyncio
+
+    from .faredge import oci
+
+    ref = f"{registry.address}/embserve/{name}:1"
+    asyncio.run(oci.push_artifact(service_json, ref))  # push is a coroutine
+    return ref
+
+
+@pytest.fixture(scope="session")
+def temperature_service_json(hil_session_log_dir: Path) -> Path:
+    """The project's own temperature_sensor service, built from the C sources shipped with embserve-hil."""
+    return _build_shipped_service("temperature_sensor", hil_session_log_dir)
 
 
 @pytest.fixture(scope="session")
 def temperature_service(registry, temperature_service_json: Path) -> str:
     """Reference of the temperature service pushed to ``registry`` as an OCI artifact."""
-    import asyncio
+    return _push_service(registry, temperature_service_json, "temperature_sensor")
 
-    from .faredge import oci
 
-    ref = f"{registry.address}/embserve/temperature_sensor:1"
-    asyncio.run(oci.push_artifact(temperature_service_json, ref))  # push is a coroutine
-    return ref
+@pytest.fixture(scope="session")
+def thermostat_service(registry, hil_session_log_dir: Path) -> str:
+    """Reference of the project's thermostat service (its input mapped to Set Point Value), pushed to ``registry``."""
+    return _push_service(registry, _build_shipped_service("thermostat", hil_session_log_dir), "thermostat")
 
 
 @pytest.fixture
