@@ -18,6 +18,9 @@ its data through these helpers first:
   extra ones given) replaced by ``***``; for log lines and captured output.
 * :class:`SecretFilter` — a :class:`logging.Filter` doing the same to every
   record a handler emits.
+
+:func:`read_token_file` and :func:`new_token_file` read and make the API
+tokens (0600 files).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ import argparse
 import dataclasses
 import hmac
 import logging
+import os
 import re
+import secrets
 import threading
 import weakref
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 MASK = "***"
@@ -128,8 +134,8 @@ def redact(value: Any) -> Any:
 def live_secret_values() -> list[str]:
     """The text of every Secret alive in this process (long enough to search for), longest first."""
     with _live_lock:
-        secrets = list(_live)
-    values = {_text(s.reveal()) for s in secrets}
+        alive = list(_live)
+    values = {_text(s.reveal()) for s in alive}
     return sorted((v for v in values if len(v) >= MIN_REDACTED), key=len, reverse=True)
 
 
@@ -162,3 +168,36 @@ class SecretFilter(logging.Filter):
 
 def _text(value: str | bytes) -> str:
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
+
+
+TOKEN_BYTES = 32
+
+
+def read_token_file(path: str | os.PathLike[str]) -> Secret:
+    """The token in ``path`` (surrounding whitespace dropped); a clear error when it is missing, empty or readable by others."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ValueError(f"token file {path}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"token file {path}: not UTF-8 text") from None
+    if not text:
+        raise ValueError(f"token file {path} is empty")
+    if mode & 0o077:
+        raise ValueError(f"token file {path} can be read by others (mode {mode & 0o777:o}): chmod 600 it")
+    return Secret(text)
+
+
+def new_token_file(path: str | os.PathLike[str]) -> Secret:
+    """A new random token, written to ``path`` readable by its owner only (0600 from the start)."""
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(token + "\n")
+    os.replace(tmp, path)
+    return Secret(token)

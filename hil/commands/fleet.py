@@ -12,6 +12,7 @@ import asyncio
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 
@@ -35,7 +36,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long (default: run until interrupted)")
     parser.add_argument("--deploy-via", choices=["lwm2m", "mqtt", "rest"], default="lwm2m", help="path for the fleet's services (default lwm2m)")
     parser.add_argument("--log-dir", default=None, help="directory for the broker's log (default: a temporary one)")
+    add_access_options(parser)
+    parser.add_argument("--insecure-open", action="store_true",
+                        help="beyond loopback, serve REST and MQTT without token, password or TLS (anyone who can "
+                        "reach them can deploy code to every node)")
+    parser.add_argument("--state-dir", default=None, metavar="DIR",
+                        help="where generated credentials go: rest-token, mqtt-password, mqtt-cert.pem (default: a new temporary directory)")
     parser.set_defaults(func=run)
+
+
+def add_access_options(parser: argparse.ArgumentParser) -> None:
+    """How to get into the gateway's northbound APIs; shared with ``deploy``."""
+    parser.add_argument("--api-token-file", metavar="FILE",
+                        help="bearer token of the REST API (0600 file); without it, a fleet beyond loopback generates one")
+    parser.add_argument("--mqtt-user", metavar="USER", help="MQTT user name (for a broker given with --mqtt)")
+    parser.add_argument("--mqtt-password-file", metavar="FILE", help="file holding the MQTT password (0600)")
+    parser.add_argument("--mqtt-ca-file", metavar="PEM", help="talk TLS to the broker, trusting this certificate")
+
+
+def access_from(args: argparse.Namespace):  # -> (token, MqttAuth | None)
+    """The REST token and MQTT login the options name; a clear ValueError for a bad file."""
+    from ..fita.mqtt import MqttAuth
+    from ..secret import read_token_file
+
+    token = read_token_file(args.api_token_file) if args.api_token_file else None
+    password = read_token_file(args.mqtt_password_file) if args.mqtt_password_file else None
+    if password is not None and not args.mqtt_user:
+        raise ValueError("--mqtt-password-file needs --mqtt-user")
+    auth = None
+    if args.mqtt_user or args.mqtt_ca_file:
+        auth = MqttAuth(args.mqtt_user, password, ca_file=Path(args.mqtt_ca_file) if args.mqtt_ca_file else None)
+    return token, auth
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -56,6 +87,7 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
     specs = load_fleet(args.config)
     mqtt = parse_hostport(args.mqtt) if args.mqtt else None
+    token, mqtt_auth = access_from(args)
     if args.every <= 0:
         raise FleetError(f"--every {args.every}: must be a positive number of seconds")
     stop = asyncio.Event()
@@ -65,10 +97,17 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     try:
         async with Fleet(
             specs, mqtt=mqtt, host=args.host, coap_port=args.coap_port, rest_port=args.rest_port,
-            log_dir=args.log_dir, deploy_via=args.deploy_via,
+            log_dir=args.log_dir, deploy_via=args.deploy_via, api_token=token, mqtt_auth=mqtt_auth,
+            insecure_open=args.insecure_open, state_dir=args.state_dir,
         ) as fleet:
             for api, where in fleet.endpoints().items():
                 _say(out, f"{api:<5} {where}")
+            for line in fleet.access():
+                _say(out, line)
+            if fleet.generated_token is not None:
+                # the one time it is shown; afterwards it is only in the 0600 file
+                _say(out, f"REST token {fleet.generated_token.reveal()}")
+                fleet.generated_token = None
             _say(out, f"fleet {len(specs)} nodes from {args.config}")
             deploying = asyncio.ensure_future(fleet.deploy_services())
             deadline = None if args.duration is None else time.monotonic() + args.duration
@@ -97,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(serve(args))
-    except (FleetError, argparse.ArgumentTypeError) as exc:
+    except (FleetError, argparse.ArgumentTypeError, ValueError) as exc:
         print(f"embserve-hil fleet: {exc}", file=sys.stderr)
         return 2
     except (InfraError, OSError) as exc:

@@ -33,6 +33,11 @@ base URL is ``api.url`` (``http://127.0.0.1:PORT``). Calls:
 
 The composite calls take ``?format=SENML_JSON|SENML_CBOR`` too.
 
+Access: with a ``token`` (a :class:`~hil.secret.Secret`) every call needs
+``Authorization: Bearer <token>``; a missing or wrong one is HTTP 401 with
+``WWW-Authenticate: Bearer``. Listening beyond loopback without a token is
+refused (:class:`OpenApiRefused`) unless ``insecure_open``.
+
 ``?timeout=N`` (seconds) bounds the device request. Device answers, success
 or not, come back as HTTP 200 with the Leshan envelope (``status``,
 ``success``...; see :mod:`hil.gateway.leshan`), as Leshan does; an unknown
@@ -44,13 +49,16 @@ envelope and an ``errormessage``.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 from typing import Any, Self
 
 from aiohttp import web
 
+from ..infra.ports import is_loopback_host
 from ..lwm2m.model import LwM2MError, Path
+from ..secret import Secret
 from . import leshan
 from .errors import (
     GatewayDecodeError,
@@ -70,13 +78,25 @@ EVENT_NAMES = {
 _END = object()
 
 
+class OpenApiRefused(ValueError):
+    """The API would listen beyond loopback with no token: the message says how to give one."""
+
+
 class RestApi:
     """The gateway's Leshan-style HTTP API; see the module docs."""
 
-    def __init__(self, gateway: Any, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None):
+    def __init__(self, gateway: Any, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None,
+                 token: Secret | str | None = None, insecure_open: bool = False):
+        if token is None and not insecure_open and not is_loopback_host(host):
+            raise OpenApiRefused(
+                f"refusing to serve the REST API on {host} without authentication: give --api-token-file FILE "
+                "(or let the command generate one), or pass --insecure-open to serve it open on purpose"
+            )
         self.gateway = gateway
         self.host = host
         self.port = port
+        self._token = Secret(token) if token is not None else None
+        self.refused = 0  # calls answered 401
         self.log = log or logging.getLogger("hil.gateway.rest")
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Queue[Any]] = set()
@@ -93,7 +113,7 @@ class RestApi:
     # ------------------------------------------------------------------ lifetime
 
     async def start(self) -> Self:
-        app = web.Application()
+        app = web.Application(middlewares=[self._authenticate] if self._token is not None else [])
         app.add_routes(
             [
                 web.get("/api/event", self._events),
@@ -145,6 +165,21 @@ class RestApi:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @web.middleware
+    async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        assert self._token is not None
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        expected = self._token.reveal().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+            self.refused += 1
+            why = "no bearer token" if scheme.lower() != "bearer" else "wrong bearer token"
+            self.log.warning("REST %s %s from %s refused: %s", request.method, request.path, request.remote, why)
+            return web.json_response(
+                leshan.envelope(129, error=f"{why}: send 'Authorization: Bearer <token>'"), status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="embserve-hil"'},
+            )
+        return await handler(request)
 
     # ------------------------------------------------------------------ registrations
 
