@@ -40,6 +40,7 @@ from .errors import (
     GatewayTransportError,
     UnknownEndpoint,
 )
+from ..lwm2m.security import PskTable
 from .exchange import DeviceExchanges, TransmissionParameters
 from .observe import Notification, NotificationListener, Observation, ObservationRefused
 from .reachability import Reachability
@@ -150,6 +151,8 @@ class Gateway:
         database: str | os.PathLike[str] | None = None,
         log: logging.Logger | None = None,
         registration_policy: Any = None,
+        psk: PskTable | None = None,
+        dtls_port: int = 0,
     ):
         self.log = log or logging.getLogger("hil.gateway")
         self._bind = (host, port)
@@ -171,6 +174,10 @@ class Gateway:
         self._observations: set[Observation] = set()
         self.host = host
         self.port = port
+        self.psk = psk
+        self.dtls_port = dtls_port
+        self.dtls: Any = None  # the DTLS interface (hil.gateway.dtls) when psk is given
+        self.dtls_exchanges: DeviceExchanges | None = None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -178,7 +185,14 @@ class Gateway:
         if self._context is not None:
             raise GatewayError(f"gateway already listening on {self.uri}")
         disable_coap_port_sharing()
-        site = GatewaySite(RegistrationInterface(self.registry, self.log, self.registration_policy), self.sends, self.log)
+        security = None
+        if self.psk is not None:
+            from .dtls import PskBinding, require_dtls
+
+            require_dtls()
+            security = PskBinding(self.psk)
+        site = GatewaySite(RegistrationInterface(self.registry, self.log, self.registration_policy, security),
+                           self.sends, self.log)
         # udp6 only: the default transport list would also open TCP/TLS/WS listeners
         self._context = await aiocoap.Context.create_server_context(
             site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
@@ -195,11 +209,28 @@ class Gateway:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         except OSError as exc:
             self.log.debug("could not enlarge the receive buffer: %s", exc)
+        if self.psk is not None:
+            await self._start_dtls()
         if self.store is not None:
             self._restore(self.store.open())
             self.registry.add_listener(self.store.on_registration_event)
         self.log.info("LwM2M server listening on %s", self.uri)
         return self
+
+    async def _start_dtls(self) -> None:
+        from . import dtls
+
+        assert self.psk is not None and self._context is not None
+        try:
+            self.dtls = await dtls.attach(self._context, (self.host, self.dtls_port), self.psk, self.log,
+                                          on_heard=self.reachability.heard)
+        except BaseException:
+            await self.close()
+            raise
+        self.dtls_port = self.dtls.port
+        self.dtls_exchanges = DeviceExchanges(self._context, self.transmission, self.log,
+                                              on_silent=self.reachability.silent, interface=len(self._context.request_interfaces) - 1)
+        self.log.info("LwM2M server listening on %s (DTLS-PSK, %d secured endpoints)", self.coaps_uri, len(self.psk))
 
     def _restore(self, stored: list[Registration]) -> None:
         """Registrations from before a restart whose lifetime has not run out: reachable at once."""
@@ -253,6 +284,14 @@ class Gateway:
     def uri(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"coap://{host}:{self.port}"
+
+    @property
+    def coaps_uri(self) -> str | None:
+        """``coaps://HOST:PORT`` of the DTLS-PSK socket (None without a PSK table)."""
+        if self.dtls is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"coaps://{host}:{self.dtls_port}"
 
     # ------------------------------------------------------------------ registrations
 
