@@ -261,8 +261,8 @@ class Fleet:
         if self.mqtt_certificate is not None:
             lines.append(f"MQTT TLS certificate {self.mqtt_certificate.cert}, SHA-256 fingerprint {self.mqtt_certificate.fingerprint}")
         if self.api_token is not None:
-            where = self.api_token_file or "the given --api-token-file"
-            lines.append(f"REST needs 'Authorization: Bearer <token>', token in {where}")
+            where = f"token in {self.api_token_file}" if self.api_token_file else "the token given"
+            lines.append(f"REST needs 'Authorization: Bearer <token>', {where}")
         if self.insecure_open and self.beyond_loopback:
             lines.append(f"WARNING: --insecure-open: REST and MQTT on {self.host} are open to anyone who can reach them")
         return lines

@@ -11,6 +11,8 @@ APT_PACKAGES=(
   clang libclang-rt-dev               # libFuzzer and sanitizers for the firmware parsers (tests/firmware_host)
   mosquitto                           # MQTT broker (gateway northbound API)
   docker-registry                     # OCI registry for the far-edge path
+  gcc autoconf automake               # build DTLSSocket (tinydtls) from its source: DTLS-PSK on the CoAP path
+  iproute2                            # network namespaces of the off-loopback access tests
 )
 VENV=${HIL_VENV:-.venv}
 

@@ -52,7 +52,7 @@ async def _run(args: argparse.Namespace) -> int:
     else:
         kwargs = {"via": "rest", "rest_url": args.rest}
     try:
-        token, mqtt_auth = access_from(args)
+        token, _, mqtt_auth = access_from(args)
         registry = None if args.remove else _registry_of_source(args.source)
         options = registry_kwargs(args, registry)
     except (ValueError, OciError, DeployError) as e:

@@ -48,25 +48,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_access_options(parser: argparse.ArgumentParser) -> None:
     """How to get into the gateway's northbound APIs; shared with ``deploy``."""
     parser.add_argument("--api-token-file", metavar="FILE",
-                        help="bearer token of the REST API (0600 file); without it, a fleet beyond loopback generates one")
+                        help="bearer token of the REST API (0600 file); fleet: needed beyond loopback, and a FILE "
+                        "that does not exist yet gets a new token, printed once")
     parser.add_argument("--mqtt-user", metavar="USER", help="MQTT user name (for a broker given with --mqtt)")
     parser.add_argument("--mqtt-password-file", metavar="FILE", help="file holding the MQTT password (0600)")
     parser.add_argument("--mqtt-ca-file", metavar="PEM", help="talk TLS to the broker, trusting this certificate")
 
 
-def access_from(args: argparse.Namespace):  # -> (token, MqttAuth | None)
-    """The REST token and MQTT login the options name; a clear ValueError for a bad file."""
-    from ..fita.mqtt import MqttAuth
-    from ..secret import read_token_file
+def access_from(args: argparse.Namespace, *, generate: bool = False):  # -> (token, generated, MqttAuth | None)
+    """The REST token and MQTT login the options name; a clear ValueError for a bad file.
 
-    token = read_token_file(args.api_token_file) if args.api_token_file else None
+    ``generate``: an --api-token-file that does not exist yet gets a new token (0600); the
+    second value says whether that happened (the command then prints it, once).
+    """
+    from ..fita.mqtt import MqttAuth
+    from ..secret import new_token_file, read_token_file
+
+    token, generated = None, False
+    if args.api_token_file:
+        if generate and not Path(args.api_token_file).exists():
+            token, generated = new_token_file(args.api_token_file), True
+        else:
+            token = read_token_file(args.api_token_file)
     password = read_token_file(args.mqtt_password_file) if args.mqtt_password_file else None
     if password is not None and not args.mqtt_user:
         raise ValueError("--mqtt-password-file needs --mqtt-user")
     auth = None
     if args.mqtt_user or args.mqtt_ca_file:
         auth = MqttAuth(args.mqtt_user, password, ca_file=Path(args.mqtt_ca_file) if args.mqtt_ca_file else None)
-    return token, auth
+    return token, generated, auth
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -87,7 +97,12 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
     specs = load_fleet(args.config)
     mqtt = parse_hostport(args.mqtt) if args.mqtt else None
-    token, mqtt_auth = access_from(args)
+    from ..infra.ports import is_loopback_host
+
+    if not is_loopback_host(args.host) and not args.api_token_file and not args.insecure_open:
+        raise FleetError(f"--host {args.host} is beyond loopback: give --api-token-file FILE (read, or generated "
+                         "into FILE and printed once) for the REST API, or --insecure-open to serve it open")
+    token, generated, mqtt_auth = access_from(args, generate=True)
     if args.every <= 0:
         raise FleetError(f"--every {args.every}: must be a positive number of seconds")
     stop = asyncio.Event()
@@ -104,9 +119,10 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 _say(out, f"{api:<5} {where}")
             for line in fleet.access():
                 _say(out, line)
-            if fleet.generated_token is not None:
+            shown = token if generated else fleet.generated_token
+            if shown is not None:
                 # the one time it is shown; afterwards it is only in the 0600 file
-                _say(out, f"REST token {fleet.generated_token.reveal()}")
+                _say(out, f"REST token {shown.reveal()}")
                 fleet.generated_token = None
             _say(out, f"fleet {len(specs)} nodes from {args.config}")
             deploying = asyncio.ensure_future(fleet.deploy_services())
