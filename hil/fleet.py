@@ -275,6 +275,7 @@ class Fleet:
             self.state_dir = Path(tempfile.mkdtemp(prefix="embserve-hil-fleet-"))
             self._stack_cleanup.append(lambda: shutil.rmtree(self.state_dir or "", ignore_errors=True))
         state = self.state_dir
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
         if self.api_token is None and self.beyond_loopback:
             self.api_token_file = state / "rest-token"
             self.api_token = self.generated_token = new_token_file(self.api_token_file)
