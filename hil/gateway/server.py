@@ -3,7 +3,9 @@
 ``async with Gateway() as gw`` binds one UDP socket (aiocoap, udp6 transport
 only), serves the registration interface on it and sends every device
 management request from that same socket back to the address a device
-registered from. Northbound bridges (SDF/MQTT, REST) build on the public
+registered from. With a PSK table (``psk=``) a second socket serves DTLS-PSK
+(:mod:`hil.gateway.dtls`); a device registered there is asked over its own
+DTLS session. Northbound bridges (SDF/MQTT, REST) build on the public
 methods here: :meth:`Gateway.add_listener`/:meth:`Gateway.subscribe` for
 registration events, the async request methods, and :meth:`Gateway.request`
 for anything raw.
