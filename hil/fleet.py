@@ -47,9 +47,9 @@ from .gateway.rest import RestApi
 from .gateway.sdf_mqtt import SdfMqttBridge
 from .gateway.server import Gateway
 from .infra.broker import Broker
-from .infra.certs import ServerCertificate, make_server_certificate, write_private
+from .infra.certs import ServerCertificate, make_server_certificate
 from .infra.ports import is_loopback_host
-from .secret import Secret, new_token_file
+from .secret import Secret, new_token_file, write_private
 
 log = logging.getLogger("hil.fleet")
 

@@ -195,9 +195,19 @@ def new_token_file(path: str | os.PathLike[str]) -> Secret:
     token = secrets.token_urlsafe(TOKEN_BYTES)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, (token + "\n").encode())
+    return Secret(token)
+
+
+def write_private(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by its owner only: 0600 from the start (not chmod afterwards), replaced atomically."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(token + "\n")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
-    return Secret(token)

@@ -177,8 +177,12 @@ if _server is not None:
             await _server.simplesocketserver.MessageInterfaceSimpleServer.shutdown(self)
 
         @property
+        def socket(self) -> Any:
+            return self._pool._transport.get_extra_info("socket")
+
+        @property
         def port(self) -> int:
-            return int(self._pool._transport.get_extra_info("socket").getsockname()[1])
+            return int(self.socket.getsockname()[1])
 
 
 async def attach(context: Any, bind: tuple[str, int], table: PskTable, log: logging.Logger,

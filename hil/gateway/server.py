@@ -205,12 +205,7 @@ class Gateway:
         )
         sock = self._context.request_interfaces[0].token_interface.message_interface.transport.get_extra_info("socket")
         self.port = sock.getsockname()[1]
-        try:
-            # a thousand nodes registering at once overflow the default buffer
-            # (~256 datagrams) and then wait seconds for CoAP retransmission
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-        except OSError as exc:
-            self.log.debug("could not enlarge the receive buffer: %s", exc)
+        self._enlarge_receive_buffer(sock)
         if self.psk is not None:
             await self._start_dtls()
         if self.store is not None:
@@ -218,6 +213,14 @@ class Gateway:
             self.registry.add_listener(self.store.on_registration_event)
         self.log.info("LwM2M server listening on %s", self.uri)
         return self
+
+    def _enlarge_receive_buffer(self, sock: socket.socket) -> None:
+        try:
+            # a thousand nodes registering at once overflow the default buffer
+            # (~256 datagrams) and then wait seconds for CoAP retransmission
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        except OSError as exc:
+            self.log.debug("could not enlarge the receive buffer: %s", exc)
 
     async def _start_dtls(self) -> None:
         from . import dtls
@@ -230,6 +233,7 @@ class Gateway:
             await self.close()
             raise
         self.dtls_port = self.dtls.port
+        self._enlarge_receive_buffer(self.dtls.socket)
         self.dtls_exchanges = DeviceExchanges(self._context, self.transmission, self.log,
                                               on_silent=self.reachability.silent, interface=len(self._context.request_interfaces) - 1)
         self.log.info("LwM2M server listening on %s (DTLS-PSK, %d secured endpoints)", self.coaps_uri, len(self.psk))

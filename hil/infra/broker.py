@@ -31,8 +31,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 
-from ..secret import Secret, reveal
-from .certs import ServerCertificate, write_private
+from ..secret import Secret, reveal, write_private
+from .certs import ServerCertificate
 from .ports import is_loopback_host
 from .process import InfraError, ManagedProcess, NotReady
 

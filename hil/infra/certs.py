@@ -16,6 +16,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..secret import write_private
+
 VALID_DAYS = 30
 
 
@@ -69,16 +71,3 @@ def make_server_certificate(directory: str | os.PathLike[str], host: str, *, nam
     write_private(key_path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                               serialization.NoEncryption()))
     return ServerCertificate(cert_path, key_path, fingerprint_of(pem))
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file only its owner can read (0600 from the start, not chmod afterwards)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
