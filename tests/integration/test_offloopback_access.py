@@ -109,3 +109,22 @@ def test_fleet_beyond_loopback_needs_token_password_and_tls(lab_namespace, tmp_p
     assert everything.count(token) == 1
     assert fingerprint == fingerprint_of(Path(cert).read_bytes())
     assert (Path(password_file).stat().st_mode & 0o777) == 0o600
+
+
+async def test_rest_channel_sends_the_token(tmp_path):
+    from hil.device.node import Node
+    from hil.faredge.channel_rest import RestChannel
+    from hil.faredge.channels import DeployStepError
+    from hil.gateway.server import Gateway
+    from hil.secret import new_token_file
+
+    token = new_token_file(tmp_path / "token")
+    async with Gateway() as gw, RestApi(gw, token=token) as api, Node("node1") as node:
+        await node.connect(gw.uri)
+        await gw.wait_for_registration("node1", timeout=10)
+        async with RestChannel(api.url, token=token) as channel:
+            assert await channel.instances("node1") == []
+        async with RestChannel(api.url) as channel:
+            with pytest.raises(DeployStepError, match="HTTP 401, status UNAUTHORIZED: no bearer token"):
+                await channel.instances("node1")
+        assert api.refused == 1
