@@ -116,7 +116,7 @@ class PskBinding:
         if identity != reg.psk_identity:
             want = "over NoSec" if reg.psk_identity is None else f"over DTLS with PSK identity {reg.psk_identity!r}"
             came = "over NoSec" if identity is None else f"with PSK identity {identity!r}"
-            raise Rejected(Code.FORBIDDEN, f"{operation} of {reg.endpoint}'s registration must come {want}; it came {came}")
+            raise Rejected(Code.FORBIDDEN, f"{operation} for {reg.endpoint} must come {want}; it came {came}")
 
 
 if _server is not None:

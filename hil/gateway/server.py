@@ -192,7 +192,7 @@ class Gateway:
             from .dtls import PskBinding, require_dtls
 
             require_dtls()
-            security = PskBinding(self.psk)
+            security = self.sends.security = PskBinding(self.psk)
         site = GatewaySite(RegistrationInterface(self.registry, self.log, self.registration_policy, security),
                            self.sends, self.log)
         # udp6 only: the default transport list would also open TCP/TLS/WS listeners

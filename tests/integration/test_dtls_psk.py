@@ -12,7 +12,10 @@ import json
 import subprocess
 import sys
 
+import aiocoap
 import pytest
+from aiocoap import Message
+from aiocoap.numbers.codes import Code
 
 from hil.device.node import Node
 from hil.faredge.deployer import Deployer
@@ -56,8 +59,15 @@ async def test_registration_read_and_deploy_over_dtls(temperature_service_json, 
                 await rogue.connect(gw.coaps_uri if rogue.psk else gw.uri)
                 await asyncio.wait_for(_refused(rogue), 10)
                 assert "4.03 Forbidden" in rogue.client.last_error and "node1" in rogue.client.last_error
+        # an Update of node1's registration over NoSec (what would move it to the sender's address): 4.03
+        plain = await aiocoap.Context.create_client_context(transports=["udp6"])
+        try:
+            answer = await plain.request(Message(code=Code.POST, uri=f"{gw.uri}/rd/{reg.registration_id}")).response
+        finally:
+            await plain.shutdown()
+        assert answer.code == Code.FORBIDDEN and b"must come over DTLS" in answer.payload
         kept = gw.registrations["node1"]
-        assert kept.registration_id == reg.registration_id and kept.psk_identity == "node1-id"
+        assert kept.registration_id == reg.registration_id and kept.psk_identity == "node1-id" and kept.address == reg.address
         assert list((await gw.read("node1", "/3/0/17")).values()) == ["embServe Node"]
 
 
