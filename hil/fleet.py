@@ -43,6 +43,7 @@ import yaml
 from .device.clock import VirtualClock
 from .device.node import Node
 from .fita.mqtt import MqttAuth
+from .gateway.fleet_view import FleetView
 from .gateway.rest import RestApi
 from .gateway.sdf_mqtt import SdfMqttBridge
 from .gateway.server import Gateway
@@ -224,6 +225,7 @@ class Fleet:
         self.gateway: Gateway | None = None
         self.bridge: SdfMqttBridge | None = None
         self.rest: RestApi | None = None
+        self.view: FleetView | None = None  # what the live fleet page shows
         self.nodes: dict[str, Node] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._last_readings = (0, time.monotonic())
@@ -251,7 +253,8 @@ class Fleet:
         assert self.gateway is not None and self.rest is not None
         host, port = self.mqtt_address
         scheme = "mqtts" if self.mqtt_auth is not None and self.mqtt_auth.uses_tls else "mqtt"
-        return {"CoAP": self.gateway.uri, "MQTT": f"{scheme}://{host}:{port}", "REST": f"{self.rest.url}/api"}
+        return {"CoAP": self.gateway.uri, "MQTT": f"{scheme}://{host}:{port}", "REST": f"{self.rest.url}/api",
+                "page": f"{self.rest.url}/fleet"}
 
     def access(self) -> list[str]:
         """How clients get in, one line each (no secret in them: they name the files that hold them)."""
@@ -262,7 +265,8 @@ class Fleet:
             lines.append(f"MQTT TLS certificate {self.mqtt_certificate.cert}, SHA-256 fingerprint {self.mqtt_certificate.fingerprint}")
         if self.api_token is not None:
             where = f"token in {self.api_token_file}" if self.api_token_file else "the token given"
-            lines.append(f"REST needs 'Authorization: Bearer <token>', {where}")
+            lines.append(f"REST and the fleet page need 'Authorization: Bearer <token>' "
+                         f"(a browser: any user, the token as password), {where}")
         if self.insecure_open and self.beyond_loopback:
             lines.append(f"WARNING: --insecure-open: REST and MQTT on {self.host} are open to anyone who can reach them")
         return lines
@@ -305,8 +309,11 @@ class Fleet:
             # nodes stop after the APIs close: the bridge's requests in flight must not meet closed nodes
             stack.push_async_callback(self._stop_nodes)
             self.bridge = await stack.enter_async_context(SdfMqttBridge(self.gateway, host, port, auth=self.mqtt_auth))
-            self.rest = await stack.enter_async_context(RestApi(self.gateway, self.host, self._rest_port,
-                                                                token=self.api_token, insecure_open=self.insecure_open))
+            self.view = FleetView(self.gateway)
+            stack.callback(self.view.close)
+            self.rest = await stack.enter_async_context(RestApi(
+                self.gateway, self.host, self._rest_port, fleet_view=self.view,
+                token=self.api_token, insecure_open=self.insecure_open))
             await self._start_nodes()
         except BaseException:
             await stack.aclose()
@@ -372,6 +379,8 @@ class Fleet:
                 except Exception as exc:  # noqa: BLE001 - one node's failure is reported, the fleet goes on
                     self.deploy_failures.append(f"{name}: {source}: {exc}")
                     log.error("%s: deploying %s failed: %s", name, source, exc)
+                    if self.view is not None:
+                        self.view.error(name, f"deploying {source} failed: {exc}")
                     return False
 
             results = await asyncio.gather(*(one(n, s) for n, s in jobs))

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .lwm2m import Path
+from .progress import waiting
 
 TEMPERATURE_VALUE = (3303, 5700)
 
@@ -112,6 +113,10 @@ class ReadingCollector:
 
     # -- waiting ---------------------------------------------------------------
     async def wait_until(self, predicate: Callable[[list[Reading]], bool], timeout: float, what: str) -> list[Reading]:
+        with waiting(f"{self.endpoint} {self._path}: {what}", timeout):
+            return await self._wait_until(predicate, timeout, what)
+
+    async def _wait_until(self, predicate: Callable[[list[Reading]], bool], timeout: float, what: str) -> list[Reading]:
         deadline = time.monotonic() + timeout
         while not predicate(self.readings):
             remaining = deadline - time.monotonic()
@@ -160,3 +165,24 @@ class ReadingCollector:
                           for r in self.readings)
         n = len(self.readings)
         return f"{self.endpoint} {self._path}: {n} reading{'' if n == 1 else 's'} (value@wall-clock offset): {shown}"
+
+
+def check_real_sensor(values: list[float], *, plausible: tuple[float, float], constant: bool, what: str) -> None:
+    """What readings of a sensor nobody set can show: AssertionError naming ``what`` when they cannot be real.
+
+    Each value lies in ``plausible`` (low, high); and more than one value are
+    not all identical unless the sensor is ``constant``: a real sensor shows
+    noise or drift, so a run of one value is a stuck sensor, a dead bus, or a
+    firmware reporting its default.
+    """
+    low, high = plausible
+    outside = [v for v in values if not low <= float(v) <= high]
+    if outside:
+        raise AssertionError(f"{what}: {outside} outside the plausible range [{low:g}, {high:g}]"
+                             f" (board file field 'temperature_range'); all readings: {values}")
+    if not constant and len(values) > 1 and len(set(values)) == 1:
+        raise AssertionError(
+            f"{what}: all {len(values)} readings are {values[0]}: a real sensor shows noise or drift, so this looks"
+            f" like a stuck sensor or a firmware reporting a default value (if the bench's sensor really never"
+            f" changes, say so in the board file: constant_sensors = [...])"
+        )

@@ -18,6 +18,8 @@ base URL is ``api.url`` (``http://127.0.0.1:PORT``). Calls:
 ``GET /api/clients/{ep}/composite?paths=/a,/b``   Read-Composite; content ``{"/a": node, ...}``
 ``PUT /api/clients/{ep}/composite``               Write-Composite; body ``{"/3/0/14": value or node, ...}``
 ``POST /api/clients/{ep}/composite/observe?paths=``  Observe-Composite (``DELETE`` cancels)
+``GET /fleet``, ``/api/fleet``, ``/api/fleet/events``  the live fleet page, its data and its batched
+                                                  updates (:mod:`hil.gateway.fleet_view`)
 ``GET /api/event``                                server-sent events: ``REGISTRATION``,
                                                   ``UPDATED`` (``{"registration": ...}``) and
                                                   ``DEREGISTRATION`` (on de-registration
@@ -49,17 +51,17 @@ envelope and an ``errormessage``.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 from typing import Any, Self
 
 from aiohttp import web
 
-from ..infra.ports import is_loopback_host
 from ..lwm2m.model import LwM2MError, Path
 from ..secret import Secret
 from . import leshan
+from .access import OpenApiRefused, TokenGate, require_token  # noqa: F401 (OpenApiRefused: part of this API)
+from .fleet_view import FleetPage, FleetView
 from .errors import (
     GatewayDecodeError,
     GatewayError,
@@ -78,26 +80,23 @@ EVENT_NAMES = {
 _END = object()
 
 
-class OpenApiRefused(ValueError):
-    """The API would listen beyond loopback with no token: the message says how to give one."""
-
-
 class RestApi:
     """The gateway's Leshan-style HTTP API; see the module docs."""
 
     def __init__(self, gateway: Any, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None,
-                 token: Secret | str | None = None, insecure_open: bool = False):
-        if token is None and not insecure_open and not is_loopback_host(host):
-            raise OpenApiRefused(
-                f"refusing to serve the REST API on {host} without authentication: give --api-token-file FILE "
-                "(or let the command generate one), or pass --insecure-open to serve it open on purpose"
-            )
+                 fleet_view: FleetView | None = None, token: Secret | str | None = None, insecure_open: bool = False):
+        """``fleet_view``: the view the fleet page shows (default: one of its own on ``gateway``).
+        ``token``: the bearer token every call (the fleet page too) must carry; required beyond loopback
+        unless ``insecure_open``."""
+        require_token("REST API", host, token, insecure_open)
         self.gateway = gateway
+        self._own_fleet_view = fleet_view is None
+        self.fleet_view = fleet_view
+        self.fleet_page: FleetPage | None = None
         self.host = host
         self.port = port
-        self._token = Secret(token) if token is not None else None
-        self.refused = 0  # calls answered 401
         self.log = log or logging.getLogger("hil.gateway.rest")
+        self._gate = TokenGate(token, self.log, _unauthorized) if token is not None else None
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Queue[Any]] = set()
         self._remove_listener: Any = None
@@ -113,7 +112,11 @@ class RestApi:
     # ------------------------------------------------------------------ lifetime
 
     async def start(self) -> Self:
-        app = web.Application(middlewares=[self._authenticate] if self._token is not None else [])
+        app = web.Application(middlewares=[self._gate.middleware] if self._gate is not None else [])
+        if self.fleet_view is None:
+            self.fleet_view = FleetView(self.gateway)
+        self.fleet_page = FleetPage(self.fleet_view, log=self.log)
+        app.add_routes(self.fleet_page.routes())
         app.add_routes(
             [
                 web.get("/api/event", self._events),
@@ -155,6 +158,11 @@ class RestApi:
         self._observations.clear()
         for queue in list(self._streams):
             queue.put_nowait(_END)
+        if self.fleet_page is not None:
+            self.fleet_page.close()
+        if self._own_fleet_view and self.fleet_view is not None:
+            self.fleet_view.close()
+            self.fleet_view = None
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -166,20 +174,10 @@ class RestApi:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    @web.middleware
-    async def _authenticate(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        assert self._token is not None
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        expected = self._token.reveal().encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-            self.refused += 1
-            why = "no bearer token" if scheme.lower() != "bearer" else "wrong bearer token"
-            self.log.warning("REST %s %s from %s refused: %s", request.method, request.path, request.remote, why)
-            return web.json_response(
-                leshan.envelope(129, error=f"{why}: send 'Authorization: Bearer <token>'"), status=401,
-                headers={"WWW-Authenticate": 'Bearer realm="embserve-hil"'},
-            )
-        return await handler(request)
+    @property
+    def refused(self) -> int:
+        """Calls answered 401 (no token, or a wrong one)."""
+        return self._gate.refused if self._gate is not None else 0
 
     # ------------------------------------------------------------------ registrations
 
@@ -385,6 +383,10 @@ class RestApi:
         finally:
             self._streams.discard(queue)
         return response
+
+
+def _unauthorized(reason: str) -> web.Response:
+    return web.json_response(leshan.envelope(129, error=reason), status=401)
 
 
 def _unknown(endpoint: str) -> web.Response:

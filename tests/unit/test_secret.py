@@ -147,3 +147,19 @@ def test_bad_sources_are_named(tmp_path):
         find_credentials(REGISTRY, password_stdin="pw", env=env)
     with pytest.raises(CredentialsError, match="no such file"):
         find_credentials(REGISTRY, env=env, config_path=tmp_path / "absent.json")
+
+
+def test_report_record_and_junit_properties_carry_no_secret(tmp_path):
+    from hil.report.record import DeployRecord, Injection, RecordedTest
+
+    token = Secret("tok-" + "9" * 20)
+    recorded = RecordedTest(
+        "tests/x.py::test", target=f"serial://user:{token.reveal()}@bench",
+        deployments=[DeployRecord("n1", 1000, "svc", 1, f"reg.lab:5000/svc:1?auth={token.reveal()}", "sha256:ab", False, 1.0,
+                                  {"resolve": 0.1})],
+        injections=[Injection("n1", 1.0, "input", "api_key", token)],
+    )
+    text = recorded.write(tmp_path).read_text()
+    properties = dict(recorded.junit_properties())
+    assert token.reveal() not in text and token.reveal() not in str(properties)
+    assert MASK in text and properties["target"] == f"serial://user:{MASK}@bench"
