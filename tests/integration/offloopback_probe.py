@@ -3,9 +3,10 @@
     python offloopback_probe.py REST_API_URL TOKEN MQTT_HOST MQTT_PORT CA_FILE MQTT_USER MQTT_PASSWORD_FILE
 
 Prints one JSON object: the HTTP status of REST calls without, with a wrong and with the right
-token, and the MQTT outcome of an anonymous client over TLS, a plain-TCP client and the right user.
+token, of the fleet page without and with the token as a browser sends it (basic), and the MQTT outcome of an anonymous client over TLS, a plain-TCP client and the right user.
 """
 
+import base64
 import json
 import ssl
 import sys
@@ -16,8 +17,10 @@ import urllib.request
 import paho.mqtt.client as mqtt
 
 
-def rest(url: str, token: str | None) -> tuple[int, str]:
-    request = urllib.request.Request(url + "/clients", headers={"Authorization": f"Bearer {token}"} if token else {})
+def rest(url: str, token: str | None, *, path: str = "/clients", scheme: str = "Bearer") -> tuple[int, str]:
+    if scheme == "Basic" and token:
+        token = base64.b64encode(f"browser:{token}".encode()).decode()
+    request = urllib.request.Request(url + path, headers={"Authorization": f"{scheme} {token}"} if token else {})
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
             return answer.status, answer.read().decode()
@@ -55,6 +58,9 @@ def main() -> None:
         "rest_wrong_token": rest(url, token[::-1])[0],
         "rest_right_token": right[0],
         "clients": [c["endpoint"] for c in json.loads(right[1])] if right[0] == 200 else [],
+        # the fleet page: a browser gives the token as a basic password
+        "page_without_token": rest(url.removesuffix("/api"), None, path="/fleet")[0],
+        "page_basic_token": rest(url.removesuffix("/api"), token, path="/fleet", scheme="Basic")[0],
         "mqtt_anonymous_tls": mqtt_connect(host, int(port), ca_file=ca_file),
         "mqtt_plain_tcp": mqtt_connect(host, int(port), ca_file=None, user=user, password=password),
         "mqtt_user": mqtt_connect(host, int(port), ca_file=ca_file, user=user, password=password),

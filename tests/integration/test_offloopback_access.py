@@ -101,6 +101,7 @@ def test_fleet_beyond_loopback_needs_token_password_and_tls(lab_namespace, tmp_p
         out, err = fleet.communicate(timeout=20)
     assert (seen_by_client["rest_without_token"], seen_by_client["rest_wrong_token"], seen_by_client["rest_right_token"]) == (401, 401, 200)
     assert seen_by_client["clients"] == ["node1"]
+    assert (seen_by_client["page_without_token"], seen_by_client["page_basic_token"]) == (401, 200)
     assert seen_by_client["mqtt_anonymous_tls"] == "Not authorized"
     assert seen_by_client["mqtt_plain_tcp"] != "Success" and seen_by_client["mqtt_user"] == "Success"
     # the token: generated into the 0600 file, printed once, nowhere else
