@@ -8,6 +8,7 @@ notification on /3303/0/5700. The service's own period is not counted: the
 first reading comes from the first loop() right after activation.
 
     python -m benchmarks deploy          # 20 rounds
+    BENCH_SECURITY=psk python -m benchmarks deploy   # the node over DTLS-PSK
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from hil.faredge.deployer import Deployer
 from hil.gateway.server import Gateway
 from hil.infra.registry import Registry
 from hil.sdk import build_service
+
+from .bench_registration import security
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ["push", "fetch", "validate", "create", "write", "install", "activate", "other", "first reading", "total"]
@@ -61,8 +64,10 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         service_json = build_service(REPO / "services" / "temperature_sensor", Path(tmp) / "build").read_bytes()
         async with Registry(log_dir=tmp) as registry:
-            async with Gateway() as gw, Node("bench1") as node:
-                await node.connect(gw.uri)
+            os.environ.setdefault("BENCH_NODES", "2")
+            table, mode = security()
+            async with Gateway(psk=table) as gw, Node("bench1", psk=table.by_endpoint["bench1"] if table else None) as node:
+                await node.connect(gw.coaps_uri if table else gw.uri)
                 await gw.wait_for_registration("bench1", timeout=10)
                 async with Deployer(gw, cache_dir=Path(tmp) / "cache") as deployer:
                     results = []
@@ -70,7 +75,7 @@ async def main() -> None:
                         steps = await one_round(gw, node, deployer, service_json, f"{registry.address}/bench/temperature:{i}")
                         if i:  # the first round warms imports and connections
                             results.append(steps)
-    print(f"push -> first reading on the simulator, {rounds} rounds (median / max, ms):")
+    print(f"push -> first reading on the simulator, {rounds} rounds, security {mode} (median / max, ms):")
     for step in STEPS:
         values = [r[step] * 1000 for r in results if step in r]
         if values:

@@ -7,6 +7,7 @@ round trip per content format, of one resource and of the Device instance.
 
     python -m benchmarks registration            # 1,000 nodes
     BENCH_NODES=200 python -m benchmarks registration
+    BENCH_SECURITY=psk python -m benchmarks registration   # every node over DTLS-PSK (tinydtls)
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ import time
 from hil.device.clock import VirtualClock
 from hil.device.node import Node
 from hil.gateway.server import Gateway
+from hil.lwm2m.security import PskCredential, PskTable
+from hil.secret import Secret
+
+
+def security() -> tuple[PskTable | None, str]:
+    """The PSK table of BENCH_SECURITY=psk (one identity and key per node), else None (NoSec)."""
+    mode = os.environ.get("BENCH_SECURITY", "nosec")
+    if mode not in ("nosec", "psk"):
+        raise SystemExit(f"BENCH_SECURITY={mode!r}: nosec or psk")
+    if mode == "nosec":
+        return None, mode
+    count = int(os.environ.get("BENCH_NODES", "1000"))
+    return PskTable({f"bench{i}": PskCredential(f"bench{i}-id", Secret(os.urandom(16))) for i in range(count)}), mode
 
 
 def rss_mb() -> float:
@@ -31,8 +45,11 @@ async def main() -> None:
     reads = int(os.environ.get("BENCH_READS", "1000"))
     rss_before = rss_mb()
     clock = VirtualClock()  # one clock for the fleet, as the simulator uses it
-    async with Gateway(expiry_grace=30.0) as gw:
-        nodes = [Node(f"bench{i}", clock=clock) for i in range(count)]
+    table, mode = security()
+    async with Gateway(expiry_grace=30.0, psk=table) as gw:
+        psk = table.by_endpoint if table else {}
+        nodes = [Node(f"bench{i}", clock=clock, psk=psk.get(f"bench{i}")) for i in range(count)]
+        server = gw.coaps_uri if table else gw.uri
         t_boot = time.perf_counter()
         await asyncio.gather(*(n.start() for n in nodes))
         boot_s = time.perf_counter() - t_boot
@@ -40,7 +57,7 @@ async def main() -> None:
         all_in = asyncio.Event()
         remove = gw.add_listener(lambda e: len(gw.registrations) >= count and all_in.set())
         t0 = time.perf_counter()
-        await asyncio.gather(*(n.connect(gw.uri) for n in nodes))
+        await asyncio.gather(*(n.connect(server) for n in nodes))
         await asyncio.wait_for(all_in.wait(), 120)
         register_s = time.perf_counter() - t0
         remove()
@@ -55,7 +72,7 @@ async def main() -> None:
         p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
         peak = rss_mb()
 
-        print(f"nodes: {count}")
+        print(f"nodes: {count}, security: {mode}")
         print(f"boot (objects, sockets): {boot_s:.2f} s")
         print(f"register all (connect -> gateway sees {count}): {register_s:.2f} s")
         print(f"peak RSS: {peak:.0f} MB (before nodes: {rss_before:.0f} MB; {(peak - rss_before) * 1024 / count:.0f} kB per node)")

@@ -15,6 +15,7 @@ import pkgutil
 import sys
 
 from . import commands
+from .secret import SecretFilter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # whatever a log line carries, a password, token or key shows as ***
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(SecretFilter())
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -29,8 +29,11 @@ import contextlib
 import itertools
 import logging
 import re
+import secrets
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -39,17 +42,22 @@ import yaml
 
 from .device.clock import VirtualClock
 from .device.node import Node
+from .fita.mqtt import MqttAuth
 from .gateway.fleet_view import FleetView
 from .gateway.rest import RestApi
 from .gateway.sdf_mqtt import SdfMqttBridge
 from .gateway.server import Gateway
 from .infra.broker import Broker
+from .infra.certs import ServerCertificate, make_server_certificate
+from .infra.ports import is_loopback_host
+from .secret import Secret, new_token_file, write_private
 
 log = logging.getLogger("hil.fleet")
 
 _RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _COAP_URI = re.compile(r"coaps?://\S+")
 DEFAULT_SENSORS = {"temperature": 21.5}
+MQTT_USER = "embserve-hil"  # the user the fleet's own broker lets in
 START_CONCURRENCY = 64  # nodes booting at once: bounds the burst of registrations
 
 
@@ -193,7 +201,16 @@ class Fleet:
         log_dir: str | Path | None = None,
         deploy_via: str = "lwm2m",
         clock: VirtualClock | None = None,
+        api_token: Secret | None = None,
+        insecure_open: bool = False,
+        state_dir: str | Path | None = None,
+        mqtt_auth: MqttAuth | None = None,
     ):
+        """Access (docs/gateway-apis.md): the broker started here always has a user with a generated
+        password (written 0600 to ``state_dir/mqtt-password``) and, beyond loopback, TLS with a generated
+        certificate; the REST API needs ``api_token`` beyond loopback (one is generated into
+        ``state_dir/rest-token`` when none is given). ``insecure_open`` serves both open on purpose.
+        ``mqtt_auth``: how to get into a broker given with ``mqtt``."""
         if not specs:
             raise FleetError("a fleet needs at least one node")
         self.specs = specs
@@ -213,6 +230,16 @@ class Fleet:
         self._stack: contextlib.AsyncExitStack | None = None
         self._last_readings = (0, time.monotonic())
         self.deploy_failures: list[str] = []
+        self.insecure_open = insecure_open
+        self.beyond_loopback = not is_loopback_host(host)
+        self.api_token = api_token
+        self.api_token_file: Path | None = None  # set when the token was generated here
+        self.generated_token: Secret | None = None  # shown once by the command, then forgotten
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.mqtt_auth = mqtt_auth
+        self.mqtt_password_file: Path | None = None
+        self.mqtt_certificate: ServerCertificate | None = None
+        self._stack_cleanup: list[Callable[[], object]] = []  # generated credentials go when the fleet stops
 
     @property
     def mqtt_address(self) -> tuple[str, int]:
@@ -225,23 +252,68 @@ class Fleet:
         """Where each API listens: CoAP (LwM2M), MQTT (SDF), REST."""
         assert self.gateway is not None and self.rest is not None
         host, port = self.mqtt_address
-        return {"CoAP": self.gateway.uri, "MQTT": f"mqtt://{host}:{port}", "REST": f"{self.rest.url}/api",
+        scheme = "mqtts" if self.mqtt_auth is not None and self.mqtt_auth.uses_tls else "mqtt"
+        return {"CoAP": self.gateway.uri, "MQTT": f"{scheme}://{host}:{port}", "REST": f"{self.rest.url}/api",
                 "page": f"{self.rest.url}/fleet"}
+
+    def access(self) -> list[str]:
+        """How clients get in, one line each (no secret in them: they name the files that hold them)."""
+        lines = []
+        if self.mqtt_password_file is not None and self.mqtt_auth is not None:
+            lines.append(f"MQTT user {self.mqtt_auth.username}, password in {self.mqtt_password_file} (0600)")
+        if self.mqtt_certificate is not None:
+            lines.append(f"MQTT TLS certificate {self.mqtt_certificate.cert}, SHA-256 fingerprint {self.mqtt_certificate.fingerprint}")
+        if self.api_token is not None:
+            where = f"token in {self.api_token_file}" if self.api_token_file else "the token given"
+            lines.append(f"REST and the fleet page need 'Authorization: Bearer <token>' "
+                         f"(a browser: any user, the token as password), {where}")
+        if self.insecure_open and self.beyond_loopback:
+            lines.append(f"WARNING: --insecure-open: REST and MQTT on {self.host} are open to anyone who can reach them")
+        return lines
+
+    def _prepare_access(self) -> None:
+        """Generate what the APIs need (see __init__), before anything listens."""
+        if self.insecure_open:
+            return
+        if self.state_dir is None:
+            self.state_dir = Path(tempfile.mkdtemp(prefix="embserve-hil-fleet-"))
+            self._stack_cleanup.append(lambda: shutil.rmtree(self.state_dir or "", ignore_errors=True))
+        state = self.state_dir
+        state.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if self.api_token is None and self.beyond_loopback:
+            self.api_token_file = state / "rest-token"
+            self.api_token = self.generated_token = new_token_file(self.api_token_file)
+        if self._mqtt_given is None:
+            password = Secret(secrets.token_urlsafe(24))
+            self.mqtt_password_file = state / "mqtt-password"
+            write_private(self.mqtt_password_file, password.reveal().encode() + b"\n")
+            if self.beyond_loopback:
+                self.mqtt_certificate = make_server_certificate(state, self.host, name="mqtt")
+            self.mqtt_auth = MqttAuth(MQTT_USER, password,
+                                      ca_file=self.mqtt_certificate.cert if self.mqtt_certificate else None)
 
     async def __aenter__(self) -> Self:
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
+            stack.callback(lambda: [cleanup() for cleanup in self._stack_cleanup])
+            self._prepare_access()
             if self._mqtt_given is None:
-                self.broker = await stack.enter_async_context(Broker(log_dir=self.log_dir))
+                auth = self.mqtt_auth
+                users = {auth.username: auth.password} if auth is not None and auth.username and auth.password else None
+                self.broker = await stack.enter_async_context(Broker(
+                    log_dir=self.log_dir, host=self.host, users=users, tls=self.mqtt_certificate,
+                    insecure_open=self.insecure_open))
             host, port = self.mqtt_address
             self.gateway = await stack.enter_async_context(Gateway(self.host, self._coap_port))
             # nodes stop after the APIs close: the bridge's requests in flight must not meet closed nodes
             stack.push_async_callback(self._stop_nodes)
-            self.bridge = await stack.enter_async_context(SdfMqttBridge(self.gateway, host, port))
+            self.bridge = await stack.enter_async_context(SdfMqttBridge(self.gateway, host, port, auth=self.mqtt_auth))
             self.view = FleetView(self.gateway)
             stack.callback(self.view.close)
-            self.rest = await stack.enter_async_context(RestApi(self.gateway, self.host, self._rest_port, fleet_view=self.view))
+            self.rest = await stack.enter_async_context(RestApi(
+                self.gateway, self.host, self._rest_port, fleet_view=self.view,
+                token=self.api_token, insecure_open=self.insecure_open))
             await self._start_nodes()
         except BaseException:
             await stack.aclose()
@@ -296,7 +368,8 @@ class Fleet:
             return 0
         assert self.gateway is not None
         broker = self.mqtt_address
-        async with Deployer(self.gateway, via=self.deploy_via, broker=broker, rest_url=self.rest.url if self.rest else None) as deployer:
+        async with Deployer(self.gateway, via=self.deploy_via, broker=broker, rest_url=self.rest.url if self.rest else None,
+                            api_token=self.api_token, mqtt_auth=self.mqtt_auth) as deployer:
 
             async def one(name: str, source: str) -> bool:
                 try:

@@ -28,10 +28,24 @@ from typing import Iterator
 import pytest
 
 from . import progress
+from .secret import SecretFilter, redact_text
 
 PHASES_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
 _SINK_KEY = pytest.StashKey[progress.Sink]()
 _WARMING_KEY = pytest.StashKey[threading.Thread]()
+
+
+# --------------------------------------------------------------------------- secrets stay out
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Every log handler of pytest's (captured logs in reports and JUnit, the log file, live logs)
+    shows a password, token or key as *** (docs/security.md); the logging plugin exists by now."""
+    logging_plugin = session.config.pluginmanager.get_plugin("logging-plugin")
+    for name in ("caplog_handler", "report_handler", "log_file_handler", "log_cli_handler"):
+        handler = getattr(logging_plugin, name, None)
+        if handler is not None and not any(isinstance(f, SecretFilter) for f in handler.filters):
+            handler.addFilter(SecretFilter())
 
 
 # --------------------------------------------------------------------------- the test's record
@@ -85,7 +99,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
             from .report.render import section
 
-            report.extras = [*getattr(report, "extras", []), extras.html(section(recorded, base))]
+            report.extras = [*getattr(report, "extras", []), extras.html(redact_text(section(recorded, base)))]
     return report
 
 

@@ -11,6 +11,8 @@ APT_PACKAGES=(
   clang libclang-rt-dev               # libFuzzer and sanitizers for the firmware parsers (tests/firmware_host)
   mosquitto                           # MQTT broker (gateway northbound API)
   docker-registry                     # OCI registry for the far-edge path
+  gcc autoconf automake               # build DTLSSocket (tinydtls) from its source: DTLS-PSK on the CoAP path
+  iproute2                            # network namespaces of the off-loopback access tests
   ser2net                             # RFC 2217 console server of the local labgrid lab (tests/lab)
   chromium                            # headless browser the report and fleet-page tests open
 )
@@ -46,8 +48,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
   # dev: what the tests need besides the package; labgrid and xdist: shared benches, many at once;
-  # report: the HTML report's plugin and plots
-  "$VENV/bin/pip" install -q -e ".[dev,labgrid,xdist,report]"
+  # report: the HTML report's plugin and plots; dtls: DTLS-PSK on the CoAP path (DTLSSocket, built here)
+  "$VENV/bin/pip" install -q -e ".[dev,labgrid,xdist,report,dtls]"
   echo "$want" > "$stamp"
 fi
 

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from pathlib import Path
 
-from ..faredge.deployer import Deployer, DeployError
+from ..faredge.deployer import Deployer, DeployError, load_pod_spec
+from ..faredge.oci import OciError
+from .fleet import access_from, add_access_options
+from .push import add_registry_options, registry_kwargs, registry_of
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +27,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     via.add_argument("--mqtt", metavar="HOST:PORT", help="MQTT broker the gateway serves SDF requests on")
     p.add_argument("--cache", type=Path, default=None, help="OCI cache directory")
     p.add_argument("--remove", action="store_true", help="remove the service (by name or instance id) instead")
+    add_registry_options(p)
+    add_access_options(p)
     p.set_defaults(func=run)
+
+
+def _registry_of_source(source: str) -> str | None:
+    """The registry a deploy source is fetched from: None for a local service.json."""
+    path = Path(source)
+    if path.is_file() and path.suffix not in (".yaml", ".yml"):
+        return None
+    ref = load_pod_spec(path).image if path.is_file() else source
+    return registry_of(ref)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,6 +51,14 @@ async def _run(args: argparse.Namespace) -> int:
         kwargs = {"via": "mqtt", "broker": (host or "127.0.0.1", int(port))}
     else:
         kwargs = {"via": "rest", "rest_url": args.rest}
+    try:
+        token, _, mqtt_auth = access_from(args)
+        registry = None if args.remove else _registry_of_source(args.source)
+        options = registry_kwargs(args, registry)
+    except (ValueError, OciError, DeployError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    kwargs.update(auth=options.pop("auth", None), registry_options=options, api_token=token, mqtt_auth=mqtt_auth)
     try:
         async with Deployer(None, cache_dir=args.cache, **kwargs) as deployer:
             if args.remove:

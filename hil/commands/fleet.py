@@ -14,6 +14,7 @@ import contextlib
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import TextIO
 
 
@@ -39,7 +40,47 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long (default: run until interrupted)")
     parser.add_argument("--deploy-via", choices=["lwm2m", "mqtt", "rest"], default="lwm2m", help="path for the fleet's services (default lwm2m)")
     parser.add_argument("--log-dir", default=None, help="directory for the broker's log (default: a temporary one)")
+    add_access_options(parser)
+    parser.add_argument("--insecure-open", action="store_true",
+                        help="beyond loopback, serve REST and MQTT without token, password or TLS (anyone who can "
+                        "reach them can deploy code to every node)")
+    parser.add_argument("--state-dir", default=None, metavar="DIR",
+                        help="where generated credentials go: rest-token, mqtt-password, mqtt-cert.pem (default: a new temporary directory)")
     parser.set_defaults(func=run)
+
+
+def add_access_options(parser: argparse.ArgumentParser) -> None:
+    """How to get into the gateway's northbound APIs; shared with ``deploy``."""
+    parser.add_argument("--api-token-file", metavar="FILE",
+                        help="bearer token of the REST API (0600 file); fleet: needed beyond loopback, and a FILE "
+                        "that does not exist yet gets a new token, printed once")
+    parser.add_argument("--mqtt-user", metavar="USER", help="MQTT user name (for a broker given with --mqtt)")
+    parser.add_argument("--mqtt-password-file", metavar="FILE", help="file holding the MQTT password (0600)")
+    parser.add_argument("--mqtt-ca-file", metavar="PEM", help="talk TLS to the broker, trusting this certificate")
+
+
+def access_from(args: argparse.Namespace, *, generate: bool = False):  # -> (token, generated, MqttAuth | None)
+    """The REST token and MQTT login the options name; a clear ValueError for a bad file.
+
+    ``generate``: an --api-token-file that does not exist yet gets a new token (0600); the
+    second value says whether that happened (the command then prints it, once).
+    """
+    from ..fita.mqtt import MqttAuth
+    from ..secret import new_token_file, read_token_file
+
+    token, generated = None, False
+    if args.api_token_file:
+        if generate and not Path(args.api_token_file).exists():
+            token, generated = new_token_file(args.api_token_file), True
+        else:
+            token = read_token_file(args.api_token_file)
+    password = read_token_file(args.mqtt_password_file) if args.mqtt_password_file else None
+    if password is not None and not args.mqtt_user:
+        raise ValueError("--mqtt-password-file needs --mqtt-user")
+    auth = None
+    if args.mqtt_user or args.mqtt_ca_file:
+        auth = MqttAuth(args.mqtt_user, password, ca_file=Path(args.mqtt_ca_file) if args.mqtt_ca_file else None)
+    return token, generated, auth
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -60,6 +101,12 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
     specs = load_fleet(args.config)
     mqtt = parse_hostport(args.mqtt) if args.mqtt else None
+    from ..infra.ports import is_loopback_host
+
+    if not is_loopback_host(args.host) and not args.api_token_file and not args.insecure_open:
+        raise FleetError(f"--host {args.host} is beyond loopback: give --api-token-file FILE (read, or generated "
+                         "into FILE and printed once) for the REST API, or --insecure-open to serve it open")
+    token, generated, mqtt_auth = access_from(args, generate=True)
     if args.every <= 0:
         raise FleetError(f"--every {args.every}: must be a positive number of seconds")
     if args.http is not None and not 0 <= args.http < 65536:
@@ -71,15 +118,24 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     try:
         async with Fleet(
             specs, mqtt=mqtt, host=args.host, coap_port=args.coap_port, rest_port=args.rest_port,
-            log_dir=args.log_dir, deploy_via=args.deploy_via,
+            log_dir=args.log_dir, deploy_via=args.deploy_via, api_token=token, mqtt_auth=mqtt_auth,
+            insecure_open=args.insecure_open, state_dir=args.state_dir,
         ) as fleet, contextlib.AsyncExitStack() as extra:
             for api, where in fleet.endpoints().items():
                 _say(out, f"{api:<5} {where}")
             if args.http is not None:
                 from ..gateway.fleet_view import FleetPageServer
 
-                page = await extra.enter_async_context(FleetPageServer(fleet.view, args.host, args.http))
+                page = await extra.enter_async_context(FleetPageServer(
+                    fleet.view, args.host, args.http, token=fleet.api_token, insecure_open=args.insecure_open))
                 _say(out, f"{'http':<5} {page.url}")
+            for line in fleet.access():
+                _say(out, line)
+            shown = token if generated else fleet.generated_token
+            if shown is not None:
+                # the one time it is shown; afterwards it is only in the 0600 file
+                _say(out, f"REST token {shown.reveal()}")
+                fleet.generated_token = None
             _say(out, f"fleet {len(specs)} nodes from {args.config}")
             deploying = asyncio.ensure_future(fleet.deploy_services())
             deadline = None if args.duration is None else time.monotonic() + args.duration
@@ -108,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(serve(args))
-    except (FleetError, argparse.ArgumentTypeError) as exc:
+    except (FleetError, argparse.ArgumentTypeError, ValueError) as exc:
         print(f"embserve-hil fleet: {exc}", file=sys.stderr)
         return 2
     except (InfraError, OSError) as exc:

@@ -14,10 +14,12 @@ import signal
 import sys
 from typing import Any, TextIO
 
+from ..gateway.dtls import DtlsUnavailable
 from ..gateway.registry import RegistrationEvent
 from ..gateway.server import Gateway
 from ..gateway.strict import StrictRegistration
 from ..gateway.store import StoreError
+from ..lwm2m.security import PskError, PskTable, load_psk_table
 from ..lwm2m.transmission import TransmissionParameters
 
 
@@ -60,6 +62,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="CoAP transmission parameters for requests to devices, e.g. ack_timeout=4,max_retransmit=4 for a slow "
         "link (default: RFC 7252's ack_timeout=2,ack_random_factor=1.5,max_retransmit=4)",
     )
+    parser.add_argument(
+        "--psk-file",
+        metavar="FILE",
+        help="serve DTLS-PSK (coaps) too: one line per secured endpoint, 'endpoint identity hexkey'; "
+        "those endpoints register only over DTLS with their own identity",
+    )
+    parser.add_argument(
+        "--dtls-port", type=int, default=5684,
+        help="UDP port of the DTLS-PSK socket, with --psk-file (default 5684, the CoAPS port; 0 picks a free one)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -70,6 +82,7 @@ def event_record(event: RegistrationEvent) -> dict[str, Any]:
         "endpoint": reg.endpoint,
         "registration_id": reg.registration_id,
         "address": reg.address_text,
+        "security": "psk" if reg.psk_identity is not None else "nosec",
         "lifetime": reg.lifetime,
         "lwm2m": reg.lwm2m_version,
         "binding": reg.binding,
@@ -86,7 +99,8 @@ def _emit(out: TextIO, record: dict[str, Any]) -> None:
 
 
 async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.stdout, *, strict: bool = False,
-                database: str | None = None, transmission: TransmissionParameters | None = None) -> None:
+                database: str | None = None, transmission: TransmissionParameters | None = None,
+                psk: PskTable | None = None, dtls_port: int = 5684) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -94,8 +108,11 @@ async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.std
     try:
         policy = StrictRegistration() if strict else None
         async with Gateway(host, port, expiry_grace=expiry_grace, registration_policy=policy,
-                           database=database, transmission=transmission) as gw:
-            _emit(out, {"event": "listening", "uri": gw.uri, "host": gw.host, "port": gw.port})
+                           database=database, transmission=transmission, psk=psk, dtls_port=dtls_port) as gw:
+            listening = {"event": "listening", "uri": gw.uri, "host": gw.host, "port": gw.port}
+            if gw.coaps_uri:
+                listening.update(coaps_uri=gw.coaps_uri, dtls_port=gw.dtls_port, secured_endpoints=len(psk or ()))
+            _emit(out, listening)
             gw.add_listener(lambda event: _emit(out, event_record(event)))
             await stop.wait()
         _emit(out, {"event": "stopped"})
@@ -111,12 +128,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"embserve-hil gateway: --coap {args.coap!r}: {exc}", file=sys.stderr)
         return 2
     try:
+        psk = load_psk_table(args.psk_file) if args.psk_file else None
+    except PskError as exc:
+        print(f"embserve-hil gateway: {exc}", file=sys.stderr)
+        return 2
+    try:
         asyncio.run(serve(args.host, args.port, args.expiry_grace, strict=args.strict,
-                          database=args.database, transmission=transmission))
+                          database=args.database, transmission=transmission, psk=psk, dtls_port=args.dtls_port))
     except OSError as exc:
         print(f"embserve-hil gateway: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
-    except StoreError as exc:
+    except (StoreError, DtlsUnavailable, ValueError) as exc:
         print(f"embserve-hil gateway: {exc}", file=sys.stderr)
         return 1
     return 0

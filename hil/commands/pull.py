@@ -7,7 +7,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from .push import add_registry_options, registry_kwargs
+from .push import add_registry_options, registry_kwargs, registry_of
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from hil.faredge.oci import OciError, resolve  # aiohttp: slow to import
 
-    kwargs = registry_kwargs(args)
     try:
+        kwargs = registry_kwargs(args, registry_of(args.ref))
         found = asyncio.run(resolve(args.ref, args.platform, cache_dir=args.cache, **kwargs))
     except OciError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ from typing import Any
 
 
 def add_registry_options(parser: argparse.ArgumentParser) -> None:
-    """Transport and credential options shared by ``push`` and ``pull``."""
+    """Transport and credential options shared by ``push``, ``pull`` and ``deploy``."""
     scheme = parser.add_mutually_exclusive_group()
     scheme.add_argument("--plain-http", dest="plain_http", action="store_const", const=True,
                         help="talk HTTP (default for 127.0.0.1/localhost registries)")
@@ -19,18 +19,41 @@ def add_registry_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--insecure", action="store_true", help="do not verify the registry's TLS certificate")
     parser.add_argument("--ca-file", type=Path, help="extra CA bundle to trust for TLS")
     parser.add_argument("-u", "--username", help="registry user name")
-    parser.add_argument("-p", "--password", help="registry password (with -u)")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--password-stdin", action="store_true",
+                        help="read the registry password from standard input (with -u)")
+    secret.add_argument("-p", "--password",
+                        help="registry password (discouraged: ps and shell history keep it; "
+                        "use --password-stdin or $EMBSERVE_HIL_REGISTRY_PASSWORD)")
+    parser.add_argument("--registry-config", type=Path, metavar="PATH",
+                        help="Docker config file with the registry's credentials "
+                        "(default $DOCKER_CONFIG/config.json, else ~/.docker/config.json)")
 
 
-def registry_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    if bool(args.username) != bool(args.password):
-        raise SystemExit("error: give both -u USER and -p PASS, or neither")
-    return {
-        "plain_http": args.plain_http,
-        "insecure": args.insecure,
-        "ca_file": args.ca_file,
-        "auth": (args.username, args.password) if args.username else None,
-    }
+def registry_kwargs(args: argparse.Namespace, registry: str | None) -> dict[str, Any]:
+    """Transport options and credentials for ``registry`` (none needed when None: a local file).
+
+    Credentials come from the first of: -u with --password-stdin or -p,
+    $EMBSERVE_HIL_REGISTRY_PASSWORD, the Docker config file (see
+    :mod:`hil.faredge.oci.credentials`).
+    """
+    from hil.faredge.oci.credentials import find_credentials
+
+    kwargs: dict[str, Any] = {"plain_http": args.plain_http, "insecure": args.insecure, "ca_file": args.ca_file}
+    stdin = sys.stdin.read() if args.password_stdin else None
+    if registry is None:
+        return kwargs
+    kwargs["auth"] = find_credentials(
+        registry, username=args.username, password=args.password, password_stdin=stdin,
+        config_path=args.registry_config, warn=lambda message: print(message, file=sys.stderr),
+    )
+    return kwargs
+
+
+def registry_of(ref: str) -> str:
+    from hil.faredge.oci import parse_reference
+
+    return parse_reference(ref).registry
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -60,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if (args.nested or args.other_platform) and not args.multi_platform:
         print("error: --nested and --other-platform need --multi-platform", file=sys.stderr)
         return 2
-    kwargs = registry_kwargs(args)
     try:
+        kwargs = registry_kwargs(args, registry_of(args.ref))
         if args.multi_platform:
             others = tuple(args.other_platform or ("linux/amd64", "linux/arm64"))
             result = asyncio.run(push_multiplatform(

@@ -20,6 +20,7 @@ import sys
 from typing import TextIO
 
 from ..device.client import ClientEvent, ServerURIError, parse_server_uri
+from ..lwm2m.security import PskCredential, PskError, parse_psk
 from ..device.clock import VirtualClock
 from ..device.node import NODE_FORMATS, REPORT_MODES, Node
 from ..device.sensors import SensorError, parse_sensor_spec
@@ -38,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "at --server. Prints one line per registration; Ctrl-C de-registers every node and exits."
         ),
     )
-    parser.add_argument("--server", required=True, metavar="coap://HOST:PORT", help="LwM2M server URI")
+    parser.add_argument("--server", required=True, metavar="coap://HOST:PORT",
+                        help="LwM2M server URI (coaps://HOST:PORT with --psk)")
     parser.add_argument("--nodes", type=int, default=1, metavar="N", help="number of nodes (default 1)")
     parser.add_argument(
         "--prefix",
@@ -113,7 +115,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="1.1",
         help="LwM2M version the nodes register with (default 1.1; they fall back to 1.0 when a server refuses 1.1)",
     )
+    parser.add_argument(
+        "--psk",
+        metavar="IDENTITY:HEXKEY",
+        help="register over DTLS-PSK (LwM2M security mode 0) to a coaps:// server; with --nodes N, "
+        "'{name}' in the identity stands for each node's endpoint name (e.g. '{name}-id:00112233...')",
+    )
     parser.set_defaults(func=run)
+
+
+def _psk(text: str | None, endpoint: str, nodes: int) -> PskCredential | None:
+    if text is None:
+        return None
+    if nodes > 1 and "{name}" not in text.rpartition(":")[0]:
+        raise PskError("--psk with --nodes N: put '{name}' in the identity, so each node has its own "
+                       "(the gateway binds an identity to one endpoint)")
+    cred = parse_psk(text)
+    return PskCredential(cred.identity.replace("{name}", endpoint), cred.key)
 
 
 def _sensors(specs: list[str]) -> dict[str, str] | None:
@@ -152,6 +170,7 @@ async def simulate(args: argparse.Namespace, out: TextIO = sys.stdout, err: Text
             lwm2m_version=args.lwm2m_version,
             formats=_formats(args.formats),
             report=args.report,
+            psk=_psk(args.psk, f"{args.prefix}{i}", args.nodes),
         )
         for i in range(1, args.nodes + 1)
     ]
@@ -230,9 +249,10 @@ async def _wait_registered(nodes: list[Node], stop: asyncio.Event, timeout: floa
 
 def run(args: argparse.Namespace) -> int:
     try:
-        parse_server_uri(args.server)
+        parse_server_uri(args.server, secured=args.psk is not None)
         _sensors(args.sensor)
-    except (ServerURIError, SensorError) as exc:
+        _psk(args.psk, "node", args.nodes)
+    except (ServerURIError, SensorError, PskError) as exc:
         print(f"embserve-hil sim: {exc}", file=sys.stderr)
         return 2
     if args.nodes < 1:

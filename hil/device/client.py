@@ -55,6 +55,7 @@ from ..lwm2m import codecs
 from ..lwm2m.codecs import LINK, LWM2M_JSON, SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
 from ..lwm2m.link import registration_links
 from ..lwm2m.model import Content, LwM2MError, Path
+from ..lwm2m.security import SECURITY_OBJECT, PskCredential
 from ..lwm2m.transmission import TransmissionParameters
 from .clock import TimerHandle, VirtualClock
 from .objects import Change, ObjectStore
@@ -95,13 +96,21 @@ class ServerURIError(ValueError):
     """A server URI the node cannot use."""
 
 
-def parse_server_uri(uri: str) -> tuple[str, int]:
-    """``coap://HOST:PORT`` into (host, port); the port defaults to 5683."""
+def parse_server_uri(uri: str, secured: bool | None = None) -> tuple[str, int]:
+    """``coap://HOST:PORT`` (or ``coaps://`` for DTLS) into (host, port); the port defaults to 5683 (5684).
+
+    ``secured``: whether the node has a pre-shared key; coaps:// needs one, and a node
+    with one uses coaps:// only (None: either scheme).
+    """
     parts = urlsplit(uri)
-    if parts.scheme != "coap":
-        raise ServerURIError(f"server URI {uri!r}: scheme must be coap:// (no DTLS on the simulated node)")
+    if parts.scheme not in ("coap", "coaps"):
+        raise ServerURIError(f"server URI {uri!r}: scheme must be coap:// or coaps:// (DTLS-PSK)")
+    if secured is False and parts.scheme == "coaps":
+        raise ServerURIError(f"server URI {uri!r}: coaps:// needs a pre-shared key (--psk IDENTITY:HEXKEY)")
+    if secured and parts.scheme == "coap":
+        raise ServerURIError(f"server URI {uri!r}: this node has a pre-shared key and registers over coaps:// only")
     try:
-        port = parts.port or 5683
+        port = parts.port or (5684 if parts.scheme == "coaps" else 5683)
     except ValueError:
         raise ServerURIError(f"server URI {uri!r}: the port is not a number 1..65535") from None
     if not parts.hostname:
@@ -129,7 +138,9 @@ class LwM2MClient:
         lwm2m_version: str = LWM2M_VERSION,
         formats: tuple[int, ...] = (SENML_CBOR, SENML_JSON, TLV),
         announce: bool = True,
+        psk: PskCredential | None = None,
     ):
+        """``psk``: DTLS-PSK credential; the node then registers to coaps:// servers only (security mode 0)."""
         if lifetime < 1:
             raise ValueError(f"lifetime must be at least 1 s, got {lifetime}")
         if lwm2m_version not in LWM2M_VERSIONS:
@@ -167,6 +178,10 @@ class LwM2MClient:
         self._lifetime_dirty = False
         self._listeners: list[Callable[[ClientEvent], None]] = []
         self._remove_store_listener: Callable[[], None] | None = None
+        self.psk = psk
+        # aiocoap keeps a DTLS session only while something refers to it: this does, so the
+        # server's requests find the session the node registered over
+        self._session: object | None = None
 
     # ------------------------------------------------------------------ socket
 
@@ -176,16 +191,21 @@ class LwM2MClient:
         self.context = await aiocoap.Context.create_server_context(
             self.site,
             bind=(self.host, 0),
-            transports=["udp6"],
+            # tinydtls: aiocoap's DTLS client; the server's requests come back over the session it opens
+            transports=["udp6", "tinydtls"] if self.psk is not None else ["udp6"],
             loggername=f"hil.device.{self.endpoint}.coap",
         )
         self._remove_store_listener = self.store.add_listener(self._on_store_change)
 
     @property
     def address(self) -> tuple[str, int]:
-        """(host, port) the node's socket is bound to."""
+        """(host, port) the node talks to its server from (its DTLS session's socket when secured)."""
         if self.context is None:
             raise RuntimeError(f"node {self.endpoint}: the client socket is not open")
+        transport = getattr(self._session, "_transport", None)
+        if transport is not None and transport.get_extra_info("socket") is not None:
+            host, port = transport.get_extra_info("socket").getsockname()[:2]
+            return host.removeprefix("::ffff:"), port
         sock = self.context.request_interfaces[0].token_interface.message_interface.transport.get_extra_info("socket")
         host, port = sock.getsockname()[:2]
         return (host.removeprefix("::ffff:")), port
@@ -212,8 +232,8 @@ class LwM2MClient:
     # ------------------------------------------------------------------ control
 
     def start(self, server: str, endpoint: str | None = None) -> None:
-        """Begin registering to ``server`` (coap://HOST:PORT); a previous server is dropped."""
-        parse_server_uri(server)
+        """Begin registering to ``server`` (coap://HOST:PORT, coaps:// with a PSK); a previous server is dropped."""
+        host, port = parse_server_uri(server, secured=self.psk is not None)
         if self.context is None:
             raise RuntimeError(f"node {self.endpoint}: open() the client before start()")
         if self._task is not None:
@@ -221,6 +241,10 @@ class LwM2MClient:
         if endpoint:
             self.endpoint = endpoint
         self.server = server.rstrip("/")
+        if self.psk is not None:
+            hostinfo = f"[{host}]" if ":" in host else host
+            self.context.client_credentials.load_from_dict({f"coaps://{hostinfo}:{port}/*": {"dtls": {
+                "psk": self.psk.key_bytes, "client-identity": self.psk.identity_bytes}}})
         self.version = self.lwm2m_version
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"lwm2m-client-{self.endpoint}")
 
@@ -256,6 +280,7 @@ class LwM2MClient:
 
     async def close(self, deregister: bool = True) -> None:
         await self.stop(deregister)
+        self._session = None
         if self._remove_store_listener is not None:
             self._remove_store_listener()
             self._remove_store_listener = None
@@ -290,6 +315,10 @@ class LwM2MClient:
     def _forget_registration(self) -> None:
         self.registered.clear()
         self.location = ()
+        # a failed exchange may mean the server lost the DTLS session (a restart): shake hands anew
+        session, self._session = self._session, None
+        if session is not None and hasattr(session, "shutdown"):
+            session.shutdown()
 
     async def _stay_registered(self) -> None:
         """Send Updates until one fails; then return so the node registers again."""
@@ -342,7 +371,9 @@ class LwM2MClient:
         return Message(code=Code.POST, uri=f"{self.server}/rd?{query}", payload=self._links().encode(), content_format=LINK)
 
     def _links(self) -> str:
-        return registration_links(self.store.objects(), content_format=self.announced_format)
+        # LwM2M 1.1 Core 6.2.1: the Security object is never part of the Register list
+        objects = {obj: inst for obj, inst in self.store.objects().items() if obj != SECURITY_OBJECT}
+        return registration_links(objects, content_format=self.announced_format)
 
     async def send(self, content: Content, timeout: float | None = None) -> None:
         """Send (LwM2M 1.1): POST the values to /dp; :class:`RegistrationFailed` says why it did not arrive."""
@@ -403,8 +434,14 @@ class LwM2MClient:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
             # that races with the answer, and the client task would then never stop
             async with asyncio.timeout(timeout):
-                return await asyncio.shield(response)
+                answer = await asyncio.shield(response)
+            if self.psk is not None:
+                self._session = answer.remote
+            return answer
         except TimeoutError:
+            if self._handshake_pending():
+                raise RegistrationFailed(f"{what} to {self.server}: the DTLS handshake did not complete within {timeout:g} s "
+                                         f"(wrong PSK identity or key, or no DTLS server there)") from None
             raise RegistrationFailed(f"{what} to {self.server}: no answer within {timeout:g} s") from None
         except coap_error.Error as exc:
             reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc).__name__
@@ -413,6 +450,16 @@ class LwM2MClient:
             raise RegistrationFailed(f"{what} to {self.server}: {exc}") from None
 
     # ------------------------------------------------------------------ plumbing
+
+    def _handshake_pending(self) -> bool:
+        """Whether a DTLS session of this node is still shaking hands (aiocoap queues requests meanwhile)."""
+        if self.psk is None or self.context is None:
+            return False
+        for tokens in self.context.request_interfaces[1:]:
+            pool = getattr(getattr(getattr(tokens, "token_interface", None), "message_interface", None), "_pool", None)
+            if pool is not None and any(getattr(c, "_queue", None) is not None for c in list(pool.values())):
+                return True
+        return False
 
     def _current_lifetime(self) -> int:
         try:

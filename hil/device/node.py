@@ -41,6 +41,7 @@ from ..fita.labels import DEVICE_TYPE  # FITA's node watcher looks for this in /
 from ..lwm2m.codecs import SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
 from ..lwm2m.model import DEFINITIONS, Path, ResourceType
 from ..lwm2m.transmission import TransmissionParameters
+from ..lwm2m.security import MODE_NOSEC, MODE_PSK, SECURITY_OBJECT, PskCredential
 from .client import LWM2M_VERSION, ClientEvent, LwM2MClient, RegistrationFailed, cancel_and_wait, parse_server_uri
 from .clock import TimerHandle, VirtualClock
 from .console import Console
@@ -54,6 +55,7 @@ ZEPHYR_VERSION = "3.5.0"
 MANUFACTURER = "embserve-hil"
 DEFAULT_SENSORS: Mapping[str, float] = {"temperature": 21.5}
 ETHERNET_BEARER = 41  # /4/0/0 Network Bearer
+SECURITY_URI = "/0/0/0"  # LwM2M Server URI of the node's one server account
 
 TEMPERATURE_VALUE = Path(3303, 0, 5700)
 NODE_FORMATS = (SENML_CBOR, SENML_JSON, TLV)  # preferred first: SenML CBOR on 1.1, as Zephyr's client does
@@ -119,12 +121,14 @@ class Node:
         formats: Sequence[int] = NODE_FORMATS,
         report: str = "notify",
         announce_format: bool = True,
+        psk: PskCredential | None = None,
     ):
         """``formats``: the structured content formats the node speaks, preferred first (SenML CBOR,
         SenML JSON, TLV; e.g. ``(SENML_JSON,)`` for a 1.1 client built without TLV); text and opaque
         always. ``report``: how service outputs reach the server, ``"notify"`` (observations) or
         ``"send"`` (LwM2M 1.1 Send to /dp, observers are not notified of them). ``announce_format``
-        False: the root link names no format, as many clients do."""
+        False: the root link names no format, as many clients do. ``psk``: register over DTLS-PSK
+        (coaps:// servers only); the Security object /0 says so (mode 0, the identity and key)."""
         if not endpoint or any(c in endpoint for c in "&?=/ "):
             raise ValueError(f"bad endpoint name {endpoint!r}: non-empty, no spaces or '&?=/'")
         if lifetime < 1:
@@ -136,6 +140,7 @@ class Node:
         if report == "send" and not any(f in SENML_FORMATS for f in formats):
             raise ValueError(f"report='send' needs SenML (Send carries SenML only), the node speaks {list(formats)}")
         self.lwm2m_version = lwm2m_version
+        self.psk = psk
         self.formats = tuple(formats)
         self.report_mode = report
         self.announce_format = announce_format
@@ -208,8 +213,8 @@ class Node:
     # ------------------------------------------------------------------ LwM2M
 
     async def connect(self, server_uri: str, endpoint: str | None = None) -> None:
-        """Register to ``server_uri`` (coap://HOST:PORT), as the bootstrap command does; returns at once."""
-        parse_server_uri(server_uri)
+        """Register to ``server_uri`` (coap://HOST:PORT; coaps:// with a PSK), as the bootstrap command does; returns at once."""
+        parse_server_uri(server_uri, secured=self.psk is not None)
         if endpoint is not None:
             if not endpoint or any(c in endpoint for c in "&?=/ "):
                 raise ValueError(f"bad endpoint name {endpoint!r}: non-empty, no spaces or '&?=/'")
@@ -219,6 +224,7 @@ class Node:
         if self.server is not None and self.client.location:
             await self.client.stop(deregister=True)
         self.server = server_uri.rstrip("/")
+        self.objects.set(SECURITY_URI, self.server)
         self._start_client()
 
     @property
@@ -294,6 +300,7 @@ class Node:
             lwm2m_version=self.lwm2m_version,
             formats=self.formats,
             announce=self.announce_format,
+            psk=self.psk,
         )
         for listener in self._registration_listeners:
             self.client.add_listener(listener)
@@ -332,6 +339,13 @@ class Node:
 
     def _build_objects(self, ip: str) -> None:
         store = self.objects
+        # LwM2M Security: what the node secures its server's CoAP with; never readable by that server
+        store.add_object(SECURITY_OBJECT, fixed=True)
+        psk = self.psk
+        store.add_instance(SECURITY_OBJECT, 0, {
+            0: self.server or "", 1: False, 2: MODE_PSK if psk else MODE_NOSEC,
+            3: psk.identity_bytes if psk else b"", 4: b"", 5: psk.key_bytes if psk else b"", 10: 1,
+        })
         store.add_object(1, ServerHandler(self), fixed=True)
         store.add_instance(1, 0, {0: 1, 1: self.lifetime, 6: False, 7: "U", 8: None})
         store.add_object(3, DeviceHandler(self), fixed=True)

@@ -39,7 +39,7 @@ def node_commands(node: ShellNode) -> list[Command]:
     async def server_add(shell: Shell, args: list[str]) -> int:
         uri, endpoint = args[1], args[2]
         try:
-            parse_server_uri(uri)
+            parse_server_uri(uri, secured=getattr(node, "psk", None) is not None)
         except ServerURIError as exc:
             raise ShellError(f"server_add: {exc}") from None
         if not endpoint.strip() or any(c in endpoint for c in "&?=/ "):

@@ -33,6 +33,7 @@ from aiocoap.resource import PathCapable, Resource
 from ..lwm2m import codecs, tlv
 from ..lwm2m.codecs import LINK, OPAQUE, SENML_CBOR, SENML_FORMATS, SENML_JSON, TEXT, TLV, TLV_OLD
 from ..lwm2m.link import format_links
+from ..lwm2m.security import SECURITY_OBJECT
 from ..lwm2m.model import (
     CodecError,
     Content,
@@ -153,6 +154,7 @@ class DeviceSite(PathCapable, Resource, ObservableResource):
         if request.code in (Code.FETCH, Code.iPATCH) and _is_root(request):
             return self._composite(request)
         path = _path(request)
+        _not_security(path)
         method = request.code
         if method == Code.GET:
             accept = request.opt.accept
@@ -326,9 +328,13 @@ class DeviceSite(PathCapable, Resource, ObservableResource):
                 content = codecs.decode(bytes(request.payload), None, fmt)
             except LwM2MError as exc:
                 raise BadRequest(f"bad Write-Composite payload (content format {fmt}): {exc}") from None
+            for path in content:
+                _not_security(path)
             self._write_composite(content)
             return Message(code=Code.CHANGED)
         paths = self._composite_paths(request)
+        for path in paths:
+            _not_security(path)
         accept = self._composite_accept(request)
         content: Content = {}
         for path in paths:
@@ -459,6 +465,14 @@ class Observation:
                 handle.cancel()
         self._deferred = self._pmax = None
         self.site.observations.discard(self)
+
+
+def _not_security(path: Path) -> None:
+    """OMA LwM2M object 0: its resources "MUST NOT be accessible by any other LwM2M Server" than a
+    Bootstrap-Server (and Core 6.2.1 keeps /0 out of the Register list): 4.01 for every operation."""
+    if path.obj == SECURITY_OBJECT:
+        raise _Refused(Code.UNAUTHORIZED, f"{path}: the Security object is not accessible to an LwM2M Server "
+                                          "(only a Bootstrap-Server may read or change it)")
 
 
 def _uri(request: Message) -> str:

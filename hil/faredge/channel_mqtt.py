@@ -30,7 +30,7 @@ from typing import Any, Self
 import paho.mqtt.client as mqtt
 
 from ..fita import sdf
-from ..fita.mqtt import MqttClient, MqttError, publish_properties
+from ..fita.mqtt import MqttAuth, MqttClient, MqttError, publish_properties
 from ..fita.northbound import (
     ACTION,
     ANNOUNCE_TOPIC,
@@ -57,7 +57,9 @@ class MqttChannel(DeployChannel):
     name = "mqtt"
     first_instance = 0  # the kubelet numbers instances from 0 in this mode
 
-    def __init__(self, broker_host: str, broker_port: int, step_timeout: float = 10.0, *, client_id: str | None = None):
+    def __init__(self, broker_host: str, broker_port: int, step_timeout: float = 10.0, *, client_id: str | None = None,
+                 auth: MqttAuth | None = None):
+        self.auth = auth
         self.broker_host = broker_host
         self.broker_port = broker_port
         self.step_timeout = step_timeout
@@ -81,7 +83,8 @@ class MqttChannel(DeployChannel):
     async def _connected(self) -> MqttClient:
         async with self._connecting:
             if self._mqtt is None or not self._mqtt.connected:
-                client = MqttClient(self.broker_host, self.broker_port, client_id=self._client_id, on_message=self._on_message)
+                client = MqttClient(self.broker_host, self.broker_port, client_id=self._client_id, on_message=self._on_message,
+                                    auth=self.auth)
                 try:
                     await client.connect(timeout=self.step_timeout)
                     await client.subscribe(ANNOUNCE_TOPIC, qos=1, timeout=self.step_timeout)

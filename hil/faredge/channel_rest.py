@@ -24,6 +24,7 @@ from typing import Any, Self
 import aiohttp
 
 from ..lwm2m.model import ObjLnk
+from ..secret import Secret
 from .channels import DeployChannel, DeployStepError, memory_kb
 from ..fita.labels import labels_from
 
@@ -39,10 +40,12 @@ class RestChannel(DeployChannel):
     name = "rest"
     first_instance = 1000
 
-    def __init__(self, base_url: str, step_timeout: float = 10.0):
+    def __init__(self, base_url: str, step_timeout: float = 10.0, *, token: Secret | str | None = None):
+        """``token``: the API's bearer token (needed when it listens beyond loopback)."""
         self.base_url = base_url.rstrip("/")
         self.base_url = self.base_url.removesuffix("/api")
         self.step_timeout = step_timeout
+        self._token = Secret(token) if token is not None else None
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
@@ -57,7 +60,8 @@ class RestChannel(DeployChannel):
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             # one connection per request in flight: a hundred concurrent deploys must not queue
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            headers = {"Authorization": f"Bearer {self._token.reveal()}"} if self._token else None
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), headers=headers)
         return self._session
 
     def client_url(self, endpoint: str, path: str = "") -> str:

@@ -167,7 +167,13 @@ class Deployer:
         auth: Any = None,
         rollback_timeout: float = 10.0,
         attempts: int = 3,
+        registry_options: dict[str, Any] | None = None,
+        api_token: Any = None,
+        mqtt_auth: Any = None,
     ):
+        """``registry_options``: ``plain_http``, ``insecure``, ``ca_file`` for :func:`oci.resolve`.
+        ``api_token`` (a :class:`~hil.secret.Secret`) is the REST API's bearer token; ``mqtt_auth``
+        the broker's :class:`~hil.fita.mqtt.MqttAuth` (user, password, TLS)."""
         self.gateway = gateway
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.platform = platform
@@ -177,6 +183,9 @@ class Deployer:
             raise ValueError(f"attempts must be at least 1, got {attempts}")
         self.attempts = attempts  # tries of a step whose answer did not come back
         self.auth = auth
+        self.registry_options = dict(registry_options or {})
+        self._api_token = api_token
+        self._mqtt_auth = mqtt_auth
         self.via = channel.name if channel else via
         self.channel = channel or self._make_channel(via, broker, rest_url)
         # The kubelet's NextGenGW mode numbers instances from 0, leshan mode from 1000.
@@ -193,13 +202,13 @@ class Deployer:
                 raise DeployError("deploy via mqtt needs the broker address (host, port)")
             from .channel_mqtt import MqttChannel
 
-            return MqttChannel(*broker)
+            return MqttChannel(*broker, auth=self._mqtt_auth)
         if via == "rest":
             if rest_url is None:
                 raise DeployError("deploy via rest needs the gateway's REST API base URL")
             from .channel_rest import RestChannel
 
-            return RestChannel(rest_url)
+            return RestChannel(rest_url, token=self._api_token)
         raise DeployError(f"unknown deploy path {via!r}: use lwm2m, mqtt or rest")
 
     async def __aenter__(self) -> "Deployer":
@@ -217,7 +226,8 @@ class Deployer:
         if isinstance(source, Path) or (isinstance(source, str) and Path(source).is_file()):
             p = Path(source)
             return p.read_bytes(), str(p), None
-        resolved = await oci.resolve(str(source), self.platform, cache_dir=self.cache_dir, auth=self.auth)
+        resolved = await oci.resolve(str(source), self.platform, cache_dir=self.cache_dir, auth=self.auth,
+                                    **self.registry_options)
         return resolved.service_json, str(source), resolved.digest
 
     @staticmethod

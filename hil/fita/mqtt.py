@@ -9,6 +9,9 @@ because request/response over MQTT is a chain of small packets.
         await client.subscribe("a/+/b", no_local=True)
         client.publish("topic", b"payload", qos=1)
 
+A broker that wants a user and password, or TLS, gets them from
+:class:`MqttAuth` (``auth=``); the password is a :class:`~hil.secret.Secret`.
+
 A connection that is lost stays lost until :meth:`MqttClient.reconnect`
 (``on_connection_lost`` says when); with ``session_expiry`` the broker keeps
 the session (subscriptions, QoS 1 messages for us) that long after a loss,
@@ -22,7 +25,10 @@ import itertools
 import logging
 import os
 import socket
+import ssl
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 import paho.mqtt.client as mqtt
@@ -30,7 +36,35 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from ..secret import Secret
+
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
+
+
+@dataclass(frozen=True)
+class MqttAuth:
+    """How to get into a broker: user and password, and TLS trusting ``ca_file`` (e.g. the broker's own certificate)."""
+
+    username: str | None = None
+    password: Secret | None = None
+    ca_file: Path | None = None  # TLS when given
+    tls: bool = False  # TLS with the system's CAs when no ca_file
+
+    def __post_init__(self) -> None:
+        if self.password is not None and not isinstance(self.password, Secret):
+            object.__setattr__(self, "password", Secret(self.password))
+        if self.password is not None and not self.username:
+            raise ValueError("an MQTT password needs a user name")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or self.ca_file is not None
+
+    def apply(self, client: mqtt.Client) -> None:
+        if self.username:
+            client.username_pw_set(self.username, self.password.reveal() if self.password else None)
+        if self.uses_tls:
+            client.tls_set_context(ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None))
 
 _ids = itertools.count(1)
 
@@ -67,6 +101,7 @@ class MqttClient:
         on_connected: Callable[[bool], None] | None = None,
         on_connection_lost: Callable[[str], None] | None = None,
         log: logging.Logger | None = None,
+        auth: MqttAuth | None = None,
     ):
         self.host = host
         self.port = port
@@ -79,6 +114,8 @@ class MqttClient:
         self.client_id = client_id or f"embserve-hil-{os.getpid()}-{next(_ids)}"
         self.on_message = on_message
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        if auth is not None:
+            auth.apply(self._client)
         self._client.on_socket_open = self._on_socket_open
         self._client.on_socket_close = self._on_socket_close
         self._client.on_socket_register_write = self._on_register_write
@@ -134,7 +171,7 @@ class MqttClient:
         self.closed_reason = None
         try:
             start()
-        except OSError as exc:
+        except (OSError, ssl.SSLError) as exc:
             raise MqttError(f"cannot connect to the MQTT broker at {self.address}: {exc}") from None
         try:
             await asyncio.wait_for(asyncio.shield(self._connected), timeout)
@@ -256,6 +293,10 @@ class MqttClient:
 
     def _read(self) -> None:
         self._client.loop_read()
+        # TLS: decrypted bytes left in the SSL object do not wake the selector again
+        sock = self._client.socket()
+        while isinstance(sock, ssl.SSLSocket) and sock.pending() and self._client.loop_read() == mqtt.MQTT_ERR_SUCCESS:
+            sock = self._client.socket()
 
     async def _housekeeping(self) -> None:
         # keepalive pings and retries; paho only needs this about once a second

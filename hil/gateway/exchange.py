@@ -62,11 +62,13 @@ def check_aiocoap(token_manager: Any, message_manager: Any) -> None:
 class DeviceExchanges:
     """The gateway's confirmable requests, abandoned when their caller gives up (see the module docs)."""
 
-    def __init__(self, context: Any, params: TransmissionParameters, log: logging.Logger, on_silent: SilentListener):
+    def __init__(self, context: Any, params: TransmissionParameters, log: logging.Logger, on_silent: SilentListener,
+                 interface: int = 0):
+        """``interface``: which of the context's request interfaces (0 the NoSec socket, then DTLS)."""
         self.params = params
         self.log = log
         self._on_silent = on_silent
-        self._tokens = context.request_interfaces[0]
+        self._tokens = context.request_interfaces[interface]
         self._messages = self._tokens.token_interface
         check_aiocoap(self._tokens, self._messages)
         self.abandoned = 0  # requests whose retransmissions stopped because nobody waited any more

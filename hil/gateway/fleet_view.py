@@ -35,6 +35,8 @@ from typing import Any, Self
 from aiohttp import web
 
 from ..resources import ResourceError, fleet_page_file
+from ..secret import Secret
+from .access import TokenGate, require_token
 from .registry import RegistrationEvent
 
 SENSOR_VALUE = 5700  # IPSO Sensor Value: what counts as a reading
@@ -260,8 +262,13 @@ class FleetPage:
 class FleetPageServer:
     """The fleet page on a port of its own: ``async with FleetPageServer(view, port=8080) as page: page.url``."""
 
-    def __init__(self, view: FleetView, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None):
+    def __init__(self, view: FleetView, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None,
+                 token: Secret | None = None, insecure_open: bool = False):
+        """``token``: what a browser gives as the password (HTTP Basic) or a client as a bearer token;
+        required beyond loopback unless ``insecure_open`` (:mod:`hil.gateway.access`)."""
+        require_token("fleet page", host, token, insecure_open)
         self.page = FleetPage(view, log=log)
+        self._gate = TokenGate(token, log or logging.getLogger("hil.gateway.fleet"), _unauthorized) if token is not None else None
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -272,7 +279,7 @@ class FleetPageServer:
         return f"http://{host}:{self.port}/fleet"
 
     async def __aenter__(self) -> Self:
-        app = web.Application()
+        app = web.Application(middlewares=[self._gate.middleware] if self._gate is not None else [])
         app.add_routes(self.page.routes())
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -291,3 +298,7 @@ class FleetPageServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+
+def _unauthorized(reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=401)

@@ -67,7 +67,7 @@ def registration_json(reg: Registration) -> dict[str, Any]:
         "bindingMode": reg.binding,
         "rootPath": (reg.root_path or "") + "/",
         "objectLinks": [{"url": link.path, "attributes": dict(link.attrs)} for link in reg.object_links],
-        "secure": False,
+        "secure": reg.psk_identity is not None,
         "additionalRegistrationAttributes": {},
         "queuemode": reg.queue_mode,
         "availableInstances": {str(obj): insts for obj, insts in reg.available_instances.items()},

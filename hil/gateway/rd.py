@@ -105,12 +105,14 @@ def _links(request: Message, required: bool) -> list[Link] | None:
 class RegistrationInterface(PathCapable, Resource):
     """Root resource of the gateway's CoAP site; serves ``/rd`` and ``/rd/<id>``."""
 
-    def __init__(self, registry: Registry, log: logging.Logger, policy: Any = None):
-        """``policy``: an object whose ``check(version, links)`` raises :class:`Rejected` (e.g. ``StrictRegistration``)."""
+    def __init__(self, registry: Registry, log: logging.Logger, policy: Any = None, security: Any = None):
+        """``policy``: an object whose ``check(version, links)`` raises :class:`Rejected` (e.g. ``StrictRegistration``).
+        ``security``: who may register as whom (:class:`hil.gateway.dtls.PskBinding`)."""
         super().__init__()
         self.registry = registry
         self.log = log
         self.policy = policy
+        self.security = security
 
     async def render(self, request: Message) -> Message:
         try:
@@ -140,7 +142,7 @@ class RegistrationInterface(PathCapable, Resource):
         if request.code == Code.POST:
             return self._update(request, path[1])
         if request.code == Code.DELETE:
-            return self._deregister(path[1])
+            return self._deregister(request, path[1])
         raise Rejected(
             Code.METHOD_NOT_ALLOWED, f"{request.code} is not allowed on /rd/{path[1]}: update with POST, de-register with DELETE"
         )
@@ -159,6 +161,7 @@ class RegistrationInterface(PathCapable, Resource):
         assert links is not None
         if self.policy is not None:
             self.policy.check(version, links)
+        identity = self.security.check_register(endpoint, request.remote) if self.security is not None else None
         now = time.time()
         reg = Registration(
             endpoint=endpoint,
@@ -174,13 +177,17 @@ class RegistrationInterface(PathCapable, Resource):
             queue_mode="Q" in query or "Q" in binding,
             sms_number=query.get("sms"),
             remote=request.remote,
+            psk_identity=identity,
         )
         self.registry.register(reg)
         return Message(code=Code.CREATED, location_path=("rd", reg.registration_id))
 
     def _update(self, request: Message, registration_id: str) -> Message:
-        if self.registry.get_by_id(registration_id) is None:
+        current = self.registry.get_by_id(registration_id)
+        if current is None:
             raise _unknown(registration_id)
+        if self.security is not None:
+            self.security.check_same(current, request.remote, "an Update")
         query = parse_query(request.opt.uri_query)
         changes: dict[str, Any] = {"remote": request.remote, "address": remote_address(request.remote)}
         if "lt" in query:
@@ -201,7 +208,11 @@ class RegistrationInterface(PathCapable, Resource):
         self.registry.update(registration_id, **changes)
         return Message(code=Code.CHANGED)
 
-    def _deregister(self, registration_id: str) -> Message:
-        if self.registry.deregister(registration_id) is None:
+    def _deregister(self, request: Message, registration_id: str) -> Message:
+        current = self.registry.get_by_id(registration_id)
+        if current is None:
             raise _unknown(registration_id)
+        if self.security is not None:
+            self.security.check_same(current, request.remote, "a De-register")
+        self.registry.deregister(registration_id)
         return Message(code=Code.DELETED)

@@ -54,6 +54,8 @@ class Registration:
     # until the device is heard from again; unreachable_reason says what was seen
     reachable: bool = True
     unreachable_reason: str = ""
+    # the DTLS-PSK identity the registration was made with; None for NoSec
+    psk_identity: str | None = None
 
     @cached_property  # frozen, so computing once is safe; dataclasses.replace starts afresh
     def available_instances(self) -> dict[int, list[int]]:

@@ -35,6 +35,11 @@ base URL is ``api.url`` (``http://127.0.0.1:PORT``). Calls:
 
 The composite calls take ``?format=SENML_JSON|SENML_CBOR`` too.
 
+Access: with a ``token`` (a :class:`~hil.secret.Secret`) every call needs
+``Authorization: Bearer <token>``; a missing or wrong one is HTTP 401 with
+``WWW-Authenticate: Bearer``. Listening beyond loopback without a token is
+refused (:class:`OpenApiRefused`) unless ``insecure_open``.
+
 ``?timeout=N`` (seconds) bounds the device request. Device answers, success
 or not, come back as HTTP 200 with the Leshan envelope (``status``,
 ``success``...; see :mod:`hil.gateway.leshan`), as Leshan does; an unknown
@@ -53,7 +58,9 @@ from typing import Any, Self
 from aiohttp import web
 
 from ..lwm2m.model import LwM2MError, Path
+from ..secret import Secret
 from . import leshan
+from .access import OpenApiRefused, TokenGate, require_token  # noqa: F401 (OpenApiRefused: part of this API)
 from .fleet_view import FleetPage, FleetView
 from .errors import (
     GatewayDecodeError,
@@ -77,8 +84,11 @@ class RestApi:
     """The gateway's Leshan-style HTTP API; see the module docs."""
 
     def __init__(self, gateway: Any, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None,
-                 fleet_view: FleetView | None = None):
-        """``fleet_view``: the view the fleet page shows (default: one of its own on ``gateway``)."""
+                 fleet_view: FleetView | None = None, token: Secret | str | None = None, insecure_open: bool = False):
+        """``fleet_view``: the view the fleet page shows (default: one of its own on ``gateway``).
+        ``token``: the bearer token every call (the fleet page too) must carry; required beyond loopback
+        unless ``insecure_open``."""
+        require_token("REST API", host, token, insecure_open)
         self.gateway = gateway
         self._own_fleet_view = fleet_view is None
         self.fleet_view = fleet_view
@@ -86,6 +96,7 @@ class RestApi:
         self.host = host
         self.port = port
         self.log = log or logging.getLogger("hil.gateway.rest")
+        self._gate = TokenGate(token, self.log, _unauthorized) if token is not None else None
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Queue[Any]] = set()
         self._remove_listener: Any = None
@@ -101,7 +112,7 @@ class RestApi:
     # ------------------------------------------------------------------ lifetime
 
     async def start(self) -> Self:
-        app = web.Application()
+        app = web.Application(middlewares=[self._gate.middleware] if self._gate is not None else [])
         if self.fleet_view is None:
             self.fleet_view = FleetView(self.gateway)
         self.fleet_page = FleetPage(self.fleet_view, log=self.log)
@@ -162,6 +173,11 @@ class RestApi:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+    @property
+    def refused(self) -> int:
+        """Calls answered 401 (no token, or a wrong one)."""
+        return self._gate.refused if self._gate is not None else 0
 
     # ------------------------------------------------------------------ registrations
 
@@ -367,6 +383,10 @@ class RestApi:
         finally:
             self._streams.discard(queue)
         return response
+
+
+def _unauthorized(reason: str) -> web.Response:
+    return web.json_response(leshan.envelope(129, error=reason), status=401)
 
 
 def _unknown(endpoint: str) -> web.Response:

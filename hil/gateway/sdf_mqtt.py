@@ -94,7 +94,7 @@ from typing import Any, Self
 import paho.mqtt.client as mqtt
 
 from ..fita import sdf
-from ..fita.mqtt import MqttClient, MqttError, publish_properties
+from ..fita.mqtt import MqttAuth, MqttClient, MqttError, publish_properties
 from ..fita.northbound import (
     ANNOUNCE_TOPIC,
     BAD_GATEWAY,
@@ -186,6 +186,7 @@ class SdfMqttBridge:
         session_expiry: int = 300,
         outbox_limit: int = 10_000,
         log: logging.Logger | None = None,
+        auth: MqttAuth | None = None,
     ):
         self.gateway = gateway
         self.broker_host = broker_host
@@ -200,7 +201,7 @@ class SdfMqttBridge:
         self.mqtt = MqttClient(
             broker_host, broker_port, client_id=client_id or f"nextgengw-bridge-{secrets.token_hex(4)}",
             on_message=self._on_message, session_expiry=session_expiry,
-            on_connection_lost=self._connection_lost, log=self.log,
+            on_connection_lost=self._connection_lost, log=self.log, auth=auth,
         )
         self._outbox: deque[tuple[str, str, int, Any]] = deque()
         self.outbox_limit = outbox_limit

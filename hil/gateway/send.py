@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
@@ -34,6 +35,7 @@ class SendInterface:
         self.report = report
         self.log = log
         self.received = 0
+        self.security: Any = None  # hil.gateway.dtls.PskBinding, set by the gateway when it has a PSK table
         self._by_address: dict[tuple[str, int], str] = {}  # address -> endpoint
         registry.add_listener(self._on_registration)
 
@@ -59,6 +61,8 @@ class SendInterface:
         if request.code != Code.POST:
             raise Rejected(Code.METHOD_NOT_ALLOWED, f"{request.code} is not allowed on /dp: Send is POST")
         reg = self.sender(request)
+        if self.security is not None:
+            self.security.check_same(reg, request.remote, "a Send")
         ct = request.opt.content_format
         fmt = None if ct is None else int(ct)
         if fmt not in SENML_FORMATS:

@@ -3,7 +3,9 @@
 ``async with Gateway() as gw`` binds one UDP socket (aiocoap, udp6 transport
 only), serves the registration interface on it and sends every device
 management request from that same socket back to the address a device
-registered from. Northbound bridges (SDF/MQTT, REST) build on the public
+registered from. With a PSK table (``psk=``) a second socket serves DTLS-PSK
+(:mod:`hil.gateway.dtls`); a device registered there is asked over its own
+DTLS session. Northbound bridges (SDF/MQTT, REST) build on the public
 methods here: :meth:`Gateway.add_listener`/:meth:`Gateway.subscribe` for
 registration events, the async request methods, and :meth:`Gateway.request`
 for anything raw.
@@ -41,6 +43,7 @@ from .errors import (
     GatewayTransportError,
     UnknownEndpoint,
 )
+from ..lwm2m.security import PskTable
 from .exchange import DeviceExchanges, TransmissionParameters
 from .observe import Notification, NotificationListener, Observation, ObservationRefused
 from .reachability import Reachability
@@ -151,6 +154,8 @@ class Gateway:
         database: str | os.PathLike[str] | None = None,
         log: logging.Logger | None = None,
         registration_policy: Any = None,
+        psk: PskTable | None = None,
+        dtls_port: int = 0,
     ):
         self.log = log or logging.getLogger("hil.gateway")
         self._bind = (host, port)
@@ -172,6 +177,10 @@ class Gateway:
         self._observations: set[Observation] = set()
         self.host = host
         self.port = port
+        self.psk = psk
+        self.dtls_port = dtls_port
+        self.dtls: Any = None  # the DTLS interface (hil.gateway.dtls) when psk is given
+        self.dtls_exchanges: DeviceExchanges | None = None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -179,7 +188,14 @@ class Gateway:
         if self._context is not None:
             raise GatewayError(f"gateway already listening on {self.uri}")
         disable_coap_port_sharing()
-        site = GatewaySite(RegistrationInterface(self.registry, self.log, self.registration_policy), self.sends, self.log)
+        security = None
+        if self.psk is not None:
+            from .dtls import PskBinding, require_dtls
+
+            require_dtls()
+            security = self.sends.security = PskBinding(self.psk)
+        site = GatewaySite(RegistrationInterface(self.registry, self.log, self.registration_policy, security),
+                           self.sends, self.log)
         # udp6 only: the default transport list would also open TCP/TLS/WS listeners
         self._context = await aiocoap.Context.create_server_context(
             site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
@@ -190,17 +206,38 @@ class Gateway:
         )
         sock = self._context.request_interfaces[0].token_interface.message_interface.transport.get_extra_info("socket")
         self.port = sock.getsockname()[1]
+        self._enlarge_receive_buffer(sock)
+        if self.psk is not None:
+            await self._start_dtls()
+        if self.store is not None:
+            self._restore(self.store.open())
+            self.registry.add_listener(self.store.on_registration_event)
+        self.log.info("LwM2M server listening on %s", self.uri)
+        return self
+
+    def _enlarge_receive_buffer(self, sock: socket.socket) -> None:
         try:
             # a thousand nodes registering at once overflow the default buffer
             # (~256 datagrams) and then wait seconds for CoAP retransmission
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         except OSError as exc:
             self.log.debug("could not enlarge the receive buffer: %s", exc)
-        if self.store is not None:
-            self._restore(self.store.open())
-            self.registry.add_listener(self.store.on_registration_event)
-        self.log.info("LwM2M server listening on %s", self.uri)
-        return self
+
+    async def _start_dtls(self) -> None:
+        from . import dtls
+
+        assert self.psk is not None and self._context is not None
+        try:
+            self.dtls = await dtls.attach(self._context, (self.host, self.dtls_port), self.psk, self.log,
+                                          on_heard=self.reachability.heard)
+        except BaseException:
+            await self.close()
+            raise
+        self.dtls_port = self.dtls.port
+        self._enlarge_receive_buffer(self.dtls.socket)
+        self.dtls_exchanges = DeviceExchanges(self._context, self.transmission, self.log,
+                                              on_silent=self.reachability.silent, interface=len(self._context.request_interfaces) - 1)
+        self.log.info("LwM2M server listening on %s (DTLS-PSK, %d secured endpoints)", self.coaps_uri, len(self.psk))
 
     def _restore(self, stored: list[Registration]) -> None:
         """Registrations from before a restart whose lifetime has not run out: reachable at once."""
@@ -254,6 +291,14 @@ class Gateway:
     def uri(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"coap://{host}:{self.port}"
+
+    @property
+    def coaps_uri(self) -> str | None:
+        """``coaps://HOST:PORT`` of the DTLS-PSK socket (None without a PSK table)."""
+        if self.dtls is None:
+            return None
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"coaps://{host}:{self.dtls_port}"
 
     # ------------------------------------------------------------------ registrations
 

@@ -142,7 +142,9 @@ class GatewayStore:
             for key in [k for k in self.deployments if k[0] == reg.endpoint]:
                 self._drop_deployment(key)
         elif event.kind in ("registered", "updated"):
-            self._pending_regs[reg.endpoint] = self._row(reg)
+            # a DTLS session dies with the gateway and only the device can open a new one:
+            # a secured registration is not kept (the device's next Update gets 4.04 and it registers anew)
+            self._pending_regs[reg.endpoint] = None if reg.psk_identity is not None else self._row(reg)
         else:
             return  # reachability is not kept: a restarted gateway finds out again
         self._wake.set()

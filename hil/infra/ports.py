@@ -8,6 +8,7 @@ port when the server reports the address in use (see
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 LOOPBACK = "127.0.0.1"
@@ -26,3 +27,13 @@ def unused_port(host: str = LOOPBACK) -> int:
     Same as :func:`free_port`; named for the intent at the call site.
     """
     return free_port(host)
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether binding ``host`` keeps a service on this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

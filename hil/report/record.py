@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..secret import redact, redact_text
+
 SCHEMA = "embserve-hil/test-report"
 VERSION = 1
 FILE_NAME = "report.json"
@@ -153,7 +155,7 @@ class RecordedTest:
     def junit_properties(self) -> list[tuple[str, str]]:
         """The ``<property>`` elements of this test in JUnit XML, in a fixed order."""
         deploy_ms = self.deploy_ms
-        return [
+        properties = [
             ("target", self.target or ""),
             ("board", self.board or ""),
             ("firmware_sha256", self.firmware_sha256 or ""),
@@ -161,6 +163,7 @@ class RecordedTest:
             ("readings", str(self.readings)),
             ("deploy_ms", "" if deploy_ms is None else f"{deploy_ms:g}"),
         ]
+        return [(name, redact_text(value)) for name, value in properties]  # no password, token or key, ever
 
     # ------------------------------------------------------------ what plots mark
     def injections_for(self, series: Series) -> list[Injection]:
@@ -217,7 +220,9 @@ class RecordedTest:
         """``report.json`` in ``directory``, written whole or not at all."""
         path = Path(directory) / FILE_NAME
         partial = path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(self.to_json(), separators=(",", ":"), default=str), encoding="utf-8")
+        # Secrets (and values under secret-naming keys) as ***, and any live secret's text masked too
+        text = json.dumps(redact(self.to_json()), separators=(",", ":"), default=str)
+        partial.write_text(redact_text(text), encoding="utf-8")
         partial.replace(path)
         return path
 

@@ -585,6 +585,7 @@ def test_event_record_is_json(tmp_path):
         "endpoint": "ep",
         "registration_id": "abc",
         "address": "127.0.0.1:5000",
+        "security": "nosec",
         "lifetime": 60,
         "lwm2m": "1.1",
         "binding": "U",

@@ -9,6 +9,7 @@ All network functions are coroutines::
 """
 
 from .client import Credentials, RegistryClient, TransportOptions
+from .credentials import CredentialsError, find_credentials
 from .content import (
     ANNOTATION_CREATED,
     ANNOTATION_TITLE,
@@ -41,11 +42,11 @@ from .resolve import Resolved, cache_path, default_cache_dir, resolve
 __all__ = [
     "ANNOTATION_CREATED", "ANNOTATION_TITLE", "DEFAULT_ARTIFACT_CONFIG", "DOCKER_MANIFEST",
     "DOCKER_MANIFEST_LIST", "EMBSERVE_LAYER", "OCI_CONFIG", "OCI_INDEX", "OCI_LAYER_TAR_GZIP",
-    "OCI_MANIFEST", "ZEPHYR_ARMV7", "AuthenticationError", "Credentials", "DigestMismatch",
+    "OCI_MANIFEST", "ZEPHYR_ARMV7", "AuthenticationError", "Credentials", "CredentialsError", "DigestMismatch",
     "Image", "InvalidReference", "LayerNotFound", "ManifestError", "OciError", "Platform",
     "PlatformNotFound", "PushResult", "Reference", "RegistryClient", "RegistryError",
     "RegistryUnreachable", "Resolved", "SizeMismatch", "TransportOptions", "build_artifact",
-    "build_index", "build_placeholder_image", "cache_path", "default_cache_dir", "digest_of",
+    "build_index", "build_placeholder_image", "cache_path", "default_cache_dir", "digest_of", "find_credentials",
     "parse_platform", "parse_reference", "push_artifact", "push_image", "push_multiplatform",
     "resolve",
 ]

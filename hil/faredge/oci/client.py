@@ -23,13 +23,14 @@ import json
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
 import aiohttp
 from yarl import URL
 
+from ...secret import Secret
 from .content import OCI_MANIFEST
 from .errors import AuthenticationError, OciError, RegistryError, RegistryUnreachable
 from .reference import Reference, is_loopback_registry
@@ -40,15 +41,28 @@ DEFAULT_MAX_BLOB_SIZE = 64 * 1024 * 1024
 
 @dataclass(frozen=True)
 class Credentials:
+    """A registry user and password; the password is a :class:`~hil.secret.Secret`.
+
+    Its ``repr``, ``str`` and every message built from it show the password
+    as ``***``; only :meth:`basic_header` (what goes on the wire) reads it.
+    ``source`` says where it came from (``--password-stdin``, a credential
+    helper...), for messages.
+    """
+
     username: str
-    password: str
+    password: Secret
+    source: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.password, Secret):
+            object.__setattr__(self, "password", Secret(self.password))
 
     def basic_header(self) -> str:
-        raw = f"{self.username}:{self.password}".encode()
+        raw = f"{self.username}:{self.password.reveal()}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
 
-AuthLike = Credentials | tuple[str, str] | None
+AuthLike = Credentials | tuple[str, str | Secret] | None
 
 
 def as_credentials(auth: AuthLike) -> Credentials | None:
@@ -127,7 +141,7 @@ class RegistryClient:
             plain = is_loopback_registry(registry)
         self.base_url = URL(f"{'http' if plain else 'https'}://{host}")
         self._session: aiohttp.ClientSession | None = None
-        self._tokens: dict[str, str] = {}
+        self._tokens: dict[str, Secret] = {}
         self._basic_needed = False
 
     @classmethod
@@ -255,7 +269,7 @@ class RegistryClient:
     def _auth_header(self, scope: str | None) -> dict[str, str]:
         token = self._tokens.get(scope or "")
         if token:
-            return {"Authorization": f"Bearer {token}"}
+            return {"Authorization": f"Bearer {token.reveal()}"}
         if self._basic_needed and self.credentials:
             return {"Authorization": self.credentials.basic_header()}
         return {}
@@ -321,7 +335,7 @@ class RegistryClient:
             return
         if scheme == "bearer" and "realm" in params:
             token = await self._fetch_token(params, scope, what)
-            self._tokens[scope or ""] = token
+            self._tokens[scope or ""] = Secret(token)
             return
         raise AuthenticationError(
             f"registry {self.registry} asked for unsupported authentication {challenge!r} for {what}",
