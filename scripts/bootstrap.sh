@@ -10,6 +10,8 @@ APT_PACKAGES=(
   qemu-system-arm                     # emulated boards
   mosquitto                           # MQTT broker (gateway northbound API)
   docker-registry                     # OCI registry for the far-edge path
+  tshark                              # reads the bundles' pcap-ng captures (tests, replays)
+  gdb-multiarch                       # debugger for replays (--gdb) and its tests
 )
 VENV=${HIL_VENV:-.venv}
 

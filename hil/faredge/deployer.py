@@ -29,6 +29,8 @@ import yaml
 
 from . import oci
 from .channels import DeployChannel, DeployStepError, LwM2MChannel
+from ..bundle.timeline import Timeline
+from ..faults import note_service
 from ..fita.labels import FAR_EDGE_TAINT, required_labels
 from ..service.manifest import Manifest, ManifestError, parse_manifest
 
@@ -135,8 +137,10 @@ class Deployer:
         activation_timeout: float = 10.0,
         auth: Any = None,
         rollback_timeout: float = 10.0,
+        timeline: Timeline | None = None,
     ):
         self.gateway = gateway
+        self.timeline = timeline  # deploys and removals are recorded there (bundles)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.platform = platform
         self.activation_timeout = activation_timeout
@@ -186,9 +190,11 @@ class Deployer:
     @staticmethod
     def validate(service_json: bytes, source: str) -> Manifest:
         try:
-            return parse_manifest(service_json, source=source)
+            manifest = parse_manifest(service_json, source=source)
         except ManifestError as e:
             raise DeployError(f"refusing to deploy: {e}") from None
+        note_service(manifest.name, manifest.service)  # a fault report naming it finds its ELF
+        return manifest
 
     # ---------------------------------------------------------------- deploy
     async def deploy(self, source: str | Path | bytes, node: str, *, instance: int | None = None) -> Deployment:
@@ -218,6 +224,10 @@ class Deployer:
             used = set(ids) - {inst for inst, _ in existing}  # the replaced ones are gone
             chosen = instance if instance is not None else self._free_instance(used)
             deployment = Deployment(endpoint, chosen, manifest.name, manifest.version, where, digest, False, steps)
+            if self.timeline is not None:
+                package = self.timeline.add_package(service_json)
+                self.timeline.record("deploy", endpoint, service=manifest.name, version=manifest.version,
+                                     instance=chosen, reference=where, manifest_digest=digest, sha256=package)
             await self._run_steps(deployment, service_json)
         log.info("%s", deployment.describe())
         return deployment
@@ -346,6 +356,8 @@ class Deployer:
             if not ids:
                 raise DeployError(f"{endpoint}: no service named {what!r} is deployed")
         for inst in ids:
+            if self.timeline is not None:
+                self.timeline.record("remove", endpoint, instance=inst)
             await self.channel.delete(endpoint, inst)
         return ids
 

@@ -12,17 +12,26 @@ from __future__ import annotations
 import abc
 import asyncio
 import importlib
+import shlex
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..boards import Board
+from ..bundle.timeline import Timeline
 from ..console import Console, Shell
+from ..faults import FaultWatcher
+from ..net.capture import PacketCapture
 from ..infra.process import MissingBinaryError
 from ..net import SlipBridge
 from .errors import TargetError, TargetUnavailable
 from .slip import SlipUplink
+
+GDB = "gdb-multiarch"  # Debian's package of the same name
+GDB_HOST = "127.0.0.1"
+#: boot waits grow by this factor while a debugger holds the CPU (an hour for a 1 s wait)
+GDB_WAIT = 3600.0
 
 
 @dataclass
@@ -38,6 +47,9 @@ class TargetConfig:
     gateway_host: str | None = None  # address the device is told, when it differs from where the gateway listens
     sensors: dict[str, float] = field(default_factory=dict)  # initial sensor values
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific knobs
+    timeline: Timeline | None = None  # where the actions taken on the device are recorded (bundles)
+    capture: PacketCapture | None = None  # where the datagrams of the node's SLIP line are recorded, when it has one
+    gdb_port: int | None = None  # start halted with a GDB server on this port (0: a free one), where the backend can
 
 
 class Target(abc.ABC):
@@ -69,6 +81,38 @@ class Target(abc.ABC):
         self.console = Console(f"{config.endpoint} console", config.log_dir / f"{config.endpoint}.console.log")
         self.console.fail_on("HardFault in main", "Kernel panic", "ZEPHYR FATAL ERROR")
         self.shell = Shell(self.console, prompt)
+        self.faults = FaultWatcher(config.endpoint, self.console, lambda: self.firmware_elf)
+        self.timeline = config.timeline
+        if self.timeline is not None:
+            self.timeline.clocks[config.endpoint] = self.device_time
+        #: how to attach a debugger, once started with ``gdb_port`` (printed by ``replay --gdb``)
+        self.gdb_command: list[str] | None = None
+
+    @property
+    def firmware_elf(self) -> Path | None:
+        """The firmware ELF the device runs, when the harness loaded it (for symbolized fatal faults)."""
+        return getattr(self, "firmware", None) or None
+
+    def device_time(self) -> float | None:
+        """The device's clock in seconds, where the backend has one the harness can read (else None)."""
+        return None
+
+    @property
+    def boot_wait_scale(self) -> float:
+        """How much longer than usual a boot may take: waiting for a debugger has no useful limit."""
+        return GDB_WAIT if self.config.gdb_port is not None else 1.0
+
+    def _gdb_ready(self, elf: Path, port: int, *setup: str) -> None:
+        """The GDB server is up (the CPU halted): remember and announce how to attach."""
+        command = [GDB, "-q", str(elf), "-ex", f"target remote {GDB_HOST}:{port}", *[a for cmd in setup for a in ("-ex", cmd)]]
+        self.gdb_command = command
+        announce = self.config.options.get("gdb_announce")
+        if announce is not None:
+            announce(shlex.join(command))
+
+    def _record(self, action: str, **args: Any) -> None:
+        if self.timeline is not None:
+            self.timeline.record(action, self.endpoint, **args)
 
     @property
     def endpoint(self) -> str:
@@ -124,9 +168,11 @@ class Target(abc.ABC):
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
         """What IoTNetEMU does after boot: point the device's LwM2M client at the gateway."""
+        self._record("bootstrap", server_uri=server_uri)
         await self.shell.exec(f"embserve connector lwm2m server_add {server_uri} {self.endpoint}", timeout)
 
     async def set_sensor(self, name: str, value: float, timeout: float = 5.0) -> None:
+        self._record("sensor", name=name, value=value)
         out = await self.shell.exec(f"sensor set {name} {value}", timeout)
         errors = [line for line in out if "error" in line.lower() or "not found" in line.lower()]
         if errors:
@@ -139,6 +185,7 @@ class Target(abc.ABC):
         await asyncio.sleep(seconds / self.time_scale)
 
     async def reboot(self, timeout: float = 10.0) -> None:
+        self._record("reboot")
         await self.console.send_line("kernel reboot")
         await self.console.expect_prompt(timeout)
 
@@ -147,8 +194,16 @@ class Target(abc.ABC):
         return f"{self.name} target, board {board}, endpoint {self.endpoint}"
 
     async def __aenter__(self) -> "Target":
+        capture = self.config.capture
+        if self.uplink is not None and capture is not None:
+            name = f"{self.endpoint} sl0"
+            self.uplink.capture = capture.sink(capture.add_interface(
+                name, f"{self.endpoint}'s SLIP line, device side ({self.uplink.peer} is the gateway)"))
         try:
             await self.start()
+            firmware = self.firmware_elf
+            self._record("boot", target=self.name, board=self.config.board.name if self.config.board else None,
+                         firmware=str(firmware) if firmware else None)
         except BaseException:
             await self.stop()
             raise

@@ -48,6 +48,9 @@ class SimTarget(Target):
             raise TargetError(f"{self.endpoint}: simulated node failed to boot: {e}") from e
         await self.console.expect_prompt(BOOT_TIMEOUT)
 
+    def device_time(self) -> float | None:
+        return self.clock.now()
+
     async def stop(self) -> None:
         node, self.node = self.node, None
         if node is not None:

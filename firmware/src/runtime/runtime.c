@@ -199,6 +199,31 @@ static void note_fault(int slot, const char *where, const char *msg)
         rtq_count_drop();
 }
 
+/* The faulting thread's stacked registers, two console lines after the
+ * fault note, so the harness can name the source line from the service's
+ * ELF. Interrupts are masked: no waiting here. */
+void rt_thread_fault_registers(int slot, const uint32_t *frame)
+{
+    static const char *const names[] = {"r0", "r1", "r2", "r3", "r12", "lr", "pc", "xpsr"};
+    if (slot < 0 || slot >= RT_MAX_SERVICES || !slots[slot].used)
+        return;
+    for (int half = 0; half < 2; half++) {
+        rtq_rec_t r;
+        r.kind = RTQ_CONSOLE;
+        r.slot = (uint8_t)slot;
+        r.gen = slots[slot].gen;
+        r.out_idx = 0;
+        r.type = 0;
+        int n = 0;
+        for (int i = 4 * half; i < 4 * half + 4 && n >= 0 && n < RTQ_LINE_MAX; i++)
+            n += snprintf(r.u.line + n, sizeof(r.u.line) - (size_t)n, "%s%s=0x%08lx", i % 4 ? " " : "  ",
+                          names[i], (unsigned long)frame[i]);
+        r.len = (uint16_t)(n < 0 ? 0 : n > RTQ_LINE_MAX ? RTQ_LINE_MAX : n);
+        if (rtq_push(&r) != 0)
+            rtq_count_drop();
+    }
+}
+
 /* Interrupts are masked (fault handler or PendSV): no waiting here. */
 void rt_thread_faulted(int slot, int tid, const char *msg)
 {
