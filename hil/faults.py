@@ -30,11 +30,12 @@ from .service import symbols
 from .service.symbols import Location, SymbolsError
 
 _SIM_FAULT = re.compile(r"<err> embserve: service (?P<service>\S+) \(/9/(?P<instance>\d+)\) stopped: (?P<message>.*)$")
-_SIM_REGISTERS = re.compile(r"<err> embserve:\s+(?P<regs>r0=0x.*)$")
+_SIM_REGISTERS = re.compile(r"<err> embserve:\s+(?P<regs>(?:r\d+|sp|lr|pc|xpsr)=0x.*)$")
 _SIM_SOURCE = re.compile(r"; source line: (?:(?P<function>[\w.]+)\(\) )?at (?P<file>\S+):(?P<line>\d+)")
 _FW_FAULT = re.compile(r"^\[(?P<service>[^\]]+)\] service faulted in (?P<where>\S+): (?P<message>.*)$")
 _FW_OFFSET = re.compile(r"\bpc=\+0x(?P<offset>[0-9a-f]+)")
-_FW_SERVICE_REGISTERS = re.compile(r"^\[(?P<service>[^\]]+)\]\s+(?P<regs>(?:r0|r12)=0x.*)$")
+_FW_SERVICE_REGISTERS = re.compile(r"^\[(?P<service>[^\]]+)\]\s+(?P<regs>(?:r\d+|sp|lr|pc|xpsr)=0x.*)$")
+_PROMPT_ONLY = re.compile(r"^(?:\S+:~\$)?\s*$")  # a shell prompt redrawn between log lines
 _FATAL = re.compile(r"\*\*\* FATAL (?P<message>.*) in (?:thread|handler) mode \*\*\*")
 _REGISTER = re.compile(r"\b(?P<name>r\d+|sp|lr|pc|xpsr|exc_return|cfsr|hfsr|mmfar|bfar)=0x(?P<value>[0-9a-f]+)")
 NOTE_PREFIX = "[embserve-hil] fault:"
@@ -147,7 +148,7 @@ class FaultWatcher:
             self._found(DeviceFault(self.endpoint, "service", m["service"], m["message"], line, location), registers=True)
         elif (m := _FATAL.search(line)) is not None:
             self._fatal = DeviceFault(self.endpoint, "firmware", None, m["message"], line)
-        elif self._awaiting_registers is not None:
+        elif self._awaiting_registers is not None and not _PROMPT_ONLY.match(line):
             regs = _SIM_REGISTERS.search(line) or _FW_SERVICE_REGISTERS.search(line)
             fault = self._awaiting_registers
             if regs is None:

@@ -53,6 +53,7 @@ class Recorder:
         self.capture = PacketCapture()
         self.devices: list[Any] = []
         self.gateway: tuple[str, int] | None = None
+        self._end: dict[str, float | None] = {}  # device clocks read as the devices stopped
 
     def gateway_sink(self, host: str, port: int):
         """The sink for the gateway's tap (:func:`hil.gateway.capture.tap`)."""
@@ -65,6 +66,10 @@ class Recorder:
         if device not in self.devices:
             self.devices.append(device)
 
+    def device_stopping(self, device: Any) -> None:
+        """Read the device's clock before it stops (the bundle's end time)."""
+        self._end[device.endpoint] = device.device_time()
+
     @property
     def faults(self) -> list[DeviceFault]:
         found = [f for d in self.devices for f in d.faults.faults]
@@ -74,7 +79,7 @@ class Recorder:
         """Write the bundle into ``directory`` (made if needed); returns the path of bundle.json."""
         directory.mkdir(parents=True, exist_ok=True)
         end_wall = self.timeline.elapsed()
-        end_device = {d.endpoint: d.device_time() for d in self.devices}
+        end_device = {d.endpoint: self._end.get(d.endpoint, d.device_time()) for d in self.devices}
         capture = None
         if self.capture.interfaces:
             if self.gateway is not None:

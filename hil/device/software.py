@@ -117,6 +117,7 @@ class Services:
                 sensors=self._sensor,
                 on_output=self._on_output,
                 on_fault=self._on_fault,
+                machine=getattr(self.node, "service_machine", None),  # a node of its own CPU (e.g. under a debugger)
             )
         return self._runtime
 

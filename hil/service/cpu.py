@@ -119,6 +119,11 @@ class Guest(Protocol):
         ...
 
 
+class Debugger(Protocol):
+    def before_slice(self) -> None: ...
+    def image_mapped(self, image: Image) -> None: ...
+
+
 class ExitReason(enum.Enum):
     RETURNED = "returned"
     SUSPENDED = "suspended"
@@ -222,6 +227,8 @@ class Machine:
         self._bad_access: tuple[int, int, int] | None = None
         self._suspend_value = 0
         self._resume_pc = 0
+        #: a debugger attached to this CPU (:class:`hil.service.gdbserver.GdbServer`), told of slices and images
+        self.debugger: Debugger | None = None
 
     # -- address space ---------------------------------------------------------------
 
@@ -251,7 +258,13 @@ class Machine:
         at = bisect.bisect(self._image_starts, start)
         self._image_starts.insert(at, start)
         self._images.insert(at, image)
+        if self.debugger is not None:
+            self.debugger.image_mapped(image)
         return image
+
+    @property
+    def images(self) -> list[Image]:
+        return list(self._images)
 
     def unmap_image(self, image: Image) -> None:
         if self.image_at(image.reservation[0]) is not image:
@@ -382,6 +395,8 @@ class Machine:
         self._stop = None
         self._fault = ""
         self._bad_access = None
+        if self.debugger is not None:
+            self.debugger.before_slice()
         started = time.perf_counter()
         try:
             return self._emulate(begin, budget, started)

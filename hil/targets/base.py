@@ -28,6 +28,9 @@ from ..net import SlipBridge
 from .errors import TargetError, TargetUnavailable
 from .slip import SlipUplink
 
+#: the board each target runs when none is named (serial needs one named)
+DEFAULT_BOARDS: dict[str, str | None] = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
+
 GDB = "gdb-multiarch"  # Debian's package of the same name
 GDB_HOST = "127.0.0.1"
 #: boot waits grow by this factor while a debugger holds the CPU (an hour for a 1 s wait)
@@ -102,15 +105,16 @@ class Target(abc.ABC):
         """How much longer than usual a boot may take: waiting for a debugger has no useful limit."""
         return GDB_WAIT if self.config.gdb_port is not None else 1.0
 
-    def _gdb_ready(self, elf: Path, port: int, *setup: str) -> None:
+    def _gdb_ready(self, port: int, elf: Path | None) -> None:
         """The GDB server is up (the CPU halted): remember and announce how to attach."""
-        command = [GDB, "-q", str(elf), "-ex", f"target remote {GDB_HOST}:{port}", *[a for cmd in setup for a in ("-ex", cmd)]]
+        command = [GDB, "-q", *([str(elf)] if elf else []), "-ex", f"target remote {GDB_HOST}:{port}"]
         self.gdb_command = command
         announce = self.config.options.get("gdb_announce")
         if announce is not None:
             announce(shlex.join(command))
 
-    def _record(self, action: str, **args: Any) -> None:
+    def record(self, action: str, **args: Any) -> None:
+        """Note an action the harness takes on this device in the timeline (bundles), if there is one."""
         if self.timeline is not None:
             self.timeline.record(action, self.endpoint, **args)
 
@@ -168,11 +172,11 @@ class Target(abc.ABC):
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
         """What IoTNetEMU does after boot: point the device's LwM2M client at the gateway."""
-        self._record("bootstrap", server_uri=server_uri)
+        self.record("bootstrap", server_uri=server_uri)
         await self.shell.exec(f"embserve connector lwm2m server_add {server_uri} {self.endpoint}", timeout)
 
     async def set_sensor(self, name: str, value: float, timeout: float = 5.0) -> None:
-        self._record("sensor", name=name, value=value)
+        self.record("sensor", name=name, value=value)
         out = await self.shell.exec(f"sensor set {name} {value}", timeout)
         errors = [line for line in out if "error" in line.lower() or "not found" in line.lower()]
         if errors:
@@ -185,7 +189,7 @@ class Target(abc.ABC):
         await asyncio.sleep(seconds / self.time_scale)
 
     async def reboot(self, timeout: float = 10.0) -> None:
-        self._record("reboot")
+        self.record("reboot")
         await self.console.send_line("kernel reboot")
         await self.console.expect_prompt(timeout)
 
@@ -202,7 +206,7 @@ class Target(abc.ABC):
         try:
             await self.start()
             firmware = self.firmware_elf
-            self._record("boot", target=self.name, board=self.config.board.name if self.config.board else None,
+            self.record("boot", target=self.name, board=self.config.board.name if self.config.board else None,
                          firmware=str(firmware) if firmware else None)
         except BaseException:
             await self.stop()

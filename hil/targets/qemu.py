@@ -100,7 +100,7 @@ class QemuTarget(Target):
         self.console.writer = self.qemu.write_console
         self._pump = asyncio.create_task(self._pump_console(), name=f"{self.endpoint} console")
         if gdb_port is not None:
-            self._gdb_ready(self.firmware, gdb_port)
+            self._gdb_ready(gdb_port, self.firmware)
         await self.console.expect_prompt(BOOT_TIMEOUT * (self.boot_wait_scale if gdb_port is not None else 1.0))
         if self.uplink is not None:
             self.uplink.attach(self.qemu.slip_link(f"{self.endpoint} UART1 ({self.qemu.host}:{self.qemu.slip_port})"))
@@ -145,7 +145,7 @@ class QemuTarget(Target):
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
         if self.uplink is not None:  # told a URI directly: the gateway is on the host, same port
             await self.uplink.start_bridge(server_uri)
-        self._record("bootstrap", server_uri=server_uri)
+        self.record("bootstrap", server_uri=server_uri)
         command = f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"
         self._bootstrap = [command]
         await self.shell.exec(command, timeout)
@@ -156,7 +156,7 @@ class QemuTarget(Target):
         # "uart:~$ kernel reboot" line matches too): wait for the restart itself.
         self.reset_seen.clear()
         self.restarted.clear()
-        self._record("reboot")
+        self.record("reboot")
         await self.console.send_line("kernel reboot")
         for event, what in ((self.reset_seen, "no reset"), (self.restarted, "no restart")):
             try:

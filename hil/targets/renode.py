@@ -205,7 +205,7 @@ class RenodeTarget(Target):
             for command in after:
                 await self.monitor.execute(command, COMMAND_TIMEOUT)
             if gdb_port is not None:
-                self._gdb_ready(firmware, gdb_port)
+                self._gdb_ready(gdb_port, firmware)
         except (RenodeError, OSError) as e:
             raise TargetError(f"{self.endpoint}: {e}\n(Renode log: {self.process.log_path}; monitor transcript: {transcript})") from e
         timeout = float(self.config.options.get("boot_timeout", max(BOOT_TIMEOUT, board.boot_timeout))) * self.boot_wait_scale
@@ -297,7 +297,7 @@ class RenodeTarget(Target):
                 )
         if self.uplink is not None:
             await self.uplink.start_bridge(server_uri)
-        self._record("bootstrap", server_uri=server_uri)
+        self.record("bootstrap", server_uri=server_uri)
         command = f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"
         self._bootstrap = [command]
         await self.shell.exec(command, timeout)
@@ -309,7 +309,7 @@ class RenodeTarget(Target):
         console and the SLIP bridge carry on across the reset.
         """
         self.console.drain()
-        self._record("reboot")
+        self.record("reboot")
         await self.console.send_line("kernel reboot")
         # Past our own echo, so the prompt it was typed at is not taken for the new boot's.
         await self.console.expect(re.compile(r"kernel reboot\s*$"), timeout)

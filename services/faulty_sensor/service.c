@@ -8,7 +8,7 @@
  *
  * THE BUG: loop() does not check that the bucket is in range. A
  * modest offset that pushes a reading off the scale corrupts memory next to
- * the histogram silently; an offset of -1e8 (the value the sample test
+ * the histogram silently; an offset of -2e8 (the value the sample test
  * writes) sends the store to an address that nothing backs, and loop()
  * faults there on every target.
  */
