@@ -41,11 +41,42 @@ _REGISTER = re.compile(r"\b(?P<name>r\d+|sp|lr|pc|xpsr|exc_return|cfsr|hfsr|mmfa
 NOTE_PREFIX = "[embserve-hil] fault:"
 
 _known_services: dict[str, bytes] = {}
+_symbol_scripts: set[Path] = set()
 
 
 def note_service(name: str, module: bytes) -> None:
     """Remember which module a service name stands for (the deployer calls this on every deploy)."""
     _known_services[name] = module
+    for script in list(_symbol_scripts):
+        _write_symbol_script(script)
+
+
+def gdb_symbol_script(path: Path) -> Path:
+    """A GDB script that loads the ELF of the service a firmware has just loaded, kept up to date.
+
+    The reference firmware calls ``rt_debug_service_loaded(name, code, data,
+    bss)`` after loading a module; a breakpoint there sources this script,
+    which adds the ELF of the service of that name at those addresses.
+    """
+    _symbol_scripts.add(path)
+    _write_symbol_script(path)
+    return path
+
+
+def _write_symbol_script(path: Path) -> None:
+    lines = ["# written by embserve-hil: the ELF of each service deployed from it, by name"]
+    for name, module in sorted(_known_services.items()):
+        elf = symbols.service_elf_for(module)
+        if elf is None:
+            continue
+        lines += [
+            f'if $_streq((char *)$r0, "{name}")',
+            f'  eval "add-symbol-file {elf} -s .text %#x -s .data %#x -s .bss %#x", $r1, $r2, $r3',
+            "end",
+        ]
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n")
+    partial.replace(path)
 
 
 def service_symbols_named(name: str) -> symbols.ElfSymbols | None:

@@ -31,7 +31,7 @@ from .boards import Board, BoardError, get_board, load_board_file
 from .bundle import Bundle, BundleError, Recorder, load_bundle
 from .bundle.schema import sha256_file
 from .faredge.deployer import Deployer, DeployError
-from .faults import DeviceFault
+from .faults import DeviceFault, note_service
 from .gateway.capture import tap
 from .gateway.server import Gateway, GatewayError
 from .infra.process import MissingBinaryError
@@ -191,6 +191,11 @@ def _firmware(bundle: Bundle, cls: type[Target], board: Board | None, target: st
 
 def _file_symbols(bundle: Bundle, record, data: bytes) -> None:
     """The bundle's copy of a service's ELF goes into this machine's symbol store (checked first)."""
+    try:
+        module = parse_manifest(data, source=record.service_json).service
+    except ManifestError as e:
+        raise ReplayError(str(e)) from None
+    note_service(record.name, module)  # its fault lines and GDB find the ELF by the service's name
     if not record.elf:
         return
     elf = bundle.root / record.elf
@@ -200,10 +205,6 @@ def _file_symbols(bundle: Bundle, record, data: bytes) -> None:
     if record.elf_sha256 and actual != record.elf_sha256:
         raise ReplayError(f"{elf}: the ELF of service {record.name} does not match the bundle: bundle.json records"
                           f" sha256 {record.elf_sha256}, the file has {actual}")
-    try:
-        module = parse_manifest(data, source=record.service_json).service
-    except ManifestError as e:
-        raise ReplayError(str(e)) from None
     if symbols.service_elf_for(module) is None:
         symbols.store_service_elf(module, elf)
 

@@ -48,7 +48,7 @@ REGISTERS = [*(f"r{i}" for i in range(13)), "sp", "lr", "pc", "xpsr"]
 XPSR_REGNUM = 25  # GDB's number for xpsr in the M-profile feature
 TARGET_XML = (
     '<?xml version="1.0"?><!DOCTYPE target SYSTEM "gdb-target.dtd"><target version="1.0">'
-    "<architecture>arm</architecture><feature name=\"org.gnu.gdb.arm.m-profile\">"
+    "<architecture>arm</architecture><osabi>none</osabi><feature name=\"org.gnu.gdb.arm.m-profile\">"
     + "".join(f'<reg name="r{i}" bitsize="32"/>' for i in range(13))
     + '<reg name="sp" bitsize="32" type="data_ptr"/><reg name="lr" bitsize="32"/>'
     '<reg name="pc" bitsize="32" type="code_ptr"/>'

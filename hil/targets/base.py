@@ -14,6 +14,7 @@ import asyncio
 import importlib
 import shlex
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,7 +22,7 @@ from typing import Any, ClassVar
 from ..boards import Board
 from ..bundle.timeline import Timeline
 from ..console import Console, Shell
-from ..faults import FaultWatcher
+from ..faults import FaultWatcher, gdb_symbol_script
 from ..net.capture import PacketCapture
 from ..infra.process import MissingBinaryError
 from ..net import SlipBridge
@@ -32,6 +33,9 @@ from .slip import SlipUplink
 DEFAULT_BOARDS: dict[str, str | None] = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
 
 GDB = "gdb-multiarch"  # Debian's package of the same name
+#: the reference firmware's function called with (name, code, data, bss) after it loads a service
+SERVICE_LOADED_HOOK = "rt_debug_service_loaded"
+OBJCOPY = "arm-none-eabi-objcopy"  # comes with gcc-arm-none-eabi
 GDB_HOST = "127.0.0.1"
 #: boot waits grow by this factor while a debugger holds the CPU (an hour for a 1 s wait)
 GDB_WAIT = 3600.0
@@ -106,12 +110,43 @@ class Target(abc.ABC):
         return GDB_WAIT if self.config.gdb_port is not None else 1.0
 
     def _gdb_ready(self, port: int, elf: Path | None) -> None:
-        """The GDB server is up (the CPU halted): remember and announce how to attach."""
+        """The GDB server is up (the CPU halted): remember and announce how to attach.
+
+        With a firmware ELF, a GDB script of the node's own loads each service's
+        ELF where the firmware put it (see :func:`hil.faults.gdb_symbol_script`),
+        so ``break loop`` resolves once the service is installed.
+        """
+        if elf is not None:
+            elf = self._debugger_elf(elf)
         command = [GDB, "-q", *([str(elf)] if elf else []), "-ex", f"target remote {GDB_HOST}:{port}"]
+        if elf is not None:
+            services = gdb_symbol_script(self.config.log_dir / f"{self.endpoint}.services.gdb")
+            script = self.config.log_dir / f"{self.endpoint}.gdb"
+            script.write_text(
+                "# written by embserve-hil: load each service's symbols when the firmware loads it\n"
+                "set confirm off\nset breakpoint pending on\n"
+                f"break *{SERVICE_LOADED_HOOK}\ncommands\n  silent\n  source {services}\n  continue\nend\n")
+            command += ["-x", str(script)]
         self.gdb_command = command
         announce = self.config.options.get("gdb_announce")
         if announce is not None:
             announce(shlex.join(command))
+
+    def _debugger_elf(self, elf: Path) -> Path:
+        """The firmware ELF as GDB should get it: its .bss not mapped as a section.
+
+        Services are loaded into a pool inside the firmware's .bss; GDB takes
+        the section an address falls in to pick the symbols, so with .bss
+        mapped it would name the pool (``pool_mem``) for every service address.
+        The copy keeps every symbol and debug entry (bss variables still print).
+        """
+        copy = self.config.log_dir / f"{self.endpoint}.gdb.elf"
+        try:
+            subprocess.run([OBJCOPY, "--set-section-flags", ".bss=contents", str(elf), str(copy)],
+                           check=True, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return elf
+        return copy
 
     def record(self, action: str, **args: Any) -> None:
         """Note an action the harness takes on this device in the timeline (bundles), if there is one."""

@@ -306,6 +306,15 @@ static uint32_t rd32le(const uint8_t *p)
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
+/* Called once a service's module is loaded, with where its sections went:
+ * a debugger breaks here to load the service's ELF at those addresses
+ * (embserve-hil's replay --gdb does).  Kept out of line and alive on purpose. */
+void __attribute__((noinline, used)) rt_debug_service_loaded(const char *name, uint32_t code, uint32_t data,
+                                                               uint32_t bss)
+{
+    __asm volatile("" : : "r"(name), "r"(code), "r"(data), "r"(bss) : "memory");
+}
+
 int rt_install(int inst_id, const uint8_t *pkg, uint32_t len, char *err, uint32_t errlen)
 {
     json_doc_t doc;
@@ -392,6 +401,8 @@ int rt_install(int inst_id, const uint8_t *pkg, uint32_t len, char *err, uint32_
         if (udlm_load(&img, block, ram_len, sdk_resolve, &s->mod, err, errlen) == 0) {
             s->call_stack = (uint8_t *)stacks;
             s->loop_stack = (uint8_t *)stacks + RT_CALL_STACK;
+            rt_debug_service_loaded(manifest_tmp.name, (uint32_t)s->mod.code, (uint32_t)s->mod.data,
+                                    (uint32_t)s->mod.data + s->mod.data_size);
             rc = 0;
         }
     }
