@@ -88,7 +88,7 @@ class PacketCapture:
                 blocks.InterfaceDescription,
                 link_type=LINKTYPE_RAW,
                 snaplen=0xFFFF,
-                options={"if_name": iface.name, "if_description": iface.description, "if_tsresol": b"\x06"},
+                options={"if_name": iface.name, "if_description": iface.description},  # microseconds: the default
             )
         path = Path(path)
         partial = path.with_name(path.name + ".partial")
