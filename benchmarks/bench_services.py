@@ -24,6 +24,11 @@ process; each node gets ``services/temperature_sensor`` over LwM2M (create
     python -m benchmarks services
     BENCH_NODES=250,500 BENCH_WINDOW=10 python -m benchmarks services
     BENCH_VIRTUAL_NODES=1,10 BENCH_VIRTUAL_WAKES=10000 python -m benchmarks services
+    BENCH_RECORD=1 python -m benchmarks services     # with recording, as every HIL test has it
+
+BENCH_RECORD=1 records as a test's bundle does (issue 14): every datagram of
+the gateway's socket goes into a capture held in memory. Compare two runs
+with the same settings, one with and one without.
 
 BENCH_NODES is the ladder (default 500,1000,2000), BENCH_WINDOW the measured
 seconds per step (20), BENCH_VIRTUAL_NODES the fleet sizes on a manual clock
@@ -50,11 +55,14 @@ from hil.device.clock import VirtualClock
 from hil.device.node import Node
 from hil.device.objects import Change
 from hil.service.runtime import ServiceState
+from hil.gateway.capture import tap
 from hil.gateway.server import Gateway
+from hil.net.capture import PacketCapture
 from hil.lwm2m.model import Path
 from hil.sdk import build_service
 
 REPO = FilePath(__file__).resolve().parents[1]
+RECORD = os.environ.get("BENCH_RECORD") == "1"
 SERVICE_DIR = REPO / "services" / "temperature_sensor"
 INSTANCE = 1000
 READING = Path(3303, 0, 5700)  # where the service's `value` output lands
@@ -282,6 +290,15 @@ class Step:
         return self.cpu_s / self.nodes / self.window_s * 1e6
 
 
+def recording(gw: Gateway) -> PacketCapture | None:
+    """With BENCH_RECORD=1: the gateway's datagrams go into a capture, as in a test that records its bundle."""
+    if not RECORD:
+        return None
+    capture = PacketCapture()
+    tap(gw, capture.sink(capture.add_interface("gateway", "bench", gw.port)))
+    return capture
+
+
 async def realtime_ladder(package: bytes, ladder: list[int], window: float) -> tuple[list[Step], float]:
     clock = VirtualClock()  # real time, shared by the fleet as the simulator shares it
     meter = Meter()
@@ -289,6 +306,7 @@ async def realtime_ladder(package: bytes, ladder: list[int], window: float) -> t
     nodes: list[Node] = []
     steps: list[Step] = []
     async with Gateway(expiry_grace=60.0) as gw:
+        recording(gw)
         rss_before = peak_rss_mb()
         try:
             for target in ladder:
@@ -388,6 +406,7 @@ async def virtual_run(package: bytes, count: int, rate_ms: int | None, span: flo
     clock = VirtualClock(realtime=False)
     meter = Meter()
     async with Gateway(expiry_grace=60.0) as gw:
+        recording(gw)
         nodes, _ = await bring_up(gw, clock, package, (f"virt{i}" for i in range(count)), rate_ms)
         try:
             # Not timed: up to the end of the first 30 s sleep, after which a new rate applies.
@@ -418,7 +437,7 @@ async def main() -> None:
     virtual_counts = env_ints("BENCH_VIRTUAL_NODES", "1,100")
     max_wakes = env_ints("BENCH_VIRTUAL_WAKES", "20000")[0]
     started = time.perf_counter()
-    print(f"load average before: {load_average()} ({os.cpu_count()} CPUs)")
+    print(f"load average before: {load_average()} ({os.cpu_count()} CPUs); recording {'on' if RECORD else 'off'}")
     with tempfile.TemporaryDirectory() as tmp:
         package = build_service(SERVICE_DIR, FilePath(tmp) / "build").read_bytes()
     print(f"temperature service package: {len(package)} bytes")

@@ -116,7 +116,8 @@ class DeviceFault:
         who = f"service {self.service}" if self.service else "firmware"
         where = self.source or "source line unknown (no ELF with debug information for it)"
         registers = " ".join(f"{k}={v:#010x}" for k, v in self.registers.items())
-        return f"{self.endpoint}: {who} fault at {where}: {self.message}" + (f"\n    registers: {registers}" if registers else "")
+        message = self.message.split("; source line:")[0]  # the simulator's own note of the line, said above
+        return f"{self.endpoint}: {who} fault at {where}: {message}" + (f"\n    registers: {registers}" if registers else "")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -137,10 +137,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         recorder = getattr(item, "_hil_recorder", None)
         if recorder is not None:
             faults = recorder.faults
-            if faults:
+            if faults and report.when == "call" and report.failed:
+                report.longrepr = _with_faults(report.longrepr, faults)
+            elif faults:
                 report.sections.append(("embserve-hil device faults", "\n".join(f.describe() for f in faults)))
-                if report.when == "call" and report.failed:
-                    report.longrepr = _with_faults(report.longrepr, faults)
             report.sections.append(("embserve-hil bundle",
                                     f"replay bundle: {log_dir / BUNDLE_DIR}\n"
                                     f"  rerun it: embserve-hil replay {log_dir / BUNDLE_DIR} [--target qemu] [--gdb]"))

@@ -234,3 +234,40 @@ def test_replay_command_on_a_truncated_bundle_says_so_in_one_line(bundle_copy: P
     assert result.returncode == 2, result
     assert result.stderr.count("\n") == 1 and "not valid JSON (truncated or hand-edited?)" in result.stderr, result.stderr
     assert result.stdout == ""
+
+
+def test_hil_gdb_holds_the_test_until_the_debugger_lets_it_go(tmp_path: Path) -> None:
+    """``pytest --hil-gdb``: the test waits at boot for GDB; GDB stops at the service's loop, then the test goes on."""
+    _gdb_or_skip()
+
+    async def scenario() -> tuple[str, str]:
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pytest", SAMPLE, "-p", "no:cacheprovider", "-q", "--hil-gdb",
+            "--hil-log-dir", str(tmp_path / "logs"), cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        seen = []
+        try:
+            assert child.stdout is not None
+            while True:
+                line = (await asyncio.wait_for(child.stdout.readline(), 60)).decode()
+                assert line, "pytest ended without printing the gdb command:\n" + "".join(seen)
+                seen.append(line)
+                if line.strip().startswith("gdb-multiarch"):
+                    break
+            import shlex
+
+            gdb = await asyncio.create_subprocess_exec(
+                *shlex.split(line.strip()), "-batch", *GDB_BREAK_LOOP,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+            gdb_out, _ = await asyncio.wait_for(gdb.communicate(), 90)
+            rest, _ = await asyncio.wait_for(child.communicate(), 120)
+            return gdb_out.decode(errors="replace"), "".join(seen) + rest.decode(errors="replace")
+        finally:
+            for proc in (child,):
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+
+    gdb_out, pytest_out = asyncio.run(scenario())
+    assert re.search(r"#0\s+loop \(\) at \S*faulty_sensor/service\.c", gdb_out), gdb_out
+    assert "1 xfailed" in pytest_out, pytest_out[-3000:]
