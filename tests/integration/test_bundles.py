@@ -155,10 +155,12 @@ def test_gdb_attaches_to_the_simulators_service_cpu_and_stops_at_loop(bundle_cop
     assert result.recurred is True, result.summary()  # detaching lets the replay run on to the fault
 
 
-def test_gdb_attaches_to_a_replay_on_qemu_and_stops_at_loop(bundle_copy: Path, tmp_path: Path) -> None:
-    skip_without_qemu_tools()
+@pytest.mark.parametrize("target", ["qemu", pytest.param("renode", marks=pytest.mark.requires_renode)])
+def test_gdb_attaches_to_a_replay_on_an_emulator_and_stops_at_loop(bundle_copy: Path, tmp_path: Path, target: str) -> None:
+    if target == "qemu":
+        skip_without_qemu_tools()
     _gdb_or_skip()
-    out, result = asyncio.run(_replay_under_gdb(prepare(bundle_copy, target="qemu"), tmp_path / "replay",
+    out, result = asyncio.run(_replay_under_gdb(prepare(bundle_copy, target=target), tmp_path / "replay",
                                                 GDB_BREAK_LOOP))
     assert re.search(r"Breakpoint 2, loop \(\) at \S*faulty_sensor/service\.c:\d+", out), out
     assert re.search(r"#0\s+loop \(\) at \S*service\.c", out), out
