@@ -101,6 +101,15 @@ async def main() -> None:
         print(f"  {step:14} {cells[0]}   {cells[1]}")
     on = statistics.median(r["total"] for r in results[True])
     off = statistics.median(r["total"] for r in results[False])
+    per_round = len(recorder.capture.datagrams) / (rounds + 1)
+    sink = Recorder(nodeid="x", target="sim").gateway_sink("127.0.0.1", 5683)
+    payload = bytes(64)
+    t = time.perf_counter()
+    for _ in range(100_000):
+        sink(("127.0.0.1", 40000), ("127.0.0.1", 5683), payload)
+    each_us = (time.perf_counter() - t) * 10
+    print(f"recording one datagram costs {each_us:.2f} us; a round has {per_round:.0f}: {per_round * each_us:.0f} us"
+          f" of its {off * 1000:.1f} ms ({100 * per_round * each_us / 1000 / (off * 1000):.2f} %)")
     print(f"recording costs {100 * (on - off) / off:+.1f} % on the median total ({on * 1000:.1f} vs {off * 1000:.1f} ms);"
           f" {len(recorder.capture.datagrams)} datagrams and {len(recorder.timeline.steps)} steps recorded,"
           f" bundle written in {write_ms:.1f} ms once at the end")

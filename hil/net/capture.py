@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 from pcapng import FileWriter, blocks
 
-from .ipv4 import build_udp
+from .ipv4 import build_udp, internet_checksum
 
 LINKTYPE_RAW = 101  # the packet starts at the IP header, v4 or v6
 COAP_PORT = 5683
@@ -123,15 +123,7 @@ def _ipv6_udp(src: ipaddress.IPv6Address, src_port: int, dst: ipaddress.IPv6Addr
     length = 8 + len(payload)
     pseudo = src.packed + dst.packed + struct.pack("!I3xB", length, _UDP_PROTOCOL)
     header = struct.pack("!HHHH", src_port, dst_port, length, 0)
-    checksum = _checksum(pseudo + header + payload) or 0xFFFF
+    checksum = internet_checksum(pseudo + header + payload) or 0xFFFF
     udp = struct.pack("!HHHH", src_port, dst_port, length, checksum) + payload
     return struct.pack("!IHBB", 6 << 28, length, _UDP_PROTOCOL, 64) + src.packed + dst.packed + udp
 
-
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF

@@ -184,19 +184,30 @@ void rt_emit_output(int slot, int out_idx, int type, const void *data, uint32_t 
     push_record(slot, &r);
 }
 
+/* A console record of the harness's own for a slot; its line is filled by the caller. */
+static void console_record(rtq_rec_t *r, int slot)
+{
+    r->kind = RTQ_CONSOLE;
+    r->slot = (uint8_t)slot;
+    r->gen = slots[slot].gen;
+    r->out_idx = 0;
+    r->type = 0;
+}
+
+/* Queue a console record whose line is n characters (snprintf's count); never waits. */
+static void push_console_record(rtq_rec_t *r, int n)
+{
+    r->len = (uint16_t)(n < 0 ? 0 : n > RTQ_LINE_MAX ? RTQ_LINE_MAX : n);
+    if (rtq_push(r) != 0)
+        rtq_count_drop();
+}
+
 /* Console note about a fault; callable with interrupts masked (no waiting). */
 static void note_fault(int slot, const char *where, const char *msg)
 {
     rtq_rec_t r;
-    r.kind = RTQ_CONSOLE;
-    r.slot = (uint8_t)slot;
-    r.gen = slots[slot].gen;
-    r.out_idx = 0;
-    r.type = 0;
-    int n = snprintf(r.u.line, sizeof(r.u.line), "service faulted in %s: %s", where, msg);
-    r.len = (uint16_t)(n < 0 ? 0 : n > RTQ_LINE_MAX ? RTQ_LINE_MAX : n);
-    if (rtq_push(&r) != 0)
-        rtq_count_drop();
+    console_record(&r, slot);
+    push_console_record(&r, snprintf(r.u.line, sizeof(r.u.line), "service faulted in %s: %s", where, msg));
 }
 
 /* The faulting thread's stacked registers, two console lines after the
@@ -209,18 +220,12 @@ void rt_thread_fault_registers(int slot, const uint32_t *frame)
         return;
     for (int half = 0; half < 2; half++) {
         rtq_rec_t r;
-        r.kind = RTQ_CONSOLE;
-        r.slot = (uint8_t)slot;
-        r.gen = slots[slot].gen;
-        r.out_idx = 0;
-        r.type = 0;
+        console_record(&r, slot);
         int n = 0;
         for (int i = 4 * half; i < 4 * half + 4 && n >= 0 && n < RTQ_LINE_MAX; i++)
             n += snprintf(r.u.line + n, sizeof(r.u.line) - (size_t)n, "%s%s=0x%08lx", i % 4 ? " " : "  ",
                           names[i], (unsigned long)frame[i]);
-        r.len = (uint16_t)(n < 0 ? 0 : n > RTQ_LINE_MAX ? RTQ_LINE_MAX : n);
-        if (rtq_push(&r) != 0)
-            rtq_count_drop();
+        push_console_record(&r, n);
     }
 }
 
