@@ -51,7 +51,11 @@ class SimTarget(Target):
             raise TargetError(f"{self.endpoint}: simulated node failed to boot: {e}") from e
         await self.console.expect_prompt(BOOT_TIMEOUT)
         if self.gdb_server is not None:
-            await self.gdb_server.wait_for_debugger()
+            try:
+                await self.gdb_server.wait_for_debugger(BOOT_TIMEOUT * self.boot_wait_scale)
+            except asyncio.TimeoutError:
+                raise TargetError(f"{self.endpoint}: no debugger attached to 127.0.0.1:{self.gdb_server.port} and"
+                                  f" continued within {BOOT_TIMEOUT * self.boot_wait_scale:g} s") from None
 
     async def _serve_gdb(self, port: int) -> None:
         """The node's services run on a CPU of its own, served to GDB; the services' ELFs come as libraries."""

@@ -273,3 +273,49 @@ def test_hil_gdb_holds_the_test_until_the_debugger_lets_it_go(tmp_path: Path) ->
     gdb_out, pytest_out = asyncio.run(scenario())
     assert re.search(r"#0\s+loop \(\) at \S*faulty_sensor/service\.c", gdb_out), gdb_out
     assert "1 xfailed" in pytest_out, pytest_out[-3000:]
+
+
+def test_replay_stop_at_performs_the_steps_up_to_it(bundle_copy: Path, tmp_path: Path) -> None:
+    result = asyncio.run(run(prepare(bundle_copy), tmp_path / "replay", stop_at=3, hold=0.0, announce=lambda line: None))
+    assert result.steps_done == 3
+    replayed = load_bundle(result.bundle_dir)
+    assert [s.action for s in replayed.timeline] == ["boot", "bootstrap", "sensor"]
+    assert replayed.services == [] and result.seen == []
+
+
+def test_slip_line_is_captured_from_the_device_side(tmp_path: Path) -> None:
+    """A node on SLIP: its own addresses (192.0.2.2 -> 192.0.2.1) on interface 'node1 sl0', beside the gateway's."""
+    skip_without_qemu_tools()
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark is not installed: apt-get install tshark")
+    from hil.boards import get_board
+    from hil.bundle import Recorder
+    from hil.gateway.capture import tap
+    from hil.gateway.server import Gateway
+    from hil.targets.base import TargetConfig
+    from hil.targets.qemu import QemuTarget
+
+    async def scenario() -> Path:
+        recorder = Recorder(nodeid="slip", target="qemu")
+        async with Gateway() as gw:
+            untap = tap(gw, recorder.gateway_sink(gw.host, gw.port))
+            config = TargetConfig(endpoint="node1", log_dir=tmp_path, board=get_board("mps2_an385"),
+                                  options={"net": "slip"}, timeline=recorder.timeline, capture=recorder.capture)
+            async with QemuTarget(config) as target:
+                recorder.add_device(target)
+                await target.bootstrap(target.device_server_uri(gw.host, gw.port))
+                await gw.wait_for_registration("node1", timeout=30)
+                await gw.read("node1", "/3/0/17")
+            untap()
+        recorder.write(tmp_path / "bundle", outcome="passed")
+        return tmp_path / "bundle"
+
+    bundle = asyncio.run(scenario())
+    out = subprocess.run(["tshark", "-r", str(bundle / "capture.pcapng"), "-Y", "coap", "-T", "fields",
+                          "-e", "frame.interface_name", "-e", "ip.src", "-e", "ip.dst", "-e", "coap.opt.uri_path_recon"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert ["node1 sl0", "192.0.2.2", "192.0.2.1", "/rd"] in rows, rows
+    assert ["gateway", "127.0.0.1", "127.0.0.1", "/rd"] in rows, rows
+    assert any(r[0] == "node1 sl0" and r[1] == "192.0.2.1" and r[3] == "/3/0/17" for r in rows), rows
+    assert load_bundle(bundle).capture["interfaces"] == ["gateway", "node1 sl0"]
