@@ -75,8 +75,11 @@ def _write_symbol_script(path: Path) -> None:
             "end",
         ]
     partial = path.with_name(path.name + ".partial")
-    partial.write_text("\n".join(lines) + "\n")
-    partial.replace(path)
+    try:
+        partial.write_text("\n".join(lines) + "\n")
+        partial.replace(path)
+    except OSError:  # its log directory is gone: nobody debugs there any more
+        _symbol_scripts.discard(path)
 
 
 def service_symbols_named(name: str) -> symbols.ElfSymbols | None:

@@ -58,6 +58,9 @@ class ReplayPlan:
     firmware: Path | None  # None: the board's own (the reference firmware is built on first use)
     packages: dict[str, bytes]  # sha256 -> service.json bytes, checked
     notes: list[str] = field(default_factory=list)  # choices made, said before starting
+    #: where a real board is (serial_port, net_serial_port) and how it reaches the gateway (gateway_host,
+    #: gateway_listen): as recorded on the same target, unless given
+    wiring: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -96,8 +99,11 @@ class ReplayResult:
 
 # -- checking, before anything starts ---------------------------------------------------------------
 
+WIRING = ("serial_port", "net_serial_port", "gateway_host", "gateway_listen")
+
+
 def prepare(bundle_path: str | Path, *, target: str | None = None, board: str | None = None,
-            firmware: str | Path | None = None) -> ReplayPlan:
+            firmware: str | Path | None = None, wiring: dict[str, str | None] | None = None) -> ReplayPlan:
     try:
         bundle = load_bundle(bundle_path)
     except BundleError as e:
@@ -122,7 +128,9 @@ def prepare(bundle_path: str | Path, *, target: str | None = None, board: str | 
         cls.check_tools()
     except (MissingBinaryError, TargetUnavailable) as e:
         raise ReplayError(f"cannot replay on {name}: {e}") from None
-    return ReplayPlan(bundle, name, chosen, fw, packages, notes)
+    recorded = {key: bundle.options.get(key) for key in WIRING} if name == bundle.target else {}
+    given = {key: value for key, value in (wiring or {}).items() if value is not None}
+    return ReplayPlan(bundle, name, chosen, fw, packages, notes, {**recorded, **given})
 
 
 def _board(bundle: Bundle, target: str, asked: str | None, notes: list[str]) -> Board | None:
@@ -236,7 +244,8 @@ async def run(plan: ReplayPlan, log_dir: Path, *, gdb_port: int | None = None, s
     steps_done = 0
     gw_log = _file_logger("hil.replay.gateway", log_dir / "gateway.log")
     try:
-        async with Gateway(port=0, request_timeout=request_timeout, log=gw_log) as gateway:
+        listen = plan.wiring.get("gateway_listen") or "127.0.0.1"
+        async with Gateway(host=listen, port=0, request_timeout=request_timeout, log=gw_log) as gateway:
             untap = tap(gateway, recorder.gateway_sink(gateway.host, gateway.port))
             deployer = Deployer(gateway, timeline=recorder.timeline, activation_timeout=10.0 * (GDB_WAIT if gdb_port is not None else 1.0))
             instances: dict[tuple[str, int], int] = {}
@@ -293,6 +302,8 @@ def _make_target(plan: ReplayPlan, endpoint: str, log_dir: Path, recorder: Recor
     options = {"sim_speed": speed, "net": plan.bundle.options.get("net") if plan.target == plan.bundle.target else None,
                "gdb_announce": lambda command: announce(f"replay: {endpoint} waits for the debugger; attach with:\n  {command}")}
     config = TargetConfig(endpoint=endpoint, log_dir=log_dir, board=plan.board, firmware=plan.firmware, options=options,
+                          serial_port=plan.wiring.get("serial_port"), net_serial_port=plan.wiring.get("net_serial_port"),
+                          gateway_host=plan.wiring.get("gateway_host"),
                           timeline=recorder.timeline, capture=recorder.capture, gdb_port=gdb_port)
     return cls(config)
 

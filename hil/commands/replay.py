@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from hil.replay import ReplayError, prepare, run as run_replay
+from hil.replay import WIRING, ReplayError, prepare, run as run_replay
 from hil.targets.base import known_targets
 
 
@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target", choices=known_targets(), help="where to replay (default: the recorded target)")
     parser.add_argument("--board", help="board to replay on (default: the recorded one, or the target's default)")
     parser.add_argument("--firmware", type=Path, help="firmware ELF (must match the recorded sha256 on the recorded board)")
+    parser.add_argument("--serial-port", help="a real board's serial port or URL (default: as recorded on that target)")
+    parser.add_argument("--net-serial-port", help="its SLIP port (default: as recorded)")
+    parser.add_argument("--gateway-host", help="gateway address the device is told (default: as recorded)")
+    parser.add_argument("--gateway-listen", help="address the gateway listens on (default: as recorded, else 127.0.0.1)")
     parser.add_argument("--gdb", nargs="?", type=int, const=0, default=None, metavar="PORT",
                         help="start halted with a GDB server (a free loopback port unless PORT) and print the"
                              " gdb-multiarch command; the replay waits for the debugger")
@@ -41,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        plan = prepare(args.bundle, target=args.target, board=args.board, firmware=args.firmware)
+        wiring = {key: getattr(args, key) for key in WIRING}
+        plan = prepare(args.bundle, target=args.target, board=args.board, firmware=args.firmware, wiring=wiring)
     except ReplayError as e:
         print(f"embserve-hil replay: {e}", file=sys.stderr)
         return 2
