@@ -24,7 +24,7 @@ TRIGGER_OFFSET = -2e8
 PERIOD_S = 2.0  # the service's period, in device seconds
 
 
-def wall(node, device_seconds: float, margin: float = 5.0) -> float:
+def wall(node, device_seconds: float, margin: float = 2.0) -> float:
     return device_seconds / node.time_scale + margin
 
 
