@@ -30,7 +30,7 @@ from pathlib import Path
 from .boards import Board, BoardError, get_board, load_board_file
 from .bundle import Bundle, BundleError, Recorder, load_bundle
 from .bundle.schema import sha256_file
-from .faredge.deployer import Deployer, DeployError
+from .faredge.deployer import Deployer, DeployError, Deployment
 from .faults import DeviceFault, note_service
 from .gateway.capture import tap
 from .gateway.server import Gateway, GatewayError
@@ -248,7 +248,7 @@ async def run(plan: ReplayPlan, log_dir: Path, *, gdb_port: int | None = None, s
         async with Gateway(host=listen, port=0, request_timeout=request_timeout, log=gw_log) as gateway:
             untap = tap(gateway, recorder.gateway_sink(gateway.host, gateway.port))
             deployer = Deployer(gateway, timeline=recorder.timeline, activation_timeout=10.0 * (GDB_WAIT if gdb_port is not None else 1.0))
-            instances: dict[tuple[str, int], int] = {}
+            instances: dict[tuple[str, int], Deployment] = {}  # recorded (endpoint, instance) -> this replay's
             try:
                 for step in bundle.timeline:
                     if stop_at is not None and step.index > stop_at:
@@ -332,7 +332,7 @@ async def _pace(bundle: Bundle, step, target: Target, boot: tuple[float, float |
 
 
 async def _perform(step, target: Target, gateway: Gateway, deployer: Deployer, plan: ReplayPlan,
-                   instances: dict[tuple[str, int], int]) -> None:
+                   instances: dict[tuple[str, int], Deployment]) -> None:
     args = step.args
     if step.action == "bootstrap":
         await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
@@ -340,16 +340,18 @@ async def _perform(step, target: Target, gateway: Gateway, deployer: Deployer, p
     elif step.action == "sensor":
         await target.set_sensor(str(args["name"]), float(args["value"]))
     elif step.action == "input":
-        instance = instances.get((step.endpoint, int(args["instance"])), int(args["instance"]))
-        target.record("input", instance=instance, key=args["key"], value=args["value"])
-        await target.shell.exec(f"embserve service input {instance} {args['key']} {args['value']}")
+        recorded = int(args["instance"])
+        deployment = instances.get((step.endpoint, recorded))
+        await target.set_service_input(deployment.instance if deployment else recorded, str(args["key"]), args["value"],
+                                       manifest=deployment.manifest if deployment else None, gateway=gateway)
     elif step.action == "deploy":
         recorded = int(args["instance"])
-        deployment = await deployer.deploy(plan.packages[args["sha256"]], step.endpoint, instance=recorded)
-        instances[(step.endpoint, recorded)] = deployment.instance
+        instances[(step.endpoint, recorded)] = await deployer.deploy(plan.packages[args["sha256"]], step.endpoint,
+                                                                     instance=recorded)
     elif step.action == "remove":
         recorded = int(args["instance"])
-        await deployer.remove(step.endpoint, instances.get((step.endpoint, recorded), recorded))
+        deployment = instances.pop((step.endpoint, recorded), None)
+        await deployer.remove(step.endpoint, deployment.instance if deployment else recorded)
     elif step.action == "reboot":
         await target.reboot()
 

@@ -62,4 +62,8 @@ static inline void irq_restore(uint32_t primask)
 /* Requests a system reset; with QEMU -no-reboot the emulator exits instead. */
 void board_reset(void) __attribute__((noreturn));
 
+/* Whatever entropy the board has at boot (timer phase, ...); may be weak or
+ * constant under an emulator: bootseed.c mixes it with a boot counter. */
+uint32_t board_entropy(void);
+
 #endif

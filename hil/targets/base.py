@@ -19,18 +19,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..boards import Board
+from ..boards import Board, Capabilities
 from ..bundle.timeline import Timeline
 from ..console import Console, Shell
 from ..faults import FaultWatcher, gdb_symbol_script
 from ..net.capture import PacketCapture
 from ..infra.process import MissingBinaryError
+from ..lwm2m import Path as LwPath
 from ..net import SlipBridge
-from .errors import TargetError, TargetUnavailable
+from ..service.manifest import Manifest
+from ..service.sdk_api import ValueType
+from .errors import CapabilityMissing, TargetError, TargetUnavailable
+from .host_commands import run_host_command
 from .slip import SlipUplink
 
 #: the board each target runs when none is named (serial needs one named)
-DEFAULT_BOARDS: dict[str, str | None] = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
+DEFAULT_BOARDS: dict[str, str | None] = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None,
+                                         "labgrid": None}
 
 GDB = "gdb-multiarch"  # Debian's package of the same name
 #: the reference firmware's function called with (name, code, data, bss) after it loads a service
@@ -39,6 +44,8 @@ OBJCOPY = "arm-none-eabi-objcopy"  # comes with gcc-arm-none-eabi
 GDB_HOST = "127.0.0.1"
 #: boot waits grow by this factor while a debugger holds the CPU (an hour for a 1 s wait)
 GDB_WAIT = 3600.0
+
+STIMULUS_TIMEOUT = 60.0  # seconds a board's stimulus command may take
 
 
 @dataclass
@@ -69,6 +76,9 @@ class Target(abc.ABC):
     tools: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: the backend loads a firmware file itself (an emulator), so the board's ``firmware`` field applies
     loads_firmware: ClassVar[bool] = False
+    #: the node takes the reference firmware's shell commands (``sensor set``, ``embserve service
+    #: input``) unless its board file says otherwise; a board on a serial port runs whatever was flashed
+    reference_shell: ClassVar[bool] = True
 
     @classmethod
     def check_tools(cls) -> None:
@@ -88,6 +98,9 @@ class Target(abc.ABC):
         self.console = Console(f"{config.endpoint} console", config.log_dir / f"{config.endpoint}.console.log")
         self.console.fail_on("HardFault in main", "Kernel panic", "ZEPHYR FATAL ERROR")
         self.shell = Shell(self.console, prompt)
+        #: the board file, or the target's defaults when the node has none
+        self.board = config.board or Board(name="(no board file)", arch="-", backends=(self.name,))
+        self.capabilities: Capabilities = self.board.capabilities(self.reference_shell)
         self.faults = FaultWatcher(config.endpoint, self.console, lambda: self.firmware_elf)
         self.timeline = config.timeline
         if self.timeline is not None:
@@ -210,12 +223,87 @@ class Target(abc.ABC):
         self.record("bootstrap", server_uri=server_uri)
         await self.shell.exec(f"embserve connector lwm2m server_add {server_uri} {self.endpoint}", timeout)
 
+    # -- what a test may do to the node: the board file's capabilities ----------
+
+    def can_inject(self, sensor: str) -> bool:
+        """The firmware takes a value for ``sensor`` from its shell (``sensor set``)."""
+        return sensor in self.capabilities.inject
+
+    def can_set_sensor(self, sensor: str) -> bool:
+        """:meth:`set_sensor` can put a value on ``sensor``: by the bench's stimulus, or by injecting it."""
+        return self.capabilities.can_set(sensor)
+
+    def sensor_tolerance(self, sensor: str) -> float:
+        """How far a reading may be from the value :meth:`set_sensor` set."""
+        return self.board.stimulus_tolerance if sensor in self.capabilities.stimulus else 0.01
+
     async def set_sensor(self, name: str, value: float, timeout: float = 5.0) -> None:
+        """Put ``value`` on the sensor: the board's stimulus command when it has one, else ``sensor set``.
+
+        :class:`CapabilityMissing` when the board has neither.
+        """
         self.record("sensor", name=name, value=value)
+        stimulus = self.capabilities.stimulus.get(name)
+        if stimulus is not None:
+            await run_host_command(self.endpoint, f"stimulus-{name}", stimulus,
+                                   {"value": value, "sensor": name, "board": self.board.name},
+                                   log_dir=self.config.log_dir, timeout=STIMULUS_TIMEOUT)
+            await asyncio.sleep(self.board.stimulus_settle)
+            return
+        if not self.can_inject(name):
+            raise CapabilityMissing(
+                f"board {self.board.name} cannot set sensor {name!r}: its firmware takes no injected {name} values"
+                f" (board file field 'inject': {sorted(self.capabilities.inject)}) and the board file names no"
+                f" stimulus.{name} command"
+            )
         out = await self.shell.exec(f"sensor set {name} {value}", timeout)
         errors = [line for line in out if "error" in line.lower() or "not found" in line.lower()]
         if errors:
             raise TargetError(f"{self.endpoint}: sensor set {name} {value} failed: {errors[0]}")
+
+    async def set_service_input(self, instance: int, key: str, value: float, *, manifest: Manifest | None = None,
+                                gateway: Any = None, timeout: float = 5.0) -> list[str]:
+        """Write input ``key`` of the service at ``/9/instance`` the way the board file says.
+
+        ``shell``: the board's ``service_input_command`` (returns the lines it
+        printed); ``lwm2m``: a Write, through ``gateway``, of the resource the
+        service's ``manifest`` maps the input to (returns ``[]``); ``none``, or
+        an input the manifest maps to nothing: :class:`CapabilityMissing`.
+        """
+        self.record("input", instance=instance, key=key, value=value)
+        way = self.capabilities.service_input
+        if way == "shell":
+            command = self.capabilities.service_input_command.format(instance=instance, key=key, value=value)
+            return await self.shell.exec(command, timeout)
+        if way == "lwm2m":
+            if manifest is None or gateway is None:
+                raise TargetError(f"{self.endpoint}: writing input {key!r} over LwM2M needs the service's manifest"
+                                  f" and the gateway")
+            path, typed = self._mapped_input(manifest, key, value, gateway)
+            await gateway.write(self.endpoint, path, typed, timeout=timeout)
+            return []
+        raise CapabilityMissing(f"board {self.board.name} has no way to write service inputs"
+                                f" (board file field 'service_input' is {way!r})")
+
+    def _mapped_input(self, manifest: Manifest, key: str, value: float, gateway: Any) -> tuple[LwPath, float | int]:
+        """The resource a service input is mapped to on this node, and the value in the input's type."""
+        spec = manifest.input(key)
+        if spec is None:
+            declared = ", ".join(s.key for s in manifest.inputs) or "none"
+            raise TargetError(f"{self.endpoint}: {manifest.name} declares no input {key!r} (inputs: {declared})")
+        if not spec.mappings:
+            raise CapabilityMissing(
+                f"board {self.board.name} writes service inputs over LwM2M (service_input = \"lwm2m\"), but"
+                f" {manifest.name} v{manifest.version} maps input {key!r} to no resource (its data_model_mapping is empty)"
+            )
+        mapping = spec.mappings[0]
+        # "x" is the instance the node chose; the first one it registers (as for readings).
+        instances = gateway.registration(self.endpoint).available_instances.get(mapping.obj, [])
+        if not instances:
+            raise TargetError(f"{self.endpoint}: input {key!r} of {manifest.name} is mapped to {mapping},"
+                              f" but the node registers no /{mapping.obj} instance")
+        typed = int(value) if spec.type is ValueType.INT else float(value)
+        return LwPath(mapping.obj, instances[0], mapping.res), typed
 
     async def sleep_device(self, seconds: float) -> None:
         """Let ``seconds`` of device time pass (backends with virtual time override this)."""
@@ -255,7 +343,8 @@ class Target(abc.ABC):
 
 _TARGETS: dict[str, type[Target]] = {}
 # Backends are imported on first use so a missing optional tool never breaks the others.
-_MODULES = {"sim": "hil.targets.sim", "qemu": "hil.targets.qemu", "renode": "hil.targets.renode", "serial": "hil.targets.serial"}
+_MODULES = {"sim": "hil.targets.sim", "qemu": "hil.targets.qemu", "renode": "hil.targets.renode", "serial": "hil.targets.serial",
+            "labgrid": "hil.targets.labgrid"}
 
 
 def register_target(cls: type[Target]) -> type[Target]:

@@ -9,3 +9,11 @@ class TargetError(RuntimeError):
 
 class TargetUnavailable(TargetError):
     """The backend cannot run on this machine (missing tool, missing board)."""
+
+
+class CapabilityMissing(TargetError):
+    """The board cannot do what was asked (set a sensor, write a service input); its board file says so.
+
+    The pytest plugin turns it into a skip with this message: a test needing
+    what the bench lacks is skipped, never failed.
+    """
