@@ -56,6 +56,7 @@ from .infra.process import MissingBinaryError
 if TYPE_CHECKING:
     from .faredge.deployer import Deployment
 from .targets.base import (
+    BOARD_BACKEND,
     DEFAULT_BOARDS,
     CapabilityMissing,
     Target,
@@ -67,8 +68,6 @@ from .targets.base import (
 )
 
 DEFAULT_BOARD = DEFAULT_BOARDS
-#: a board on a labgrid place is a board on a serial port
-BOARD_BACKEND = {"labgrid": "serial"}
 LOG_KEY = pytest.StashKey[Path]()
 READINGS_KEY = pytest.StashKey[list[str]]()
 REPORTS_KEY = pytest.StashKey[dict]()

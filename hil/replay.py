@@ -37,7 +37,7 @@ from .gateway.server import Gateway, GatewayError
 from .infra.process import MissingBinaryError
 from .service import symbols
 from .service.manifest import ManifestError, parse_manifest
-from .targets.base import DEFAULT_BOARDS, GDB_WAIT, Target, TargetConfig, TargetError, TargetUnavailable, get_target_class
+from .targets.base import BOARD_BACKEND, DEFAULT_BOARDS, GDB_WAIT, Target, TargetConfig, TargetError, TargetUnavailable, get_target_class
 
 log = logging.getLogger("hil.replay")
 
@@ -147,7 +147,7 @@ def _board(bundle: Bundle, target: str, asked: str | None, notes: list[str]) -> 
         raise ReplayError(f"board: {e}") from None
     if board is None:
         raise ReplayError(f"target {target!r} needs a board: pass --board NAME (see `embserve-hil boards`)")
-    if not board.supports(target):
+    if not board.supports(BOARD_BACKEND.get(target, target)):
         default = DEFAULT_BOARDS.get(target)
         if asked is None and board.name == "sim" and default:
             # The simulator's board is the simulator itself: on an emulator the node is the target's default board.

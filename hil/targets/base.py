@@ -36,6 +36,8 @@ from .slip import SlipUplink
 #: the board each target runs when none is named (serial needs one named)
 DEFAULT_BOARDS: dict[str, str | None] = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None,
                                          "labgrid": None}
+#: a board on a labgrid place is a board on a serial port
+BOARD_BACKEND = {"labgrid": "serial"}
 
 GDB = "gdb-multiarch"  # Debian's package of the same name
 #: the reference firmware's function called with (name, code, data, bss) after it loads a service
