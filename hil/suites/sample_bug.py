@@ -30,7 +30,12 @@ def wall(node, device_seconds: float, margin: float = 2.0) -> float:
 
 @pytest.mark.xfail(strict=True, reason="the sample bug: faulty_sensor's loop() faults on a calibration offset of -2e8")
 async def test_calibration_offset_keeps_readings_coming(deployer, node, faulty_sensor_service, readings):
-    await node.set_sensor("temperature", 22.5)
+    if node.service_input != "shell":
+        # `offset` is mapped to no resource: only a board whose shell takes inputs by key can be given it.
+        pytest.skip(f"board {node.board.name} cannot write a service input by key (service_input is"
+                    f" {node.service_input!r}); the sample bug needs `offset` written")
+    if node.can_set_sensor("temperature"):
+        await node.set_sensor("temperature", 22.5)  # any plausible temperature triggers it; this one is recorded
     deployment = await deployer.deploy(faulty_sensor_service, node.endpoint)
     async with readings(node) as collector:
         await collector.wait(1, timeout=wall(node, 2 * PERIOD_S))
