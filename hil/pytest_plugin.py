@@ -289,6 +289,17 @@ def _outcome(reports: dict) -> tuple[str, str]:
     return "passed", ""
 
 
+@pytest.fixture
+def hil_test_record(request: pytest.FixtureRequest, hil_log_dir: Path, hil_target_name: str):
+    """What this test's report shows: the node, deploy and readings fixtures tell it what happens
+    (read by the report side of the plugin, :mod:`hil.pytest_report`)."""
+    from .report import TestRecord
+
+    record = TestRecord(request.node.nodeid, target=hil_target_name, log_dir=hil_log_dir)
+    request.node._hil_record = record
+    return record
+
+
 def _fail(message: str) -> NoReturn:
     """Fail the test with this one line: no traceback, no exception it was raised while handling."""
     raise pytest.fail.Exception(message, pytrace=False) from None
@@ -529,6 +540,7 @@ class NodeHandle:
     endpoint: str
     target: object
     gateway: object
+    record: object = None  # the test's TestRecord, told of injected values
 
     @property
     def console(self):
@@ -561,6 +573,8 @@ class NodeHandle:
 
     async def set_sensor(self, name: str, value: float) -> None:
         """Put ``value`` on the sensor (stimulus or injection); skips the test when the board can do neither."""
+        if self.record is not None:
+            self.record.injected(self.endpoint, name, value)
         await self.target.set_sensor(name, value)
 
     async def set_service_input(self, service: "Deployment | int", key: str, value: float | int) -> list[str]:
@@ -572,6 +586,8 @@ class NodeHandle:
         """
         instance = service if isinstance(service, int) else service.instance
         manifest = None if isinstance(service, int) else service.manifest
+        if self.record is not None:
+            self.record.service_input(self.endpoint, instance, key, value)
         return await self.target.set_service_input(instance, key, value, manifest=manifest, gateway=self.gateway)
 
     async def sleep_device(self, seconds: float) -> None:
@@ -607,7 +623,7 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def node(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-               hil_log_dir: Path, hil_target_options: dict, hil_recorder) -> AsyncIterator[NodeHandle]:
+               hil_log_dir: Path, hil_target_options: dict, hil_test_record, hil_recorder) -> AsyncIterator[NodeHandle]:
     """One device from the selected target, booted, bootstrapped and registered to ``gateway``."""
     config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware, hil_target_options, hil_recorder)
     try:
@@ -615,8 +631,9 @@ async def node(pytestconfig: pytest.Config, hil_target_name: str, board, hil_fir
                                      recorder=hil_recorder)
     except TargetUnavailable as e:
         pytest.skip(str(e))
+    hil_test_record.node_started(target)
     try:
-        yield NodeHandle(config.endpoint, target, gateway)
+        yield NodeHandle(config.endpoint, target, gateway, hil_test_record)
     finally:
         hil_recorder.device_stopping(target)
         await target.__aexit__(None, None, None)
@@ -641,7 +658,7 @@ def shell(node: NodeHandle):
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-                hil_log_dir: Path, hil_target_options: dict, hil_recorder) -> AsyncIterator[list[NodeHandle]]:
+                hil_log_dir: Path, hil_target_options: dict, hil_test_record, hil_recorder) -> AsyncIterator[list[NodeHandle]]:
     """``--nodes`` devices of the selected target, all registered."""
     import asyncio
 
@@ -657,7 +674,9 @@ async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_fi
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
-        yield [NodeHandle(c.endpoint, t, gateway) for c, t in zip(configs, started)]
+        for t in started:
+            hil_test_record.node_started(t)
+        yield [NodeHandle(c.endpoint, t, gateway, hil_test_record) for c, t in zip(configs, started)]
     finally:
         for t in started:
             hil_recorder.device_stopping(t)
@@ -703,28 +722,30 @@ async def gateway_apis(pytestconfig: pytest.Config, request: pytest.FixtureReque
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path,
-                   hil_recorder):
+                   hil_test_record, hil_recorder):
     """The far-edge deployer: resolve from the registry, deploy through the gateway by ``--deploy-via``."""
     from .faredge.deployer import Deployer
 
     via = pytestconfig.getoption("--deploy-via")
     async with Deployer(gateway, cache_dir=service_cache, via=via, broker=gateway_apis.mqtt,
                         rest_url=gateway_apis.rest_url, timeline=hil_recorder.timeline) as d:
+        d.listeners.append(hil_test_record.deployed)
         yield d
 
 
-def _shipped_service_json(name: str, session_dir: Path) -> Path:
-    """A service shipped with embserve-hil, built from its C sources (with its ELF beside it)."""
+def _build_shipped_service(name: str, log_dir: Path) -> Path:
+    """``service.json`` of one of the project's own services, built from the C sources shipped with embserve-hil
+    (its ELF with debug information beside it)."""
     from .resources import service_dir
     from .sdk import BuildError, build_service
 
     try:
-        return build_service(service_dir(name), session_dir / "services" / name)
+        return build_service(service_dir(name), log_dir / "services" / name)
     except BuildError as e:
         _fail(str(e))  # e.g. the ARM compiler is missing: one line naming its package
 
 
-def _pushed(registry, service_json: Path, name: str) -> str:
+def _push_service(registry, service_json: Path, name: str) -> str:
     """Reference of ``service_json`` pushed to ``registry`` as an OCI artifact."""
     import asyncio
 
@@ -738,23 +759,29 @@ def _pushed(registry, service_json: Path, name: str) -> str:
 @pytest.fixture(scope="session")
 def temperature_service_json(hil_session_log_dir: Path) -> Path:
     """The project's own temperature_sensor service, built from the C sources shipped with embserve-hil."""
-    return _shipped_service_json("temperature_sensor", hil_session_log_dir)
+    return _build_shipped_service("temperature_sensor", hil_session_log_dir)
 
 
 @pytest.fixture(scope="session")
 def temperature_service(registry, temperature_service_json: Path) -> str:
     """Reference of the temperature service pushed to ``registry`` as an OCI artifact."""
-    return _pushed(registry, temperature_service_json, "temperature_sensor")
+    return _push_service(registry, temperature_service_json, "temperature_sensor")
+
+
+@pytest.fixture(scope="session")
+def thermostat_service(registry, hil_session_log_dir: Path) -> str:
+    """Reference of the project's thermostat service (its input mapped to Set Point Value), pushed to ``registry``."""
+    return _push_service(registry, _build_shipped_service("thermostat", hil_session_log_dir), "thermostat")
 
 
 @pytest.fixture(scope="session")
 def faulty_sensor_service(registry, hil_session_log_dir: Path) -> str:
     """Reference of the sample bug service (services/faulty_sensor) pushed to ``registry``."""
-    return _pushed(registry, _shipped_service_json("faulty_sensor", hil_session_log_dir), "faulty_sensor")
+    return _push_service(registry, _build_shipped_service("faulty_sensor", hil_session_log_dir), "faulty_sensor")
 
 
 @pytest.fixture
-def readings(request: pytest.FixtureRequest, gateway):
+def readings(request: pytest.FixtureRequest, gateway, hil_test_record):
     """Factory: ``async with readings(node) as r: values = await r.wait(3, timeout=...)``."""
     from .readings import ReadingCollector
 
@@ -765,6 +792,7 @@ def readings(request: pytest.FixtureRequest, gateway):
         ep = node if isinstance(node, str) else node.endpoint
         c = ReadingCollector(gateway, ep, path, **kwargs)
         collectors.append(c)
+        hil_test_record.watch(c)
         return c
 
     yield make

@@ -14,6 +14,7 @@ APT_PACKAGES=(
   tshark                              # reads the bundles' pcap-ng captures (tests, replays)
   gdb-multiarch                       # debugger for replays (--gdb) and its tests
   ser2net                             # RFC 2217 console server of the local labgrid lab (tests/lab)
+  chromium                            # headless browser the report and fleet-page tests open
 )
 VENV=${HIL_VENV:-.venv}
 
@@ -46,8 +47,9 @@ want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  # dev: what the tests need besides the package; labgrid and xdist: shared benches, many at once
-  "$VENV/bin/pip" install -q -e ".[dev,labgrid,xdist]"
+  # dev: what the tests need besides the package; labgrid and xdist: shared benches, many at once;
+  # report: the HTML report's plugin and plots
+  "$VENV/bin/pip" install -q -e ".[dev,labgrid,xdist,report]"
   echo "$want" > "$stamp"
 fi
 

@@ -27,6 +27,7 @@ from ..net.capture import PacketCapture
 from ..infra.process import MissingBinaryError
 from ..lwm2m import Path as LwPath
 from ..net import SlipBridge
+from ..progress import waiting
 from ..service.manifest import Manifest
 from ..service.sdk_api import ValueType
 from .errors import CapabilityMissing, TargetError, TargetUnavailable
@@ -81,6 +82,9 @@ class Target(abc.ABC):
     #: the node takes the reference firmware's shell commands (``sensor set``, ``embserve service
     #: input``) unless its board file says otherwise; a board on a serial port runs whatever was flashed
     reference_shell: ClassVar[bool] = True
+
+    #: the firmware file the device runs, once started (None: the simulator, or a board flashed beforehand)
+    firmware: Path | None = None
 
     @classmethod
     def check_tools(cls) -> None:
@@ -329,7 +333,8 @@ class Target(abc.ABC):
             self.uplink.capture = capture.sink(capture.add_interface(
                 name, f"{self.endpoint}'s SLIP line, device side ({self.uplink.peer} is the gateway)"))
         try:
-            await self.start()
+            with waiting(f"{self.endpoint} to boot on {self.name}"):
+                await self.start()
             firmware = self.firmware_elf
             self.record("boot", target=self.name, board=self.config.board.name if self.config.board else None,
                          firmware=str(firmware) if firmware else None)

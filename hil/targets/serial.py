@@ -251,6 +251,7 @@ class SerialTarget(Target):
         if not firmware.is_file():
             raise TargetError(f"{self.endpoint}: firmware {firmware} does not exist; nothing to flash")
         await self._run_command("flash", command, self.settings["flash_timeout"], firmware=firmware)
+        self.firmware = firmware
         return True
 
     def _pulse(self, line: str, seconds: float) -> None:
