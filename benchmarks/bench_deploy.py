@@ -7,8 +7,14 @@ package (Block1), installs, activates, and waits for the first reading
 notification on /3303/0/5700. The service's own period is not counted: the
 first reading comes from the first loop() right after activation.
 
-    python -m benchmarks deploy          # 20 rounds
+    python -m benchmarks deploy          # 20 rounds with recording, 20 without, interleaved
     BENCH_SECURITY=psk python -m benchmarks deploy   # the node over DTLS-PSK
+
+Recording is what every HIL test does for its bundle (issue 14): the
+gateway's datagrams go into a capture, the deployer's steps into a timeline.
+Rounds alternate with and without it, so both see the same machine load; the
+bundle of the recorded rounds is written once at the end, as after a test,
+and that write is timed on its own.
 """
 
 from __future__ import annotations
@@ -20,9 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from hil.bundle import Recorder
 from hil.device.node import Node
 from hil.faredge import oci
 from hil.faredge.deployer import Deployer
+from hil.gateway.capture import tap
 from hil.gateway.server import Gateway
 from hil.infra.registry import Registry
 from hil.sdk import build_service
@@ -61,6 +69,8 @@ async def one_round(gw, node, deployer, service_json: bytes, ref: str) -> dict[s
 
 async def main() -> None:
     rounds = int(os.environ.get("BENCH_ROUNDS", "20"))
+    recorder = Recorder(nodeid="benchmarks/bench_deploy", target="sim")
+    results: dict[bool, list[dict[str, float]]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as tmp:
         service_json = build_service(REPO / "services" / "temperature_sensor", Path(tmp) / "build").read_bytes()
         async with Registry(log_dir=tmp) as registry:
@@ -69,14 +79,42 @@ async def main() -> None:
             async with Gateway(psk=table) as gw, Node("bench1", psk=table.by_endpoint["bench1"] if table else None) as node:
                 await node.connect(gw.coaps_uri if table else gw.uri)
                 await gw.wait_for_registration("bench1", timeout=10)
+                sink = recorder.gateway_sink(gw.host, gw.port)
                 async with Deployer(gw, cache_dir=Path(tmp) / "cache") as deployer:
-                    results = []
-                    for i in range(rounds + 1):
-                        steps = await one_round(gw, node, deployer, service_json, f"{registry.address}/bench/temperature:{i}")
-                        if i:  # the first round warms imports and connections
-                            results.append(steps)
-    print(f"push -> first reading on the simulator, {rounds} rounds, security {mode} (median / max, ms):")
+                    for i in range(2 * rounds + 2):
+                        recording = bool(i % 2)
+                        untap = tap(gw, sink) if recording else None
+                        deployer.timeline = recorder.timeline if recording else None
+                        try:
+                            steps = await one_round(gw, node, deployer, service_json,
+                                                    f"{registry.address}/bench/temperature:{i}")
+                        finally:
+                            if untap is not None:
+                                untap()
+                        if i >= 2:  # the first round of each kind warms imports and connections
+                            results[recording].append(steps)
+            t = time.perf_counter()
+            recorder.write(Path(tmp) / "bundle", outcome="passed")
+            write_ms = (time.perf_counter() - t) * 1000
+    print(f"push -> first reading on the simulator, {rounds} rounds each, security {mode} (median / max, ms):")
+    print(f"  {'':14} {'recording':>17}   {'not recording':>17}")
     for step in STEPS:
-        values = [r[step] * 1000 for r in results if step in r]
-        if values:
-            print(f"  {step:14} {statistics.median(values):7.1f} / {max(values):7.1f}")
+        cells = []
+        for recording in (True, False):
+            values = [r[step] * 1000 for r in results[recording] if step in r]
+            cells.append(f"{statistics.median(values):7.1f} / {max(values):7.1f}" if values else " " * 17)
+        print(f"  {step:14} {cells[0]}   {cells[1]}")
+    on = statistics.median(r["total"] for r in results[True])
+    off = statistics.median(r["total"] for r in results[False])
+    per_round = len(recorder.capture.datagrams) / (rounds + 1)
+    sink = Recorder(nodeid="x", target="sim").gateway_sink("127.0.0.1", 5683)
+    payload = bytes(64)
+    t = time.perf_counter()
+    for _ in range(100_000):
+        sink(("127.0.0.1", 40000), ("127.0.0.1", 5683), payload)
+    each_us = (time.perf_counter() - t) * 10
+    print(f"recording one datagram costs {each_us:.2f} us; a round has {per_round:.0f}: {per_round * each_us:.0f} us"
+          f" of its {off * 1000:.1f} ms ({100 * per_round * each_us / 1000 / (off * 1000):.2f} %)")
+    print(f"recording costs {100 * (on - off) / off:+.1f} % on the median total ({on * 1000:.1f} vs {off * 1000:.1f} ms);"
+          f" {len(recorder.capture.datagrams)} datagrams and {len(recorder.timeline.steps)} steps recorded,"
+          f" bundle written in {write_ms:.1f} ms once at the end")

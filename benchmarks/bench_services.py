@@ -24,6 +24,14 @@ process; each node gets ``services/temperature_sensor`` over LwM2M (create
     python -m benchmarks services
     BENCH_NODES=250,500 BENCH_WINDOW=10 python -m benchmarks services
     BENCH_VIRTUAL_NODES=1,10 BENCH_VIRTUAL_WAKES=10000 python -m benchmarks services
+    BENCH_RECORD=1 python -m benchmarks services     # with recording, as every HIL test has it
+
+BENCH_RECORD=1 records as a test's bundle does (issue 14): every datagram of
+the gateway's socket goes into a capture held in memory. Compare two runs
+with the same settings, one with and one without. BENCH_RECORD=ab runs only
+the virtual-time part, each fleet alternately without and with recording
+(BENCH_AB_ROUNDS pairs, default 3), and prints the medians side by side:
+the same work under the same machine load, so the difference is recording's.
 
 BENCH_NODES is the ladder (default 500,1000,2000), BENCH_WINDOW the measured
 seconds per step (20), BENCH_VIRTUAL_NODES the fleet sizes on a manual clock
@@ -40,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import os
 import resource
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -50,11 +59,15 @@ from hil.device.clock import VirtualClock
 from hil.device.node import Node
 from hil.device.objects import Change
 from hil.service.runtime import ServiceState
+from hil.gateway.capture import tap
 from hil.gateway.server import Gateway
+from hil.net.capture import PacketCapture
 from hil.lwm2m.model import Path
 from hil.sdk import build_service
 
 REPO = FilePath(__file__).resolve().parents[1]
+RECORD = os.environ.get("BENCH_RECORD") == "1"
+AB = os.environ.get("BENCH_RECORD") == "ab"
 SERVICE_DIR = REPO / "services" / "temperature_sensor"
 INSTANCE = 1000
 READING = Path(3303, 0, 5700)  # where the service's `value` output lands
@@ -282,6 +295,15 @@ class Step:
         return self.cpu_s / self.nodes / self.window_s * 1e6
 
 
+def recording(gw: Gateway, on: bool | None = None) -> PacketCapture | None:
+    """With BENCH_RECORD=1: the gateway's datagrams go into a capture, as in a test that records its bundle."""
+    if not (RECORD if on is None else on):
+        return None
+    capture = PacketCapture()
+    tap(gw, capture.sink(capture.add_interface("gateway", "bench", gw.port)))
+    return capture
+
+
 async def realtime_ladder(package: bytes, ladder: list[int], window: float) -> tuple[list[Step], float]:
     clock = VirtualClock()  # real time, shared by the fleet as the simulator shares it
     meter = Meter()
@@ -289,6 +311,7 @@ async def realtime_ladder(package: bytes, ladder: list[int], window: float) -> t
     nodes: list[Node] = []
     steps: list[Step] = []
     async with Gateway(expiry_grace=60.0) as gw:
+        recording(gw)
         rss_before = peak_rss_mb()
         try:
             for target in ladder:
@@ -383,11 +406,12 @@ class VirtualRun:
         return self.span_s / self.wall_s
 
 
-async def virtual_run(package: bytes, count: int, rate_ms: int | None, span: float) -> VirtualRun:
+async def virtual_run(package: bytes, count: int, rate_ms: int | None, span: float, record: bool | None = None) -> VirtualRun:
     """Advance ``count`` nodes ``span`` simulated seconds once their services are in their steady period."""
     clock = VirtualClock(realtime=False)
     meter = Meter()
     async with Gateway(expiry_grace=60.0) as gw:
+        recording(gw, record)
         nodes, _ = await bring_up(gw, clock, package, (f"virt{i}" for i in range(count)), rate_ms)
         try:
             # Not timed: up to the end of the first 30 s sleep, after which a new rate applies.
@@ -412,16 +436,36 @@ def virtual_span(count: int, period_s: float, max_wakes: int) -> float:
 # ---------------------------------------------------------------------- main
 
 
+async def recording_ab(package: bytes, counts: list[int], max_wakes: int) -> None:
+    """Virtual-time runs, alternately without and with recording: CPU per reading, medians."""
+    pairs = int(os.environ.get("BENCH_AB_ROUNDS", "3"))
+    print(f"recording off / on, {pairs} alternating runs each, virtual time (median CPU per reading):")
+    for count in counts:
+        for period_s, rate in ((DEFAULT_PERIOD_S, None), (FAST_RATE_MS / 1000, FAST_RATE_MS)):
+            span = virtual_span(count, period_s, max_wakes)
+            cost: dict[bool, list[float]] = {False: [], True: []}
+            for _ in range(pairs):
+                for record in (False, True):
+                    r = await virtual_run(package, count, rate, span, record)
+                    cost[record].append(r.cpu_s / max(1, r.readings) * 1e6)
+            off, on = statistics.median(cost[False]), statistics.median(cost[True])
+            print(f"  {count:4} node{'s' if count > 1 else ' '} at a {period_s:g} s period over {span:g} simulated s:"
+                  f" {off:6.1f} / {on:6.1f} us CPU per reading ({100 * (on - off) / off:+.1f} %)")
+
+
 async def main() -> None:
     ladder = env_ints("BENCH_NODES", "500,1000,2000")
     window = env_seconds("BENCH_WINDOW", "20")
     virtual_counts = env_ints("BENCH_VIRTUAL_NODES", "1,100")
     max_wakes = env_ints("BENCH_VIRTUAL_WAKES", "20000")[0]
     started = time.perf_counter()
-    print(f"load average before: {load_average()} ({os.cpu_count()} CPUs)")
+    print(f"load average before: {load_average()} ({os.cpu_count()} CPUs); recording {'on' if RECORD else 'off'}")
     with tempfile.TemporaryDirectory() as tmp:
         package = build_service(SERVICE_DIR, FilePath(tmp) / "build").read_bytes()
     print(f"temperature service package: {len(package)} bytes")
+    if AB:
+        await recording_ab(package, virtual_counts, max_wakes)
+        return
 
     print(f"real time, rate {FAST_RATE_MS} ms, window {window:g} s per step, ladder {ladder}:")
     steps, rss_before = await realtime_ladder(package, ladder, window)

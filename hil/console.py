@@ -95,6 +95,16 @@ class Console:
         for listener in self.listeners:
             listener(text)
 
+    def note(self, text: str) -> None:
+        """A line of the harness's own in the log and the history (e.g. a fault's source line).
+
+        Not a device line: expect() and the listeners do not see it.
+        """
+        self.history.append(ConsoleLine(text, time.time()))
+        if self._log:
+            self._log.write(text + "\n")
+            self._log.flush()
+
     # -- matching -----------------------------------------------------------
     def fail_on(self, *patterns: str | Pattern[str]) -> None:
         self._fail_patterns.extend(_compile(p) for p in patterns)

@@ -56,6 +56,8 @@ from .infra.process import MissingBinaryError
 if TYPE_CHECKING:
     from .faredge.deployer import Deployment
 from .targets.base import (
+    BOARD_BACKEND,
+    DEFAULT_BOARDS,
     CapabilityMissing,
     Target,
     TargetConfig,
@@ -65,11 +67,11 @@ from .targets.base import (
     known_targets,
 )
 
-DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None, "labgrid": None}
-#: a board on a labgrid place is a board on a serial port
-BOARD_BACKEND = {"labgrid": "serial"}
+DEFAULT_BOARD = DEFAULT_BOARDS
 LOG_KEY = pytest.StashKey[Path]()
 READINGS_KEY = pytest.StashKey[list[str]]()
+REPORTS_KEY = pytest.StashKey[dict]()
+BUNDLE_DIR = "bundle"
 PLACE_PROPERTY = "labgrid place"
 
 
@@ -98,6 +100,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="simulator target: device seconds per wall-clock second (default 10)")
     group.addoption("--hil-log-dir", default=None, help="directory for per-test logs (default .hil-logs/<session>)")
     group.addoption("--hil-show-readings", action="store_true", help="print the readings each test saw")
+    group.addoption("--hil-keep-bundles", action="store_true",
+                    help="keep every test's replay bundle (default: only those of failed tests)")
+    group.addoption("--hil-seed", type=int, default=None,
+                    help="seed of the run's random choices (default: a new one per test; recorded in the bundle)")
+    group.addoption("--hil-gdb", nargs="?", type=int, const=0, default=None, metavar="PORT",
+                    help="start the device halted with a GDB server (a free port unless PORT) and wait for the"
+                         " debugger; prints the gdb-multiarch command to attach")
     lab = parser.getgroup("embserve-hil labgrid", "embServe boards on labgrid places (pip install 'embserve-hil[labgrid]')")
     lab.addoption("--lg-place", default=None,
                   help="labgrid place to acquire: a name, a pattern ('k64f-*') or a list ('a,b'); each run or"
@@ -176,10 +185,32 @@ def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureR
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     report = yield
+    item.stash.setdefault(REPORTS_KEY, {})[report.when] = report
     log_dir = getattr(item, "_hil_log_dir", None)
-    if report.failed and log_dir is not None:
+    failed = report.failed or hasattr(report, "wasxfail")
+    if failed and log_dir is not None:
         report.sections.append(("embserve-hil logs", f"logs for this test: {log_dir}"))
+        recorder = getattr(item, "_hil_recorder", None)
+        if recorder is not None:
+            faults = recorder.faults
+            if faults and report.when == "call" and report.failed:
+                report.longrepr = _with_faults(report.longrepr, faults)
+            elif faults:
+                report.sections.append(("embserve-hil device faults", "\n".join(f.describe() for f in faults)))
+            report.sections.append(("embserve-hil bundle",
+                                    f"replay bundle: {log_dir / BUNDLE_DIR}\n"
+                                    f"  rerun it: embserve-hil replay {log_dir / BUNDLE_DIR} [--target qemu] [--gdb]"))
     return report
+
+
+def _with_faults(longrepr: object, faults: list) -> object:
+    """The failure message, with the device faults' source lines at its end."""
+    text = "\n".join(f"device fault: {f.describe()}" for f in faults)
+    if isinstance(longrepr, str):
+        return f"{longrepr}\n{text}"
+    if hasattr(longrepr, "addsection"):
+        longrepr.addsection("device faults (embserve-hil)", text)
+    return longrepr
 
 
 def _slug(nodeid: str) -> str:
@@ -204,6 +235,58 @@ def hil_log_dir(request: pytest.FixtureRequest, hil_session_log_dir: Path) -> Pa
             with contextlib.suppress(OSError):
                 link.symlink_to(hil_session_log_dir / name)
     return path
+
+
+def _options(config: pytest.Config) -> dict[str, object]:
+    """Every embserve-hil option of this run, as given (for the bundle)."""
+    group = config._parser.getgroup("embserve-hil")
+    return {opt.dest: config.getoption(opt.dest) for opt in group.options}
+
+
+@pytest.fixture
+def hil_recorder(request: pytest.FixtureRequest, pytestconfig: pytest.Config, hil_log_dir: Path,
+                 hil_target_name: str) -> Iterator:
+    """The test's replay bundle: always recorded, written to ``<log dir>/bundle`` after the test,
+    kept when it failed (or with ``--hil-keep-bundles``)."""
+    import random
+
+    from .bundle import Recorder
+
+    seed = pytestconfig.getoption("--hil-seed")
+    seed = random.SystemRandom().randrange(1 << 31) if seed is None else seed
+    random.seed(seed)  # the run's own random choices (e.g. the simulated node's first CoAP message id)
+    board = None
+    name = pytestconfig.getoption("--board") or DEFAULT_BOARD.get(hil_target_name)
+    if name is not None:
+        with contextlib.suppress(BoardError):
+            board = get_board(name)
+    recorder = Recorder(nodeid=request.node.nodeid, target=hil_target_name, board=board,
+                        options=_options(pytestconfig), seed=seed)
+    request.node._hil_recorder = recorder
+    started = time.monotonic()
+    yield recorder
+    reports = request.node.stash.get(REPORTS_KEY, {})
+    outcome, message = _outcome(reports)
+    directory = hil_log_dir / BUNDLE_DIR
+    if directory.exists():
+        shutil.rmtree(directory)
+    recorder.write(directory, outcome=outcome, message=message, duration=time.monotonic() - started)
+    if outcome in ("passed", "skipped") and not pytestconfig.getoption("--hil-keep-bundles"):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _outcome(reports: dict) -> tuple[str, str]:
+    for when in ("setup", "call"):
+        report = reports.get(when)
+        if report is None:
+            continue
+        if hasattr(report, "wasxfail"):
+            return ("xfailed", report.longreprtext) if report.skipped else ("xpassed", report.wasxfail)
+        if report.failed:
+            return "failed", report.longreprtext
+        if report.skipped:
+            return "skipped", report.longreprtext
+    return "passed", ""
 
 
 @pytest.fixture
@@ -360,10 +443,14 @@ def hil_target_options(request: pytest.FixtureRequest, hil_target_name: str) -> 
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def gateway(hil_log_dir: Path, request: pytest.FixtureRequest) -> AsyncIterator:
-    """The LwM2M gateway on a free loopback port, with its northbound APIs when asked for."""
+async def gateway(hil_log_dir: Path, request: pytest.FixtureRequest, hil_recorder) -> AsyncIterator:
+    """The LwM2M gateway on a free loopback port, with its northbound APIs when asked for.
+
+    Every datagram on its socket goes into the test's bundle (capture.pcapng).
+    """
     import logging
 
+    from .gateway.capture import tap
     from .gateway.server import Gateway
 
     logger = logging.getLogger(f"hil.gateway.{_slug(request.node.nodeid)}")
@@ -380,7 +467,11 @@ async def gateway(hil_log_dir: Path, request: pytest.FixtureRequest) -> AsyncIte
             _fail(f"--coap: {e}")
         async with Gateway(host=request.config.getoption("--gateway-listen"), port=0, log=logger,
                            transmission=transmission) as gw:
-            yield gw
+            untap = tap(gw, hil_recorder.gateway_sink(gw.host, gw.port))
+            try:
+                yield gw
+            finally:
+                untap()
     finally:
         logger.removeHandler(handler)
         handler.close()
@@ -423,7 +514,7 @@ def hil_firmware(pytestconfig: pytest.Config, request: pytest.FixtureRequest, hi
 
 
 def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Path, endpoint: str,
-                   firmware: Path | None, extra: dict | None = None) -> TargetConfig:
+                   firmware: Path | None, extra: dict | None = None, recorder=None) -> TargetConfig:
     return TargetConfig(
         endpoint=endpoint,
         log_dir=log_dir,
@@ -433,7 +524,12 @@ def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Pa
         net_serial_port=pytestconfig.getoption("--net-serial-port"),
         gateway_host=pytestconfig.getoption("--gateway-host"),
         options={"sim_speed": pytestconfig.getoption("--sim-speed"), "net": pytestconfig.getoption("--net"),
+                 "gdb_announce": lambda command: _terminal_line(
+                     pytestconfig, f"embserve-hil: {endpoint} waits for the debugger; attach with:\n  {command}"),
                  **(extra or {})},
+        timeline=recorder.timeline if recorder is not None else None,
+        capture=recorder.capture if recorder is not None else None,
+        gdb_port=pytestconfig.getoption("--hil-gdb"),
     )
 
 
@@ -503,13 +599,15 @@ class NodeHandle:
         return self.target.time_scale
 
 
-async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout: float = 30.0):
+async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout: float = 30.0, recorder=None):
     """Start a target, bootstrap it through its shell, wait for its registration."""
     try:
         cls = get_target_class(target_name)
     except TargetUnavailable as e:
         pytest.skip(str(e))
     target = cls(config)
+    if recorder is not None:
+        recorder.add_device(target)
     try:
         await target.__aenter__()
     except (BoardError, MissingBinaryError) as e:
@@ -525,18 +623,26 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def node(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-               hil_log_dir: Path, hil_target_options: dict, hil_test_record) -> AsyncIterator[NodeHandle]:
+               hil_log_dir: Path, hil_target_options: dict, hil_test_record, hil_recorder) -> AsyncIterator[NodeHandle]:
     """One device from the selected target, booted, bootstrapped and registered to ``gateway``."""
-    config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware, hil_target_options)
+    config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware, hil_target_options, hil_recorder)
     try:
-        target = await bring_up_node(hil_target_name, config, gateway)
+        target = await bring_up_node(hil_target_name, config, gateway, timeout=_registration_timeout(config),
+                                     recorder=hil_recorder)
     except TargetUnavailable as e:
         pytest.skip(str(e))
     hil_test_record.node_started(target)
     try:
         yield NodeHandle(config.endpoint, target, gateway, hil_test_record)
     finally:
+        hil_recorder.device_stopping(target)
         await target.__aexit__(None, None, None)
+
+
+def _registration_timeout(config: TargetConfig) -> float:
+    from .targets.base import GDB_WAIT
+
+    return 30.0 * (GDB_WAIT if config.gdb_port is not None else 1.0)
 
 
 @pytest.fixture
@@ -552,16 +658,17 @@ def shell(node: NodeHandle):
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-                hil_log_dir: Path, hil_target_options: dict, hil_test_record) -> AsyncIterator[list[NodeHandle]]:
+                hil_log_dir: Path, hil_target_options: dict, hil_test_record, hil_recorder) -> AsyncIterator[list[NodeHandle]]:
     """``--nodes`` devices of the selected target, all registered."""
     import asyncio
 
     count = pytestconfig.getoption("--nodes")
     if count > 1 and "labgrid_place" in hil_target_options:
         _fail(f"--nodes {count}: a run holds one labgrid place (one board); spread tests over places with -n N instead")
-    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}", hil_firmware, hil_target_options)
+    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}", hil_firmware, hil_target_options, hil_recorder)
                for i in range(1, count + 1)]
-    results = await asyncio.gather(*(bring_up_node(hil_target_name, c, gateway) for c in configs), return_exceptions=True)
+    results = await asyncio.gather(*(bring_up_node(hil_target_name, c, gateway, recorder=hil_recorder) for c in configs),
+                                   return_exceptions=True)
     started = [r for r in results if not isinstance(r, BaseException)]
     try:
         failures = [r for r in results if isinstance(r, BaseException)]
@@ -572,6 +679,7 @@ async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_fi
         yield [NodeHandle(c.endpoint, t, gateway, hil_test_record) for c, t in zip(configs, started)]
     finally:
         for t in started:
+            hil_recorder.device_stopping(t)
             await t.__aexit__(None, None, None)
 
 
@@ -614,19 +722,20 @@ async def gateway_apis(pytestconfig: pytest.Config, request: pytest.FixtureReque
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path,
-                   hil_test_record):
+                   hil_test_record, hil_recorder):
     """The far-edge deployer: resolve from the registry, deploy through the gateway by ``--deploy-via``."""
     from .faredge.deployer import Deployer
 
     via = pytestconfig.getoption("--deploy-via")
     async with Deployer(gateway, cache_dir=service_cache, via=via, broker=gateway_apis.mqtt,
-                        rest_url=gateway_apis.rest_url) as d:
+                        rest_url=gateway_apis.rest_url, timeline=hil_recorder.timeline) as d:
         d.listeners.append(hil_test_record.deployed)
         yield d
 
 
 def _build_shipped_service(name: str, log_dir: Path) -> Path:
-    """``service.json`` of one of the project's own services, built from the C sources shipped with embserve-hil."""
+    """``service.json`` of one of the project's own services, built from the C sources shipped with embserve-hil
+    (its ELF with debug information beside it)."""
     from .resources import service_dir
     from .sdk import BuildError, build_service
 
@@ -663,6 +772,12 @@ def temperature_service(registry, temperature_service_json: Path) -> str:
 def thermostat_service(registry, hil_session_log_dir: Path) -> str:
     """Reference of the project's thermostat service (its input mapped to Set Point Value), pushed to ``registry``."""
     return _push_service(registry, _build_shipped_service("thermostat", hil_session_log_dir), "thermostat")
+
+
+@pytest.fixture(scope="session")
+def faulty_sensor_service(registry, hil_session_log_dir: Path) -> str:
+    """Reference of the sample bug service (services/faulty_sensor) pushed to ``registry``."""
+    return _push_service(registry, _build_shipped_service("faulty_sensor", hil_session_log_dir), "faulty_sensor")
 
 
 @pytest.fixture

@@ -13,6 +13,8 @@ APT_PACKAGES=(
   docker-registry                     # OCI registry for the far-edge path
   gcc autoconf automake               # build DTLSSocket (tinydtls) from its source: DTLS-PSK on the CoAP path
   iproute2                            # network namespaces of the off-loopback access tests
+  tshark                              # reads the bundles' pcap-ng captures (tests, replays)
+  gdb-multiarch                       # debugger for replays (--gdb) and its tests
   ser2net                             # RFC 2217 console server of the local labgrid lab (tests/lab)
   chromium                            # headless browser the report and fleet-page tests open
 )

@@ -138,6 +138,7 @@ class Services:
                 sensors=self._sensor,
                 on_output=self._on_output,
                 on_fault=self._on_fault,
+                machine=getattr(self.node, "service_machine", None),  # a node of its own CPU (e.g. under a debugger)
             )
         return self._runtime
 
@@ -185,6 +186,8 @@ class Services:
     def _on_fault(self, service: LoadedService, message: str) -> None:
         package = self.packages.get(service.instance_id)
         self.node.shell.log("err", "embserve", f"service {service.name} (/9/{service.instance_id}) stopped: {message}")
+        for line in service.fault.register_lines() if service.fault else ():
+            self.node.shell.log("err", "embserve", f"  {line}")
         if package is not None:
             package.error = message
         store = self.node.objects

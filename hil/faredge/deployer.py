@@ -39,6 +39,8 @@ import yaml
 
 from . import oci
 from .channels import DeployChannel, DeployStepError, LwM2MChannel
+from ..bundle.timeline import Timeline
+from ..faults import note_service
 from ..fita.labels import FAR_EDGE_TAINT, required_labels
 from ..lwm2m.model import UpdateResult, UpdateState
 from ..service.manifest import Manifest, ManifestError, parse_manifest
@@ -166,6 +168,7 @@ class Deployer:
         activation_timeout: float = 10.0,
         auth: Any = None,
         rollback_timeout: float = 10.0,
+        timeline: Timeline | None = None,
         attempts: int = 3,
         registry_options: dict[str, Any] | None = None,
         api_token: Any = None,
@@ -175,6 +178,7 @@ class Deployer:
         ``api_token`` (a :class:`~hil.secret.Secret`) is the REST API's bearer token; ``mqtt_auth``
         the broker's :class:`~hil.fita.mqtt.MqttAuth` (user, password, TLS)."""
         self.gateway = gateway
+        self.timeline = timeline  # deploys and removals are recorded there (bundles)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.platform = platform
         self.activation_timeout = activation_timeout
@@ -233,9 +237,11 @@ class Deployer:
     @staticmethod
     def validate(service_json: bytes, source: str) -> Manifest:
         try:
-            return parse_manifest(service_json, source=source)
+            manifest = parse_manifest(service_json, source=source)
         except ManifestError as e:
             raise DeployError(f"refusing to deploy: {e}") from None
+        note_service(manifest.name, manifest.service)  # a fault report naming it finds its ELF
+        return manifest
 
     # ---------------------------------------------------------------- deploy
     async def deploy(self, source: str | Path | bytes, node: str, *, instance: int | None = None) -> Deployment:
@@ -267,6 +273,10 @@ class Deployer:
                 used = set(ids) - {inst for inst, _ in existing}  # the replaced ones are gone
                 chosen = instance if instance is not None else self._free_instance(used)
                 deployment = Deployment(endpoint, chosen, manifest.name, manifest.version, where, digest, False, steps, manifest)
+                if self.timeline is not None:
+                    package = self.timeline.add_package(service_json)
+                    self.timeline.record("deploy", endpoint, service=manifest.name, version=manifest.version,
+                                         instance=chosen, reference=where, manifest_digest=digest, sha256=package)
                 await self._run_steps(deployment, service_json)
         except DeployStepError as e:
             raise DeployError(f"deploying {manifest.name} v{manifest.version} to {endpoint} failed: {e}",
@@ -522,6 +532,8 @@ class Deployer:
                 if not ids:
                     raise DeployError(f"{endpoint}: no service named {what!r} is deployed", endpoint=endpoint, step="find")
             for inst in ids:
+                if self.timeline is not None:
+                    self.timeline.record("remove", endpoint, instance=inst)
                 await self._delete(endpoint, inst)
         except DeployStepError as e:
             raise DeployError(f"removing {what if not isinstance(what, Deployment) else what.name} from {endpoint} "

@@ -179,6 +179,8 @@ class SlipBridge:
         self._changed = asyncio.Event()
         self._link_closed = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: ``(source, destination, payload)`` of every UDP datagram on the line, both ways (a packet capture)
+        self.capture: Callable[[HostPort, HostPort, bytes], None] | None = None
 
     # ------------------------------------------------------------------ lifetime
 
@@ -295,6 +297,8 @@ class SlipBridge:
             flow = self._flows.get(key) or await self._open_flow(key)
             assert flow.transport is not None
             flow.transport.sendto(datagram.payload)
+            if self.capture is not None:
+                self.capture((str(datagram.src), datagram.src_port), (str(datagram.dst), datagram.dst_port), datagram.payload)
             flow.to_target += 1
             self.stats.datagrams_to_gateway += 1
         except PacketError as exc:
@@ -343,6 +347,8 @@ class SlipBridge:
             ttl=self.ttl, identification=self._next_identification(),
         )
         if self._send_to_device(packet):
+            if self.capture is not None:
+                self.capture((str(flow.destination[0]), flow.destination[1]), (str(flow.device[0]), flow.device[1]), payload)
             flow.to_device += 1
             self.stats.datagrams_to_device += 1
 

@@ -6,7 +6,10 @@ with libgcc and the SDK link script, packs the ELF into a udynlink module and
 writes ``service.json`` (checked by the manifest parser before it is written).
 
 Output goes to ``src_dir/build`` unless ``out_dir`` is given; the directory
-also keeps ``module.elf`` for ``objdump``. A build is skipped when nothing
+also keeps ``service.elf``, the linked module with its debug information
+(for ``objdump``, ``gdb`` and symbolized faults), and files it in the
+per-user symbol store under the digest of the module it packs to
+(:func:`hil.service.symbols.store_service_elf`). A build is skipped when nothing
 that goes into it (sources, config, header, link script, tools, this SDK)
 changed since the last one.
 """
@@ -22,13 +25,14 @@ from pathlib import Path
 from elftools.elf.elffile import ELFFile
 
 from .. import resources
-from ..service import sdk_api, udlm
+from ..service import sdk_api, symbols, udlm
 from ..service.manifest import ManifestError, parse_manifest
 from . import config as service_config
 from . import exports, packer, toolchain
 from .config import ConfigError, load_config
 
 OUTPUT_NAME = "service.json"
+ELF_NAME = "service.elf"
 _KEY_NAME = "build.key"
 
 
@@ -48,6 +52,7 @@ def build_service(src_dir: str | Path, out_dir: str | Path | None = None) -> Pat
     key = _build_key(config.path, config.sources, toolchain.version(gcc))
     key_file = out_dir / _KEY_NAME
     if output.is_file() and key_file.is_file() and key_file.read_text() == key:
+        _file_symbols(output, out_dir / ELF_NAME)
         return output
     out_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -61,7 +66,18 @@ def build_service(src_dir: str | Path, out_dir: str | Path | None = None) -> Pat
         raise BuildError(str(exc)) from None
     output.write_text(manifest.to_json() + "\n")
     key_file.write_text(key)
+    symbols.store_service_elf(manifest.service, out_dir / ELF_NAME)
     return output
+
+
+def _file_symbols(service_json: Path, elf: Path) -> None:
+    """A build that was skipped still has its ELF in the symbol store (the cache may have been cleared)."""
+    try:
+        module = parse_manifest(service_json.read_bytes(), source=str(service_json)).service
+    except ManifestError:
+        return
+    if elf.is_file() and symbols.service_elf_for(module) is None:
+        symbols.store_service_elf(module, elf)
 
 
 def _compile_and_pack(gcc: str, name: str, sources: tuple[Path, ...], out_dir: Path):
@@ -79,7 +95,7 @@ def _compile_and_pack(gcc: str, name: str, sources: tuple[Path, ...], out_dir: P
     wrappers.write_text(exports.wrappers_assembly(names))
     wrappers_obj = out_dir / "exports.o"
     toolchain.run([gcc, *toolchain.CFLAGS, "-c", str(wrappers), "-o", str(wrappers_obj)], "assembling export wrappers")
-    elf = out_dir / "module.elf"
+    elf = out_dir / ELF_NAME
     toolchain.run(
         [gcc, *toolchain.CFLAGS, *toolchain.ldflags(), "-o", str(elf), str(wrappers_obj), *map(str, objects)]
         + toolchain.LIBS,

@@ -29,6 +29,7 @@ CFLAGS = [
     "-fno-unwind-tables",
     "-fno-asynchronous-unwind-tables",
     "-Wall",
+    "-g",  # DWARF for the kept ELF (symbolized faults, debuggers); the module's bytes do not change
 ]
 LIBS = ["-lgcc"]  # soft-float helpers live in the module: the firmware exports no __aeabi_*
 

@@ -62,6 +62,7 @@ from unicorn import (
     Uc,
     UcError,
 )
+from unicorn import arm_const
 from unicorn.arm_const import (
     UC_ARM_REG_LR,
     UC_ARM_REG_PC,
@@ -84,6 +85,10 @@ _BX_LR = b"\x70\x47\x00\xbf"  # bx lr; nop
 _TCG_BUFFER = 4 << 20  # the default 1 GB costs ~2 MB more RSS per instance; ~30 kB of translations per service
 NODES_PER_MACHINE = 64
 ARG_REGS = (UC_ARM_REG_R0, UC_ARM_REG_R1, UC_ARM_REG_R2, UC_ARM_REG_R3)
+_DUMP_REGISTERS = tuple(
+    (name, getattr(arm_const, f"UC_ARM_REG_{name.upper()}"))
+    for name in (*(f"r{i}" for i in range(13)), "sp", "lr", "pc", "xpsr")
+)
 _ACCESS = {
     UC_MEM_READ_UNMAPPED: ("read", "unmapped"),
     UC_MEM_WRITE_UNMAPPED: ("write", "unmapped"),
@@ -114,6 +119,11 @@ class Guest(Protocol):
         ...
 
 
+class Debugger(Protocol):
+    def before_slice(self) -> None: ...
+    def image_mapped(self, image: Image) -> None: ...
+
+
 class ExitReason(enum.Enum):
     RETURNED = "returned"
     SUSPENDED = "suspended"
@@ -129,6 +139,8 @@ class Exit:
     context: object | None = None  # unicorn context to resume from when suspended
     resume_pc: int = 0
     sp: int = 0  # stack pointer of the suspended code
+    pc: int = 0  # where a fault happened
+    registers: dict[str, int] | None = None  # the register dump of a fault
 
 
 @dataclass
@@ -215,6 +227,8 @@ class Machine:
         self._bad_access: tuple[int, int, int] | None = None
         self._suspend_value = 0
         self._resume_pc = 0
+        #: a debugger attached to this CPU (:class:`hil.service.gdbserver.GdbServer`), told of slices and images
+        self.debugger: Debugger | None = None
 
     # -- address space ---------------------------------------------------------------
 
@@ -244,7 +258,13 @@ class Machine:
         at = bisect.bisect(self._image_starts, start)
         self._image_starts.insert(at, start)
         self._images.insert(at, image)
+        if self.debugger is not None:
+            self.debugger.image_mapped(image)
         return image
+
+    @property
+    def images(self) -> list[Image]:
+        return list(self._images)
 
     def unmap_image(self, image: Image) -> None:
         if self.image_at(image.reservation[0]) is not image:
@@ -375,6 +395,8 @@ class Machine:
         self._stop = None
         self._fault = ""
         self._bad_access = None
+        if self.debugger is not None:
+            self.debugger.before_slice()
         started = time.perf_counter()
         try:
             return self._emulate(begin, budget, started)
@@ -391,7 +413,7 @@ class Machine:
         spent = time.perf_counter() - started
         pc = self.regs.read(UC_ARM_REG_PC)
         if self._stop is ExitReason.FAULT:
-            return Exit(ExitReason.FAULT, spent, fault=self._fault)
+            return Exit(ExitReason.FAULT, spent, fault=self._fault, pc=self._fault_pc(pc), registers=self.register_dump())
         if self._stop is ExitReason.SUSPENDED:
             self.regs.write(UC_ARM_REG_R0, self._suspend_value)
             return Exit(
@@ -406,9 +428,21 @@ class Machine:
         return Exit(
             ExitReason.FAULT,
             spent,
+            pc=pc,
+            registers=self.register_dump(),
             fault=f"runaway: {budget} instructions without sleeping or returning (the budget of one slice), "
             f"stopped at PC={self._where(pc)}",
         )
+
+    def register_dump(self) -> dict[str, int]:
+        """r0-r12, sp, lr, pc and xpsr as they are now."""
+        return {name: self.regs.read(reg) for name, reg in _DUMP_REGISTERS}
+
+    def _fault_pc(self, pc: int) -> int:
+        """The faulting instruction: a host call that faulted its guest points at the caller."""
+        if TRAMPOLINES <= pc < TRAMPOLINES + PAGE:
+            return (self.regs.read(UC_ARM_REG_LR) & ~1) - 2  # the call: modules call out with BLX rN (-mlong-calls)
+        return pc
 
     def _where(self, pc: int) -> str:
         return f"{pc:#010x} ({self.describe(pc)})"

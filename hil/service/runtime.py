@@ -57,7 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from . import sdk_api
+from . import sdk_api, symbols
 from .cpu import DEFAULT_POOL, Exit, ExitReason, GuestError, Image, Machine
 from .manifest import Manifest
 from .sdk_api import ValueType
@@ -105,6 +105,24 @@ class ServiceState(enum.Enum):
     RUNNING = "running"
     STOPPED = "stopped"
     FAULTED = "faulted"
+
+
+@dataclass(frozen=True)
+class FaultReport:
+    """Why and where a service stopped: the message, its source location when the ELF is known, the registers."""
+
+    service: str
+    message: str  # what the CPU or runtime saw, with the location appended when known
+    code_offset: int | None = None  # the faulting PC as an offset into the module's code
+    location: symbols.Location | None = None
+    registers: dict[str, int] | None = None
+
+    def register_lines(self) -> list[str]:
+        """The register dump in the firmware's layout: four registers a line."""
+        if not self.registers:
+            return []
+        items = [f"{name}={value:#010x}" for name, value in self.registers.items()]
+        return [" ".join(items[i : i + 4]) for i in range(0, len(items), 4)]
 
 
 @dataclass(frozen=True)
@@ -211,6 +229,7 @@ class LoadedService:
         self._handler: str | None = None  # name of the handler running now, if any
         self._quitting = False
         self._events: list[Callable[[], None]] = []
+        self.fault: FaultReport | None = None  # the last fault, symbolized when the ELF is known
         self._init_memory()
 
     # -- public API --------------------------------------------------------------
@@ -341,7 +360,7 @@ class LoadedService:
     def _after(self, exit: Exit) -> None:
         self._host_seconds += exit.host_seconds
         if exit.reason is ExitReason.FAULT:
-            self._fault(f"{exit.fault} [in {self._phase}()]")
+            self._fault(f"{exit.fault} [in {self._phase}()]", exit)
         elif exit.reason is ExitReason.SUSPENDED:
             self._context, self._resume_pc, self._suspended_sp = exit.context, exit.resume_pc, exit.sp
             if self._quitting:
@@ -390,14 +409,30 @@ class LoadedService:
             self._handler = None
         self._host_seconds += exit.host_seconds
         if exit.reason is ExitReason.FAULT:
-            self._fault(f"{exit.fault} [in {name}()]")
+            self._fault(f"{exit.fault} [in {name}()]", exit)
 
-    def _fault(self, message: str) -> None:
+    def _fault(self, message: str, exit: Exit | None = None) -> None:
         self._stop_main()
         self.state = ServiceState.FAULTED
+        report = self._symbolize(message, exit)
+        self.fault = report
+        message = report.message
         self._error = message
         log.warning("%s faulted: %s", self.label, message)
         self._events.append(lambda: self.runtime.on_fault(self, message))
+
+    def _symbolize(self, message: str, exit: Exit | None) -> FaultReport:
+        image = self._image
+        if exit is None or exit.registers is None or image is None:
+            return FaultReport(self.name, message)
+        offset = exit.pc - image.code_base if image.code_base <= exit.pc < image.code_base + image.code_size else None
+        location = None
+        if offset is not None:
+            elf = symbols.service_symbols_for(self.manifest.service)
+            location = elf.locate(offset) if elf is not None else None
+        if location is not None and location.line is not None:
+            message = f"{message}; source line: {location}"
+        return FaultReport(self.name, message, offset, location, exit.registers)
 
     def _dispatch(self) -> None:
         """Deliver console lines, outputs and faults gathered while the emulator ran."""

@@ -12,13 +12,18 @@ from __future__ import annotations
 import abc
 import asyncio
 import importlib
+import shlex
 import shutil
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from ..boards import Board, Capabilities
+from ..bundle.timeline import Timeline
 from ..console import Console, Shell
+from ..faults import FaultWatcher, gdb_symbol_script
+from ..net.capture import PacketCapture
 from ..infra.process import MissingBinaryError
 from ..lwm2m import Path as LwPath
 from ..net import SlipBridge
@@ -28,6 +33,20 @@ from ..service.sdk_api import ValueType
 from .errors import CapabilityMissing, TargetError, TargetUnavailable
 from .host_commands import run_host_command
 from .slip import SlipUplink
+
+#: the board each target runs when none is named (serial needs one named)
+DEFAULT_BOARDS: dict[str, str | None] = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None,
+                                         "labgrid": None}
+#: a board on a labgrid place is a board on a serial port
+BOARD_BACKEND = {"labgrid": "serial"}
+
+GDB = "gdb-multiarch"  # Debian's package of the same name
+#: the reference firmware's function called with (name, code, data, bss) after it loads a service
+SERVICE_LOADED_HOOK = "rt_debug_service_loaded"
+OBJCOPY = "arm-none-eabi-objcopy"  # comes with gcc-arm-none-eabi
+GDB_HOST = "127.0.0.1"
+#: boot waits grow by this factor while a debugger holds the CPU (an hour for a 1 s wait)
+GDB_WAIT = 3600.0
 
 STIMULUS_TIMEOUT = 60.0  # seconds a board's stimulus command may take
 
@@ -45,6 +64,9 @@ class TargetConfig:
     gateway_host: str | None = None  # address the device is told, when it differs from where the gateway listens
     sensors: dict[str, float] = field(default_factory=dict)  # initial sensor values
     options: dict[str, Any] = field(default_factory=dict)  # backend-specific knobs
+    timeline: Timeline | None = None  # where the actions taken on the device are recorded (bundles)
+    capture: PacketCapture | None = None  # where the datagrams of the node's SLIP line are recorded, when it has one
+    gdb_port: int | None = None  # start halted with a GDB server on this port (0: a free one), where the backend can
 
 
 class Target(abc.ABC):
@@ -85,6 +107,70 @@ class Target(abc.ABC):
         #: the board file, or the target's defaults when the node has none
         self.board = config.board or Board(name="(no board file)", arch="-", backends=(self.name,))
         self.capabilities: Capabilities = self.board.capabilities(self.reference_shell)
+        self.faults = FaultWatcher(config.endpoint, self.console, lambda: self.firmware_elf)
+        self.timeline = config.timeline
+        if self.timeline is not None:
+            self.timeline.clocks[config.endpoint] = self.device_time
+        #: how to attach a debugger, once started with ``gdb_port`` (printed by ``replay --gdb``)
+        self.gdb_command: list[str] | None = None
+
+    @property
+    def firmware_elf(self) -> Path | None:
+        """The firmware ELF the device runs, when the harness loaded it (for symbolized fatal faults)."""
+        return getattr(self, "firmware", None) or None
+
+    def device_time(self) -> float | None:
+        """The device's clock in seconds, where the backend has one the harness can read (else None)."""
+        return None
+
+    @property
+    def boot_wait_scale(self) -> float:
+        """How much longer than usual a boot may take: waiting for a debugger has no useful limit."""
+        return GDB_WAIT if self.config.gdb_port is not None else 1.0
+
+    def _gdb_ready(self, port: int, elf: Path | None) -> None:
+        """The GDB server is up (the CPU halted): remember and announce how to attach.
+
+        With a firmware ELF, a GDB script of the node's own loads each service's
+        ELF where the firmware put it (see :func:`hil.faults.gdb_symbol_script`),
+        so ``break loop`` resolves once the service is installed.
+        """
+        if elf is not None:
+            elf = self._debugger_elf(elf)
+        command = [GDB, "-q", *([str(elf)] if elf else []), "-ex", f"target remote {GDB_HOST}:{port}"]
+        if elf is not None:
+            services = gdb_symbol_script(self.config.log_dir / f"{self.endpoint}.services.gdb")
+            script = self.config.log_dir / f"{self.endpoint}.gdb"
+            script.write_text(
+                "# written by embserve-hil: load each service's symbols when the firmware loads it\n"
+                "set confirm off\nset breakpoint pending on\n"
+                f"break *{SERVICE_LOADED_HOOK}\ncommands\n  silent\n  source {services}\n  continue\nend\n")
+            command += ["-x", str(script)]
+        self.gdb_command = command
+        announce = self.config.options.get("gdb_announce")
+        if announce is not None:
+            announce(shlex.join(command))
+
+    def _debugger_elf(self, elf: Path) -> Path:
+        """The firmware ELF as GDB should get it: its .bss not mapped as a section.
+
+        Services are loaded into a pool inside the firmware's .bss; GDB takes
+        the section an address falls in to pick the symbols, so with .bss
+        mapped it would name the pool (``pool_mem``) for every service address.
+        The copy keeps every symbol and debug entry (bss variables still print).
+        """
+        copy = self.config.log_dir / f"{self.endpoint}.gdb.elf"
+        try:
+            subprocess.run([OBJCOPY, "--set-section-flags", ".bss=contents", str(elf), str(copy)],
+                           check=True, capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            return elf
+        return copy
+
+    def record(self, action: str, **args: Any) -> None:
+        """Note an action the harness takes on this device in the timeline (bundles), if there is one."""
+        if self.timeline is not None:
+            self.timeline.record(action, self.endpoint, **args)
 
     @property
     def endpoint(self) -> str:
@@ -140,6 +226,7 @@ class Target(abc.ABC):
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
         """What IoTNetEMU does after boot: point the device's LwM2M client at the gateway."""
+        self.record("bootstrap", server_uri=server_uri)
         await self.shell.exec(f"embserve connector lwm2m server_add {server_uri} {self.endpoint}", timeout)
 
     # -- what a test may do to the node: the board file's capabilities ----------
@@ -161,6 +248,7 @@ class Target(abc.ABC):
 
         :class:`CapabilityMissing` when the board has neither.
         """
+        self.record("sensor", name=name, value=value)
         stimulus = self.capabilities.stimulus.get(name)
         if stimulus is not None:
             await run_host_command(self.endpoint, f"stimulus-{name}", stimulus,
@@ -188,6 +276,7 @@ class Target(abc.ABC):
         service's ``manifest`` maps the input to (returns ``[]``); ``none``, or
         an input the manifest maps to nothing: :class:`CapabilityMissing`.
         """
+        self.record("input", instance=instance, key=key, value=value)
         way = self.capabilities.service_input
         if way == "shell":
             command = self.capabilities.service_input_command.format(instance=instance, key=key, value=value)
@@ -229,6 +318,7 @@ class Target(abc.ABC):
         await asyncio.sleep(seconds / self.time_scale)
 
     async def reboot(self, timeout: float = 10.0) -> None:
+        self.record("reboot")
         await self.console.send_line("kernel reboot")
         await self.console.expect_prompt(timeout)
 
@@ -237,9 +327,17 @@ class Target(abc.ABC):
         return f"{self.name} target, board {board}, endpoint {self.endpoint}"
 
     async def __aenter__(self) -> "Target":
+        capture = self.config.capture
+        if self.uplink is not None and capture is not None:
+            name = f"{self.endpoint} sl0"
+            self.uplink.capture = capture.sink(capture.add_interface(
+                name, f"{self.endpoint}'s SLIP line, device side ({self.uplink.peer} is the gateway)"))
         try:
             with waiting(f"{self.endpoint} to boot on {self.name}"):
                 await self.start()
+            firmware = self.firmware_elf
+            self.record("boot", target=self.name, board=self.config.board.name if self.config.board else None,
+                         firmware=str(firmware) if firmware else None)
         except BaseException:
             await self.stop()
             raise

@@ -26,8 +26,9 @@ import contextlib
 import logging
 from pathlib import Path
 
+from ..infra.ports import free_port
 from ..infra.qemu import QemuMachine
-from .base import Target, TargetConfig, TargetError, register_target
+from .base import GDB_HOST, Target, TargetConfig, TargetError, register_target
 from .slip import SlipUplink
 
 #: where the guest sees the host under QEMU user networking
@@ -75,24 +76,32 @@ class QemuTarget(Target):
             if board is not None:
                 raise TargetError(f"{self.endpoint}: board file {board.source} names no firmware (field 'firmware'); pass --firmware")
             self.firmware = await self.reference_firmware()  # no board: mps2-an385, the reference firmware's machine
+        extra = tuple(self.config.options.get("qemu_extra_args", ()))
+        gdb_port = self.config.gdb_port
+        if gdb_port is not None:
+            # Halted at reset (-S) with the GDB server on loopback; time stays QEMU's own here.
+            gdb_port = gdb_port or free_port()
+            extra += ("-gdb", f"tcp:{GDB_HOST}:{gdb_port}", "-S")
         self.qemu = QemuMachine(
             self.firmware,
             log_dir=self.config.log_dir,
             icount=self.config.options.get("qemu_icount"),
-            extra_args=tuple(self.config.options.get("qemu_extra_args", ())),
+            extra_args=extra,
             machine=self.machine_name,
             name=f"{self.endpoint}.qemu",
             nic=None if self.net == "slip" else "lan9118",
             slip=self.net == "slip",
         )
-        await self._power_on()
+        await self._power_on(gdb_port)
 
-    async def _power_on(self) -> None:
+    async def _power_on(self, gdb_port: int | None = None) -> None:
         assert self.qemu is not None
         await self.qemu.start_async()
         self.console.writer = self.qemu.write_console
         self._pump = asyncio.create_task(self._pump_console(), name=f"{self.endpoint} console")
-        await self.console.expect_prompt(BOOT_TIMEOUT)
+        if gdb_port is not None:
+            self._gdb_ready(gdb_port, self.firmware)
+        await self.console.expect_prompt(BOOT_TIMEOUT * (self.boot_wait_scale if gdb_port is not None else 1.0))
         if self.uplink is not None:
             self.uplink.attach(self.qemu.slip_link(f"{self.endpoint} UART1 ({self.qemu.host}:{self.qemu.slip_port})"))
             await self.uplink.bring_up_interface(self.shell)
@@ -136,6 +145,7 @@ class QemuTarget(Target):
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
         if self.uplink is not None:  # told a URI directly: the gateway is on the host, same port
             await self.uplink.start_bridge(server_uri)
+        self.record("bootstrap", server_uri=server_uri)
         command = f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"
         self._bootstrap = [command]
         await self.shell.exec(command, timeout)
@@ -146,6 +156,7 @@ class QemuTarget(Target):
         # "uart:~$ kernel reboot" line matches too): wait for the restart itself.
         self.reset_seen.clear()
         self.restarted.clear()
+        self.record("reboot")
         await self.console.send_line("kernel reboot")
         for event, what in ((self.reset_seen, "no reset"), (self.restarted, "no restart")):
             try:

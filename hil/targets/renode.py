@@ -128,6 +128,7 @@ class RenodeTarget(Target):
         self._pump: asyncio.Task[None] | None = None
         self._bootstrap: list[str] = []  # repeated after a reboot
         self._lock = asyncio.Lock()  # one monitor conversation at a time
+        self.firmware: Path | None = None  # known once started
 
     def _platform(self) -> str:
         board = self.config.board
@@ -196,11 +197,18 @@ class RenodeTarget(Target):
                 link = await open_tcp_link(LOOPBACK, slip_port)
                 link.name = f"{self.endpoint} {slip_uart} (Renode socket terminal {LOOPBACK}:{slip_port})"
                 self.uplink.attach(link)
+            gdb_port = self.config.gdb_port
+            if gdb_port is not None:
+                # The machine stays paused ("start" is not sent) until GDB connects and continues it.
+                gdb_port = gdb_port or free_port()
+                after = [c for c in after if c != "start"] + [f"machine StartGdbServer {gdb_port} true"]
             for command in after:
                 await self.monitor.execute(command, COMMAND_TIMEOUT)
+            if gdb_port is not None:
+                self._gdb_ready(gdb_port, firmware)
         except (RenodeError, OSError) as e:
             raise TargetError(f"{self.endpoint}: {e}\n(Renode log: {self.process.log_path}; monitor transcript: {transcript})") from e
-        timeout = float(self.config.options.get("boot_timeout", max(BOOT_TIMEOUT, board.boot_timeout)))
+        timeout = float(self.config.options.get("boot_timeout", max(BOOT_TIMEOUT, board.boot_timeout))) * self.boot_wait_scale
         try:
             await self.console.expect_prompt(timeout, self.shell.prompt)
         except ConsoleTimeout as e:
@@ -289,6 +297,7 @@ class RenodeTarget(Target):
                 )
         if self.uplink is not None:
             await self.uplink.start_bridge(server_uri)
+        self.record("bootstrap", server_uri=server_uri)
         command = f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"
         self._bootstrap = [command]
         await self.shell.exec(command, timeout)
@@ -300,6 +309,7 @@ class RenodeTarget(Target):
         console and the SLIP bridge carry on across the reset.
         """
         self.console.drain()
+        self.record("reboot")
         await self.console.send_line("kernel reboot")
         # Past our own echo, so the prompt it was typed at is not taken for the new boot's.
         await self.console.expect(re.compile(r"kernel reboot\s*$"), timeout)

@@ -375,6 +375,7 @@ class SerialTarget(Target):
     async def reboot(self, timeout: float = 10.0) -> None:
         """``kernel reboot``, then the prompt of the new boot (never the one the command was typed at)."""
         self.boot.restart()
+        self.record("reboot")
         await self.console.send_line("kernel reboot")
         await self._wait_for_boot(timeout, poke=False, how="'kernel reboot'")
         self.console.drain()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 from ..device.clock import VirtualClock
-from .base import Target, TargetConfig, TargetError, register_target
+from .base import GDB_HOST, Target, TargetConfig, TargetError, register_target
 
 DEFAULT_SPEED = 10.0
 BOOT_TIMEOUT = 10.0
@@ -27,6 +27,7 @@ class SimTarget(Target):
         self.time_scale = float(config.options.get("sim_speed", DEFAULT_SPEED))
         self.clock: VirtualClock = config.options.get("clock") or VirtualClock(realtime=True, scale=self.time_scale)
         self.node = None
+        self.gdb_server = None
 
     async def start(self) -> None:
         from ..device.node import Node
@@ -35,6 +36,8 @@ class SimTarget(Target):
         sensors = dict(self.config.sensors) if self.config.sensors else None
         kwargs = {"sensors": sensors} if sensors is not None else {}
         self.node = Node(self.endpoint, clock=self.clock, board=board.name if board else "sim", **kwargs)
+        if self.config.gdb_port is not None:
+            await self._serve_gdb(self.config.gdb_port)
         # Attach before boot: the banner is part of the console log.
         self.node.console.add_listener(self.console.feed)
 
@@ -47,8 +50,30 @@ class SimTarget(Target):
         except OSError as e:
             raise TargetError(f"{self.endpoint}: simulated node failed to boot: {e}") from e
         await self.console.expect_prompt(BOOT_TIMEOUT)
+        if self.gdb_server is not None:
+            try:
+                await self.gdb_server.wait_for_debugger(BOOT_TIMEOUT * self.boot_wait_scale)
+            except asyncio.TimeoutError:
+                raise TargetError(f"{self.endpoint}: no debugger attached to 127.0.0.1:{self.gdb_server.port} and"
+                                  f" continued within {BOOT_TIMEOUT * self.boot_wait_scale:g} s") from None
+
+    async def _serve_gdb(self, port: int) -> None:
+        """The node's services run on a CPU of its own, served to GDB; the services' ELFs come as libraries."""
+        from ..service.cpu import Machine
+        from ..service.gdbserver import GdbServer
+
+        machine = Machine()
+        self.node.service_machine = machine
+        self.gdb_server = await GdbServer(machine, GDB_HOST, port).start()
+        self._gdb_ready(self.gdb_server.port, None)  # no ELF up front: GDB gets each service's as a library
+
+    def device_time(self) -> float | None:
+        return self.clock.now()
 
     async def stop(self) -> None:
+        server, self.gdb_server = self.gdb_server, None
+        if server is not None:
+            await server.close()
         node, self.node = self.node, None
         if node is not None:
             await node.aclose()

@@ -18,6 +18,7 @@ address is known. The bridge's log is ``<endpoint>.slip.log``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,6 +47,8 @@ class SlipUplink:
         self.bridge: SlipBridge | None = None
         self.gateway: tuple[str, int] | None = None  # where the bridge relays to
         self._log: logging.Logger | None = None
+        #: ``(source, destination, payload)`` sink for the line's datagrams (a packet capture), set before the bridge starts
+        self.capture: Callable[[tuple[str, int], tuple[str, int], bytes], None] | None = None
 
     def attach(self, link: SlipLink) -> None:
         """The opened line; bytes on it wait unread until the bridge starts (SLIP skips them as noise)."""
@@ -73,6 +76,7 @@ class SlipUplink:
             port = urlsplit(server_uri).port if server_uri else None
             self.gateway = ("127.0.0.1", port or 5683)
         bridge = SlipBridge(self.link, gateway=self.gateway, device_gateway_ip=self.peer, log=self._logger())
+        bridge.capture = self.capture
         await bridge.start()
         self.bridge, self.link = bridge, None  # the bridge owns the line now and closes it
         return bridge

@@ -117,6 +117,19 @@ async def run_hil_suite(tmp_path: Path, board: QemuMachine, port: str, *extra: s
 async def hil_suite_over_the_pty(pty_board: QemuMachine, tmp_path: Path) -> None:
     code, out = await run_hil_suite(tmp_path, pty_board, pty_board.pty)
     assert code == 0 and "4 passed" in out, out[-4000:]
+    await bench_failure_replays_on_qemu(tmp_path / "hil-logs")
+
+
+async def bench_failure_replays_on_qemu(logs: Path) -> None:
+    """The sample bug's bundle from the bench (serial target) replays on QEMU, and its fault recurs there."""
+    from hil.replay import prepare, run
+
+    (bundle,) = logs.glob("test_sample_bug-*/bundle")
+    plan = prepare(bundle, target="qemu", board="mps2_an385")
+    assert plan.bundle.target == "serial" and plan.bundle.failure is not None
+    assert plan.bundle.failure.location["line"] == 47, plan.bundle.failure  # named from the firmware's fault line
+    result = await run(plan, logs.parent / "replay-on-qemu", announce=lambda line: None)
+    assert result.recurred is True, result.summary()
 
 # The full-suite run over the pty is test_serial_slip_qemu.py's
 # test_hil_suite_on_four_bench_rigs_at_once: the rigs wait out the service's

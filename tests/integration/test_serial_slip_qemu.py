@@ -104,7 +104,7 @@ async def test_hil_suite_on_four_bench_rigs_at_once(
                                         gateway_host=None)
         assert code == 0 and "4 passed" in out, out[-4000:]
         slip_logs = sorted((rig / "hil-logs").rglob("node1.slip.log"))
-        assert len(slip_logs) == 4, slip_logs  # every test's node went through the bridge
+        assert len(slip_logs) == 5, slip_logs  # every test's node (4 and the sample bug) went through the bridge
         assert all("datagrams to gateway" in log.read_text() for log in slip_logs)
 
     pty_rig = tmp_path / "pty"

@@ -363,3 +363,27 @@ async def test_services_run_on_a_realtime_clock(build):
         assert node.output_values("counter", "count")[:2] == [0, 1]
     finally:
         node.runtime.close()
+
+
+async def test_fault_of_a_service_with_its_elf_names_the_source_line(node):
+    """The sample bug: its ELF is in the symbol store once built, so the fault (and the 35003 error) names the line."""
+    if shutil.which("arm-none-eabi-gcc") is None:
+        pytest.skip("needs gcc-arm-none-eabi to build services/faulty_sensor")
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as out:
+        faulty = parse_manifest(build_service(ROOT / "services" / "faulty_sensor", Path(out)).read_bytes())
+    service = node.runtime.load(faulty, 1000)
+    node.temperature = 22.5
+    service.activate()
+    service.input("offset", -2e8)
+    await node.clock.advance(3)
+    assert service.state is ServiceState.FAULTED
+    ((name, message),) = node.faults
+    assert name == "faulty_sensor" and "[in loop()]; source line: loop() at" in message and "service.c:47" in message
+    assert service.stats.error == message  # what /35003/x/27404 shows
+    report = service.fault
+    assert (report.location.function, report.location.line) == ("loop", 47)
+    assert report.registers["pc"] == report.code_offset + service._image.code_base
+    assert report.register_lines()[0].startswith("r0=0x")

@@ -67,7 +67,7 @@ def test_temperature_service_builds_into_a_valid_manifest(build_dir):
     assert {"embserve_sleep_impl", "embserve_output_impl", "embserve_printf_impl"} <= set(module.imports)
     # wrappers first, 28 bytes each, in the SDK's order, entered in Thumb state
     assert module.exports == {"setup": 0x1, "loop": 0x1D, "on_input": 0x39, "on_quit": 0x55}
-    assert (build_dir / "temperature" / "module.elf").is_file()
+    assert (build_dir / "temperature" / "service.elf").is_file()
 
 
 def test_export_wrapper_code_follows_the_udynlink_convention(build_dir):
@@ -109,9 +109,9 @@ def test_build_is_cached_until_an_input_changes(tmp_path):
     first = build_service(src, out)
     first_bytes = first.read_bytes()
     stamp = first.stat().st_mtime_ns
-    elf_stamp = (out / "module.elf").stat().st_mtime_ns
+    elf_stamp = (out / "service.elf").stat().st_mtime_ns
     assert build_service(src, out).stat().st_mtime_ns == stamp
-    assert (out / "module.elf").stat().st_mtime_ns == elf_stamp  # nothing was recompiled
+    assert (out / "service.elf").stat().st_mtime_ns == elf_stamp  # nothing was recompiled
     (src / "service.c").write_text(MINIMAL.replace("1000", "2000"))
     rebuilt = build_service(src, out)
     assert rebuilt.read_bytes() != first_bytes

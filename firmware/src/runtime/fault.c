@@ -257,6 +257,8 @@ uint32_t rt_fault_handle(uint32_t exc_return, uint32_t msp, uint32_t psp, const 
 
     if (thread_mode && on_psp && tid != SCHED_MAIN && slot >= 0) {
         rt_thread_faulted(slot, tid, msg);
+        if (frame_ok)
+            rt_thread_fault_registers(slot, frame);
         return sched_fault_switch();
     }
     fatal(msg, exc_return, frame, frame_ok, r4_r11, cfsr, hfsr, mmfar, bfar);

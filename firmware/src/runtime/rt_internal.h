@@ -31,6 +31,7 @@ void        rt_emit_output(int slot, int out_idx, int type, const void *data, ui
 
 /* Calls from exception context (fault.c, sched.c), interrupts masked. */
 void        rt_thread_faulted(int slot, int tid, const char *msg);
+void        rt_thread_fault_registers(int slot, const uint32_t *frame);
 int         rt_slot_of_code(uint32_t addr);              /* module whose code holds addr, or -1 */
 uint32_t    rt_slot_code_base(int slot);
 

@@ -184,19 +184,49 @@ void rt_emit_output(int slot, int out_idx, int type, const void *data, uint32_t 
     push_record(slot, &r);
 }
 
+/* A console record of the harness's own for a slot; its line is filled by the caller. */
+static void console_record(rtq_rec_t *r, int slot)
+{
+    r->kind = RTQ_CONSOLE;
+    r->slot = (uint8_t)slot;
+    r->gen = slots[slot].gen;
+    r->out_idx = 0;
+    r->type = 0;
+}
+
+/* Queue a console record whose line is n characters (snprintf's count); never waits. */
+static void push_console_record(rtq_rec_t *r, int n)
+{
+    r->len = (uint16_t)(n < 0 ? 0 : n > RTQ_LINE_MAX ? RTQ_LINE_MAX : n);
+    if (rtq_push(r) != 0)
+        rtq_count_drop();
+}
+
 /* Console note about a fault; callable with interrupts masked (no waiting). */
 static void note_fault(int slot, const char *where, const char *msg)
 {
     rtq_rec_t r;
-    r.kind = RTQ_CONSOLE;
-    r.slot = (uint8_t)slot;
-    r.gen = slots[slot].gen;
-    r.out_idx = 0;
-    r.type = 0;
-    int n = snprintf(r.u.line, sizeof(r.u.line), "service faulted in %s: %s", where, msg);
-    r.len = (uint16_t)(n < 0 ? 0 : n > RTQ_LINE_MAX ? RTQ_LINE_MAX : n);
-    if (rtq_push(&r) != 0)
-        rtq_count_drop();
+    console_record(&r, slot);
+    push_console_record(&r, snprintf(r.u.line, sizeof(r.u.line), "service faulted in %s: %s", where, msg));
+}
+
+/* The faulting thread's stacked registers, two console lines after the
+ * fault note, so the harness can name the source line from the service's
+ * ELF. Interrupts are masked: no waiting here. */
+void rt_thread_fault_registers(int slot, const uint32_t *frame)
+{
+    static const char *const names[] = {"r0", "r1", "r2", "r3", "r12", "lr", "pc", "xpsr"};
+    if (slot < 0 || slot >= RT_MAX_SERVICES || !slots[slot].used)
+        return;
+    for (int half = 0; half < 2; half++) {
+        rtq_rec_t r;
+        console_record(&r, slot);
+        int n = 0;
+        for (int i = 4 * half; i < 4 * half + 4 && n >= 0 && n < RTQ_LINE_MAX; i++)
+            n += snprintf(r.u.line + n, sizeof(r.u.line) - (size_t)n, "%s%s=0x%08lx", i % 4 ? " " : "  ",
+                          names[i], (unsigned long)frame[i]);
+        push_console_record(&r, n);
+    }
 }
 
 /* Interrupts are masked (fault handler or PendSV): no waiting here. */
@@ -279,6 +309,15 @@ static int decode_service(const json_doc_t *doc, int tok, uint8_t *out, uint32_t
 static uint32_t rd32le(const uint8_t *p)
 {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
+}
+
+/* Called once a service's module is loaded, with where its sections went:
+ * a debugger breaks here to load the service's ELF at those addresses
+ * (embserve-hil's replay --gdb does).  Kept out of line and alive on purpose. */
+void __attribute__((noinline, used)) rt_debug_service_loaded(const char *name, uint32_t code, uint32_t data,
+                                                               uint32_t bss)
+{
+    __asm volatile("" : : "r"(name), "r"(code), "r"(data), "r"(bss) : "memory");
 }
 
 int rt_install(int inst_id, const uint8_t *pkg, uint32_t len, char *err, uint32_t errlen)
@@ -367,6 +406,8 @@ int rt_install(int inst_id, const uint8_t *pkg, uint32_t len, char *err, uint32_
         if (udlm_load(&img, block, ram_len, sdk_resolve, &s->mod, err, errlen) == 0) {
             s->call_stack = (uint8_t *)stacks;
             s->loop_stack = (uint8_t *)stacks + RT_CALL_STACK;
+            rt_debug_service_loaded(manifest_tmp.name, (uint32_t)s->mod.code, (uint32_t)s->mod.data,
+                                    (uint32_t)s->mod.data + s->mod.data_size);
             rc = 0;
         }
     }
