@@ -51,6 +51,7 @@ class Board:
     renode_script: str | None = None  # .resc that starts the board by hand in Renode
     renode_ethernet: str | None = None  # Renode peripheral with an Ethernet model, e.g. "sysbus.ethernet"
     renode_slip_uart: str | None = None  # Renode UART carrying the node's SLIP link, e.g. "uart1" (``sysbus.`` implied)
+    renode_tap: str | None = None  # host TAP device the board's Renode switch joins (Ethernet to the gateway)
     reset: str = "none"  # "none", "dtr", "rts" (pulse the modem line) or "command"
     reset_command: str | None = None  # shell command; {port}, {board}
     reset_pulse: float = 0.1  # seconds the DTR/RTS line is held active
@@ -89,7 +90,7 @@ _NUMBER = (int, float)
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "console": str, "prompt": str, "baudrate": int, "platform": str, "sensors": list,
     "description": str, "firmware": str, "network": str, "qemu_machine": str,
-    "renode_platform": str, "renode_script": str, "renode_ethernet": str, "renode_slip_uart": str,
+    "renode_platform": str, "renode_script": str, "renode_ethernet": str, "renode_slip_uart": str, "renode_tap": str,
     "reset": str, "reset_command": str, "reset_pulse": _NUMBER, "flash": str,
     "flash_timeout": _NUMBER, "boot_timeout": _NUMBER,
 }

@@ -26,12 +26,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Iterator, NoReturn
 
 import pytest
 
 from .boards import Board, BoardError, get_board
-from .targets.base import TargetConfig, TargetError, TargetUnavailable, get_target_class, known_targets
+from .targets.base import (TargetConfig, TargetConfigError, TargetError, TargetUnavailable, get_target_class,
+                           known_targets)
 
 DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
 LOG_KEY = pytest.StashKey[Path]()
@@ -52,6 +53,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--net", default=None, choices=["eth", "slip"],
                     help="how an emulated node reaches the gateway: eth (LAN9118) or slip (UART1 through the SLIP bridge);"
                          " default: the target's choice for the board (QEMU eth, Renode eth if modelled, else slip)")
+    group.addoption("--renode-tap", default=None, metavar="TAP",
+                    help="Renode target: host TAP device the board's Ethernet reaches the gateway through"
+                         " (default: the board file's renode_tap; without one, boards with a SLIP UART use SLIP)")
     group.addoption("--nodes", type=int, default=1, help="number of nodes the `nodes` fixture brings up")
     group.addoption("--deploy-via", default="lwm2m", choices=["lwm2m", "mqtt", "rest"],
                     help="path the deployer takes to the gateway")
@@ -184,7 +188,8 @@ def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Pa
         serial_port=pytestconfig.getoption("--serial-port"),
         net_serial_port=pytestconfig.getoption("--net-serial-port"),
         gateway_host=pytestconfig.getoption("--gateway-host"),
-        options={"sim_speed": pytestconfig.getoption("--sim-speed"), "net": pytestconfig.getoption("--net")},
+        options={"sim_speed": pytestconfig.getoption("--sim-speed"), "net": pytestconfig.getoption("--net"),
+                 "renode_tap": pytestconfig.getoption("--renode-tap")},
     )
 
 
@@ -220,13 +225,22 @@ class NodeHandle:
         return self.target.time_scale
 
 
+def stop_on_config_error(error: TargetConfigError) -> NoReturn:
+    """A configuration that cannot work fails every test the same way: end the session with one line."""
+    pytest.exit(f"embserve-hil: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout: float = 30.0):
     """Start a target, bootstrap it through its shell, wait for its registration."""
     try:
         cls = get_target_class(target_name)
     except TargetUnavailable as e:
         pytest.skip(str(e))
-    target = cls(config)
+    try:
+        target = cls(config)
+        target.check_config()
+    except TargetConfigError as e:
+        stop_on_config_error(e)
     await target.__aenter__()
     try:
         await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))

@@ -27,6 +27,11 @@ class TargetUnavailable(TargetError):
     """The backend cannot run on this machine (missing tool, missing board)."""
 
 
+class TargetConfigError(TargetError):
+    """The configuration cannot work (no firmware, a board the backend cannot drive): every device of the
+    session would fail the same way, so the pytest plugin stops the session with this one line."""
+
+
 @dataclass
 class TargetConfig:
     """What a backend needs to bring one device up."""
@@ -67,6 +72,10 @@ class Target(abc.ABC):
 
         Returns once the shell prompt is seen.
         """
+
+    def check_config(self) -> None:
+        """Cheap checks of the configuration, before anything starts; :class:`TargetConfigError` says what
+        is wrong. The default finds nothing wrong."""
 
     @abc.abstractmethod
     async def stop(self) -> None:
