@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +33,7 @@ M4F_BOARDS = {  # board: (what /3/0/1 says, the SLIP interface's driver name on 
     "nrf52840dk": ("nrf52840dk", "SLIP on UARTE1"),
     "stm32f4_discovery": ("stm32f4-discovery", "SLIP on USART3"),
 }
+FPU_CHECK = REPO / "tests" / "integration" / "firmware_services" / "fpu_check"
 TAP, TAP_ADDRESS = "tap0", "10.0.2.2"  # eth0's defaults in the firmware: 10.0.2.15/24, gateway 10.0.2.2
 HIL_TESTS = 4
 
@@ -108,6 +110,34 @@ async def test_firmware_for_another_board_fails_with_the_renode_log_cut_and_quot
     assert log.stat().st_size < 17_000_000, "the log is capped at 16 MB"
     if f"{log} was cut at 16 MB" in message:  # how far it gets in 6 s depends on the machine
         assert "[embserve-hil] log cut at 16 MB" in log.read_text(errors="replace")
+
+
+async def deploy(gateway: Gateway, inst: int, package: bytes) -> None:
+    """Object 9 as the far-edge kubelet drives it: create, write the package, install, activate."""
+    await gateway.create("node1", "/9", instance_id=inst)
+    await gateway.write("node1", f"/9/{inst}/2", package, fmt="opaque", timeout=20)
+    await gateway.execute("node1", f"/9/{inst}/4")
+    await gateway.execute("node1", f"/9/{inst}/10")
+
+
+@pytest.mark.parametrize("board", sorted(M4F_BOARDS))
+async def test_fpu_registers_survive_preemption_between_two_services(board: str, build_firmware, tmp_path: Path) -> None:
+    """Two fpu_check services load different patterns into s0-s31 and spin through many context switches."""
+    from hil.sdk import build_service
+
+    package = build_service(FPU_CHECK, tmp_path / "fpu_check").read_bytes()
+    async with Gateway(host="127.0.0.1", port=0) as gateway, renode_target(tmp_path, board, build_firmware(board)) as target:
+        await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
+        await gateway.wait_for_registration("node1", timeout=30)
+        await deploy(gateway, 1000, package)
+        await deploy(gateway, 1001, package)
+        results = []
+        for _ in range(2):
+            match = await target.console.expect(re.compile(r"\[fpu_check\] seed (\w+) rounds (\d+) bad (\d+)"), 120)
+            results.append(match.groups())
+    seeds = {seed for seed, _, _ in results}
+    assert len(seeds) == 2, f"two instances, two patterns: {results}"
+    assert all(rounds == "40" and bad == "0" for _, rounds, bad in results), results
 
 
 # -- the HIL suite, as a user runs it -------------------------------------------

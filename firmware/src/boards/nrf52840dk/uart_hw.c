@@ -4,8 +4,11 @@
  *
  * EasyDMA moves bytes between the port and RAM: each port receives into a
  * one-byte buffer (RXD.MAXCNT = 1), so every byte ends a reception (ENDRX)
- * and the receiver holds the next one until STARTRX arms it again. Sending
- * is one byte per transfer from a RAM buffer (EasyDMA cannot read flash). */
+ * and the receiver holds the next one until it is armed again (see
+ * uart_hw_rx_take). Sending is one byte per transfer from a RAM buffer
+ * (EasyDMA cannot read flash). One interrupt per byte is plenty for the
+ * emulated board; on the silicon a faster line would want the ENDRX_STARTRX
+ * shortcut and two buffers. */
 #include "board.h"
 
 #define UARTE(b, off)       REG32((b) + (off))
@@ -87,8 +90,13 @@ uint8_t uart_hw_rx_take(int port)
 {
     struct uarte *u = &ports[port];
     uint8_t byte = u->rx_byte;
-    /* The event first: the receiver holds further bytes while ENDRX is set,
-     * and STARTRX may hand over the next one at once. */
+    /* While ENDRX is set the receiver holds further bytes. STARTRX first
+     * rewinds the buffer pointer: Renode's model writes a byte that arrives
+     * while ENDRX is clear after the previous one until STARTRX rewinds it,
+     * so clearing first would let a byte land past rx_byte. Then ENDRX is
+     * cleared, and a second STARTRX hands over a byte that waited meanwhile
+     * (or leaves alone one that arrived in between, ENDRX set again). */
+    TASKS_STARTRX(u->base) = 1;
     EVENTS_ENDRX(u->base) = 0;
     TASKS_STARTRX(u->base) = 1;
     return byte;
