@@ -16,12 +16,12 @@ Bring-up, all through the monitor (see :mod:`hil.infra.renode`)::
 Before ``mach create`` the target sets Renode's ``logLevel`` (warnings and
 errors, :data:`hil.infra.renode.LOG_LEVEL`); Renode's log is capped
 (:data:`hil.infra.renode.LOG_LIMIT`), and a console timeout or failure
-names it and quotes its last warnings, where an emulated board says why it
-went quiet. The console socket (and the SLIP socket) is connected before
-``start``, so the boot output is in the console log. Device time is Renode's virtual time:
-:meth:`sleep_device` pauses the machine and runs it for exactly that long
-(``emulation RunFor``), and a boot that times out says how much virtual time
-the machine had run.
+names it and quotes its first and last warnings, where an emulated board
+says why it went quiet. The console socket (and the SLIP socket) is
+connected before ``start``, so the boot output is in the console log.
+Device time is Renode's virtual time: :meth:`sleep_device` pauses the
+machine and runs it for exactly that long (``emulation RunFor``), and a
+boot that times out says how much virtual time the machine had run.
 
 How the node reaches the gateway (``options["net"]``): ``"eth"`` for boards
 with an Ethernet model (``renode_ethernet``), through a Renode switch and a
@@ -30,10 +30,9 @@ host TAP device (option ``renode_tap``, else the board's ``renode_tap``);
 board with Ethernet uses it when there is a TAP device, and SLIP otherwise
 when it has a SLIP UART (``stm32f4_discovery``); boards without Ethernet
 (``nrf52840dk``, and ``mps2_an385``, whose LAN9118 Renode does not model)
-use SLIP. With
-SLIP the harness runs :class:`hil.net.SlipBridge` over the UART's socket
-terminal, the target runs ``net iface slip`` after each boot, and the node is
-told the gateway is at 192.0.2.1 (or ``gateway_host``); see
+use SLIP. With SLIP the harness runs :class:`hil.net.SlipBridge` over the
+UART's socket terminal, the target runs ``net iface slip`` after each boot,
+and the node is told the gateway is at 192.0.2.1 (or ``gateway_host``); see
 :mod:`hil.targets.slip`.
 
 Options (``TargetConfig.options``): ``net``, ``renode_tap``, ``boot_timeout``.
@@ -262,7 +261,7 @@ class RenodeTarget(Target):
         await self._after_boot()
 
     def _renode_diagnosis(self) -> str:
-        """For console timeouts and failures: Renode's log and its last warnings, where the cause usually is."""
+        """For console timeouts and failures: Renode's log and its warnings, where the cause usually is."""
         return self.process.diagnosis() if self.process is not None else ""
 
     async def _after_boot(self) -> None:
