@@ -524,3 +524,24 @@ def test_hil_suite_on_fake_renode_with_a_board_without_firmware_stops_once_with_
     assert out.count("embserve-hil: node1: no firmware: pass --firmware (board nofw names none)") == 1, out[-3000:]
     assert "Traceback" not in out and "FAILED" not in out and "passed" not in out, out[-3000:]
     assert not os.path.exists(fake_renode), "Renode must not be started for a request that cannot work"
+
+
+class FakePytestConfig:
+    """Stands in for pytest.Config: only the command-line options the plugin reads."""
+
+    def __init__(self, **options: object) -> None:
+        self.options = {"--firmware": None, "--serial-port": None, "--net-serial-port": None, "--gateway-host": None,
+                        "--sim-speed": 10.0, "--net": None, "--renode-tap": None, **options}
+
+    def getoption(self, name: str) -> object:
+        return self.options[name]
+
+
+def test_renode_tap_option_reaches_the_target_with_fake_pytest_config(tmp_path: Path) -> None:
+    from hil.pytest_plugin import _target_config
+
+    board = get_board("stm32f4_discovery")
+    config = _target_config(FakePytestConfig(**{"--renode-tap": "tap3"}), board, tmp_path, "node1")
+    target = RenodeTarget(config)
+    assert (target.tap, target.net) == ("tap3", "eth")
+    assert RenodeTarget(_target_config(FakePytestConfig(), board, tmp_path, "node1")).net == "slip"

@@ -20,7 +20,6 @@
 
 /* Peripheral interrupt numbers (the peripheral's ID) */
 #define IRQ_UARTE0       2
-#define IRQ_RNG          13
 #define IRQ_UARTE1       40
 #define IRQ_COUNT        48
 
