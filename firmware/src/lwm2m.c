@@ -1216,7 +1216,7 @@ static uint32_t entropy(void)
 {
     uint32_t e = fw_millis() * 2654435761u;
 #ifdef __arm__
-    e ^= SYST_CVR << 8; /* the sub-millisecond phase of the tick */
+    e ^= board_entropy();
 #endif
     return e;
 }

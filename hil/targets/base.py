@@ -17,12 +17,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..boards import Board
 from ..console import Console, Shell
 from ..infra.process import MissingBinaryError
 from ..net import SlipBridge
-from .errors import TargetError, TargetUnavailable
+from ..boards import Board, BoardError
+from .errors import TargetConfigError, TargetError, TargetUnavailable
 from .slip import SlipUplink
+
+
+@dataclass(frozen=True)
+class ReferenceBuild:
+    """The reference firmware's build for ``board`` (``firmware/src/boards/<board>/``), made on first use."""
+
+    board: str
+
+
+def reference_build(board: Board) -> ReferenceBuild | None:
+    """The reference firmware build the board file names (``firmware = "reference"`` or
+    ``"reference:<board>"``), None when it names none; :class:`TargetConfigError` when the
+    shipped firmware has no such build."""
+    name = board.reference_firmware_board
+    if name is None:
+        return None
+    from .. import resources
+    from ..reference_firmware import firmware_boards
+
+    known = firmware_boards(resources.firmware_dir())
+    if name not in known:
+        raise TargetConfigError(
+            f"board file {board.source}: field 'firmware' is {board.firmware!r}, but the reference firmware has no"
+            f" build for board {name!r} (it builds for {', '.join(known)}; name one as \"reference:<board>\","
+            " or a firmware file)")
+    return ReferenceBuild(name)
 
 
 @dataclass
@@ -81,31 +107,48 @@ class Target(abc.ABC):
         Returns once the shell prompt is seen.
         """
 
+    def check_config(self) -> None:
+        """Cheap checks of the configuration, before anything starts; :class:`TargetConfigError` says what
+        is wrong. The default checks the firmware a backend that loads one would take."""
+        if self.loads_firmware:
+            self.check_firmware()
+
     @abc.abstractmethod
     async def stop(self) -> None:
         """Power off and release everything; safe to call twice and after a failed start."""
 
-    async def resolve_firmware(self) -> Path | None:
-        """The firmware to load: the configured one, else what the board file names (the
-        reference firmware is built on first use); None when neither names one."""
+    def check_firmware(self) -> Path | ReferenceBuild | None:
+        """Which firmware :meth:`resolve_firmware` will take, without building anything: the configured
+        file, the board file's, or a build of the reference firmware; None when neither names one.
+        :class:`TargetConfigError` when what is named does not exist."""
         if self.config.firmware:
             path = Path(self.config.firmware).resolve()
             if not path.is_file():
-                raise TargetError(f"{self.endpoint}: firmware {path} does not exist")
+                raise TargetConfigError(f"{self.endpoint}: firmware {path} does not exist")
             return path
         board = self.config.board
         if board is None or not board.firmware:
             return None
-        if board.uses_reference_firmware:
-            return await self.reference_firmware()
-        return board.existing_file("firmware")
+        try:
+            return reference_build(board) or board.existing_file("firmware")
+        except (BoardError, TargetConfigError) as e:
+            raise TargetConfigError(f"{self.endpoint}: {e}") from None
 
-    async def reference_firmware(self) -> Path:
-        """The reference firmware, from the per-user cache (built there on first use)."""
-        from ..reference_firmware import FirmwareError, reference_firmware
+    async def resolve_firmware(self) -> Path | None:
+        """The firmware to load: the configured one, else what the board file names (the
+        reference firmware is built for its board on first use); None when neither names one."""
+        firmware = self.check_firmware()
+        if isinstance(firmware, ReferenceBuild):
+            return await self.reference_firmware(firmware.board)
+        return firmware
+
+    async def reference_firmware(self, board: str | None = None) -> Path:
+        """The reference firmware for ``board`` (default: its first board, mps2-an385), from the
+        per-user cache (built there on first use)."""
+        from ..reference_firmware import DEFAULT_BOARD, FirmwareError, reference_firmware
 
         try:
-            return await asyncio.to_thread(reference_firmware)
+            return await asyncio.to_thread(reference_firmware, board=board or DEFAULT_BOARD)
         except FirmwareError as e:
             raise TargetError(f"{self.endpoint}: {e}") from None
 

@@ -7,7 +7,12 @@ monitor with telnet option bytes, echoes, colours its prompt ``(monitor)`` /
 ``(<machine>)``, reports bad commands in text (``There was an error executing
 command ...``), serves raw-byte socket terminals, and on ``start`` boots a
 tiny shell on the console UART. Every monitor command is appended to
-``$FAKE_RENODE_LOG`` so a test can check the conversation.
+``$FAKE_RENODE_LOG`` so a test can check the conversation (after a first
+line with its ``HOME`` and ``TMPDIR``). ``logLevel N`` is taken in any
+state, as Renode takes it. With ``$FAKE_RENODE_WARNINGS`` set to a number of
+bytes, ``start`` makes it print that much of "[WARNING]" lines on stdout
+instead of booting, as Renode does when a firmware for another board runs
+away.
 
 A UART connected to a terminal named ``slip`` is the node's SLIP line, and
 the tiny shell plays the reference firmware's part on it (the real SLIP codec
@@ -77,17 +82,22 @@ class FakeRenode:
         if line == "quit":
             self.quit.set()
             return ""
+        if re.fullmatch(r"logLevel [0-3]", line):
+            return ""
         if m is None:
             return f"{RED}There was an error executing command '{line}'{RESET}\nNo machine selected."
         if m_ := re.fullmatch(r"machine LoadPlatformDescription @(\S+)", line):
             path = m_.group(1)
+            stock = {"sysbus.usart2", "sysbus.usart3", "sysbus.uart0", "sysbus.uart1", "sysbus.ethernet"}
             if path.startswith("platforms/"):
-                m.peripherals |= {"sysbus.usart2", "sysbus.uart0", "sysbus.ethernet"}
+                m.peripherals |= stock
                 return ""
             if not os.path.isfile(path):
                 return f"{RED}There was an error executing command '{line}'{RESET}\nCould not find file '{path}'"
             text = open(path).read()
             m.peripherals |= {f"sysbus.{name}" for name in re.findall(r"^(\w+):", text, re.M)}
+            if re.search(r'^using "platforms/', text, re.M):
+                m.peripherals |= stock  # one of Renode's own platforms, extended
             return ""
         if m_ := re.fullmatch(r"sysbus LoadELF @(.+)", line):
             if not os.path.isfile(m_.group(1)):
@@ -201,9 +211,24 @@ class FakeRenode:
     def boot(self) -> None:
         while self.uart_client is None:  # the harness connects before start; allow for the race
             time.sleep(0.01)
+        if os.environ.get("FAKE_RENODE_WARNINGS"):
+            self.run_away(int(os.environ["FAKE_RENODE_WARNINGS"]))
+            return
         if os.environ.get("FAKE_RENODE_SILENT_UART"):
             return
         self.uart_client.sendall(b"*** Booting embServe reference firmware v0.1.0 ***\r\nuart:~$ ")
+
+    def run_away(self, size: int) -> None:
+        """A firmware for another board: the model warns about every access, the console stays silent."""
+        written, n = 0, 0
+        while written < size:
+            n += 1
+            line = (f"12:00:01.{n % 10000:04d} [WARNING] sysbus: [cpu: 0x{n:X}] ReadDoubleWord from non existing"
+                    f" peripheral at 0x{0x50000000 + n:X}.\n")
+            sys.stdout.write(line)
+            written += len(line)
+        sys.stdout.write("12:00:02.0000 [WARNING] cpu: CPU abort detected, halting.\n")
+        sys.stdout.flush()
 
     # -- the monitor side ----------------------------------------------------------
 
@@ -255,7 +280,7 @@ def main() -> int:
         with open(args.pid_file, "w") as f:
             f.write(str(os.getpid()))
     renode = FakeRenode(os.environ.get("FAKE_RENODE_LOG"))
-    renode.record(f"HOME={os.environ.get('HOME')}")
+    renode.record(f"HOME={os.environ.get('HOME')} TMPDIR={os.environ.get('TMPDIR')}")
     renode.serve_monitor(args.port)
     return 0
 
