@@ -68,6 +68,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--renode-tap", default=None, metavar="TAP",
                     help="Renode target: host TAP device the board's Ethernet reaches the gateway through"
                          " (default: the board file's renode_tap; without one, boards with a SLIP UART use SLIP)")
+    group.addoption("--device-time", default="virtual", choices=["virtual", "real"],
+                    help="emulated targets (QEMU, Renode): virtual device time, whose idle time is skipped while the"
+                         " gateway has nothing in flight with the node (default), or real time at the host's pace")
     group.addoption("--nodes", type=int, default=1, help="number of nodes the `nodes` fixture brings up")
     group.addoption("--deploy-via", default="lwm2m", choices=["lwm2m", "mqtt", "rest"],
                     help="path the deployer takes to the gateway")
@@ -300,7 +303,8 @@ def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Pa
         net_serial_port=pytestconfig.getoption("--net-serial-port"),
         gateway_host=pytestconfig.getoption("--gateway-host"),
         options={"sim_speed": pytestconfig.getoption("--sim-speed"), "net": pytestconfig.getoption("--net"),
-                 "renode_tap": pytestconfig.getoption("--renode-tap")},
+                 "renode_tap": pytestconfig.getoption("--renode-tap"),
+                 "virtual_time": pytestconfig.getoption("--device-time") == "virtual"},
     )
 
 
@@ -356,6 +360,8 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
         await target.__aenter__()
     except (BoardError, MissingBinaryError) as e:
         _fail(str(e))  # bad board file input, or a missing tool: one line
+    # Idle device time may be skipped from now on, whenever the gateway has nothing in flight with the node.
+    target.govern_time(gateway.exchanges)
     try:
         await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
         await gateway.wait_for_registration(config.endpoint, timeout=timeout)
@@ -492,8 +498,12 @@ def readings(request: pytest.FixtureRequest, gateway):
     collectors: list[ReadingCollector] = []
 
     def make(node: NodeHandle | str, path: str | None = None, **kwargs) -> ReadingCollector:
-        ep = node if isinstance(node, str) else node.endpoint
-        c = ReadingCollector(gateway, ep, path, **kwargs)
+        if isinstance(node, str):
+            c = ReadingCollector(gateway, node, path, **kwargs)
+        else:
+            # Readings carry the device time their message left at, when the target's clock saw it leave.
+            kwargs.setdefault("device_time", node.target.device_time_of)
+            c = ReadingCollector(gateway, node.endpoint, path, **kwargs)
         collectors.append(c)
         return c
 

@@ -4,13 +4,23 @@ A :class:`ReadingCollector` observes the resource a service's output is
 mapped to (``/3303/x/5700`` for the temperature service) and keeps every
 notification with its arrival time, so a test can wait for N readings, for a
 value, or look at the spacing between them.
+
+A reading also carries the device time at which it was produced, when
+something can tell: ``device_time``, a callable given the notification
+(``Target.device_time_of``: the emulator's clock when the message left the
+device; a source that reads a time the firmware sends, such as SenML's, fits
+the same slot). It may answer later than the notification arrives (an
+emulator's log is read on its own schedule), so readings without it are
+looked up again whenever they are used. :meth:`ReadingCollector.intervals`
+uses device times when every reading in question has one: then the spacing
+is the device's, whatever the host did meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from .lwm2m import Path
@@ -27,6 +37,10 @@ class Reading:
     value: Any
     time: float  # wall clock (time.time()) when the gateway received it
     path: Path
+    device_time: float | None = None  # device seconds when the device sent it, when known
+
+
+DeviceClock = Callable[[Any], "float | None"]  # a notification -> the device time it was sent at, or None
 
 
 class ReadingCollector:
@@ -38,8 +52,11 @@ class ReadingCollector:
     unless ``include_initial`` is set.
     """
 
-    def __init__(self, gateway: Any, endpoint: str, path: str | Path | None = None, *, include_initial: bool = False):
+    def __init__(self, gateway: Any, endpoint: str, path: str | Path | None = None, *, include_initial: bool = False,
+                 device_time: DeviceClock | None = None):
         self.gateway = gateway
+        self.device_time = device_time
+        self._unstamped: dict[int, Any] = {}  # index in readings -> its notification, while its device time is unknown
         self.endpoint = endpoint
         self._path = Path.parse(path) if path is not None else None
         self.include_initial = include_initial
@@ -79,12 +96,24 @@ class ReadingCollector:
         return self
 
     def _add(self, notification: Any, initial: bool) -> None:
-        reading = Reading(notification.value(self._path), notification.timestamp, self._path)
+        stamp = self.device_time(notification) if self.device_time is not None else None
+        reading = Reading(notification.value(self._path), notification.timestamp, self._path, stamp)
         if initial and not self.include_initial:
             self.initial = reading
         else:
+            if stamp is None and self.device_time is not None:
+                self._unstamped[len(self.readings)] = notification
             self.readings.append(reading)
         self._changed.set()
+
+    def _stamp(self) -> None:
+        """Device times that were not known when their readings arrived."""
+        assert self.device_time is not None or not self._unstamped
+        for index, notification in list(self._unstamped.items()):
+            stamp = self.device_time(notification)  # type: ignore[misc]
+            if stamp is not None:
+                self.readings[index] = replace(self.readings[index], device_time=stamp)
+                del self._unstamped[index]
 
     async def stop(self) -> None:
         if self._observation is not None:
@@ -112,6 +141,7 @@ class ReadingCollector:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+        self._stamp()
         return list(self.readings)
 
     async def wait(self, count: int, timeout: float) -> list[Reading]:
@@ -135,14 +165,33 @@ class ReadingCollector:
         return [r.value for r in self.readings]
 
     def intervals(self, readings: list[Reading] | None = None) -> list[float]:
-        rs = self.readings if readings is None else readings
+        """Seconds between consecutive readings: in device time when every one of them carries it,
+        else in wall-clock time at the gateway (multiply by the target's ``time_scale`` for device time)."""
+        self._stamp()
+        if readings is None:
+            rs = self.readings
+        else:
+            rs = [self._current(r) for r in readings]
+        if rs and all(r.device_time is not None for r in rs):
+            return [b.device_time - a.device_time for a, b in zip(rs, rs[1:])]  # type: ignore[operator]
         return [b.time - a.time for a, b in zip(rs, rs[1:])]
 
+    def _current(self, reading: Reading) -> Reading:
+        """``reading`` as the collector holds it now (its device time may have been found since)."""
+        for held in self.readings:
+            if held.time == reading.time and held.value == reading.value and held.path == reading.path:
+                return held
+        return reading
+
     def summary(self) -> str:
+        self._stamp()
         if not self.readings:
             return f"{self.endpoint} {self._path}: no readings"
-        t0 = self.readings[0].time
-        shown = ", ".join(f"{r.value:.2f}@+{r.time - t0:.2f}s" if isinstance(r.value, float) else f"{r.value}@+{r.time - t0:.2f}s"
+        device = all(r.device_time is not None for r in self.readings)
+        when: Callable[[Reading], float] = (lambda r: r.device_time) if device else (lambda r: r.time)  # type: ignore[assignment,return-value]
+        t0 = when(self.readings[0])
+        shown = ", ".join(f"{r.value:.2f}@+{when(r) - t0:.2f}s" if isinstance(r.value, float) else f"{r.value}@+{when(r) - t0:.2f}s"
                           for r in self.readings)
         n = len(self.readings)
-        return f"{self.endpoint} {self._path}: {n} reading{'' if n == 1 else 's'} (value@wall-clock offset): {shown}"
+        clock = "device-time" if device else "wall-clock"
+        return f"{self.endpoint} {self._path}: {n} reading{'' if n == 1 else 's'} (value@{clock} offset): {shown}"

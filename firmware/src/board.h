@@ -61,6 +61,13 @@ void board_init(void);
 /* Requests a system reset; with QEMU -no-reboot the emulator exits instead. */
 void board_reset(void) __attribute__((noreturn));
 
+/* How many SysTick periods (milliseconds) have passed since the last call,
+ * from SysTick's interrupt: 1, unless the board has a free-running counter
+ * to tell. An emulator that skips idle time (QEMU's -icount sleep=off) can
+ * fire the timer twice before the CPU takes the first interrupt; counting
+ * interrupts would then lose time, so boards that can count cycles do. */
+uint32_t board_systick_periods(void);
+
 /* A few bits that differ from boot to boot (a hardware RNG where the board
  * has one): emulators replay a boot exactly, so clocks alone repeat. */
 uint32_t board_entropy(void);

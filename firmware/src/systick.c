@@ -21,6 +21,9 @@ uint32_t fw_millis(void)
 
 void SysTick_Handler(void)
 {
-    millis++;
-    sched_tick();
+    /* Usually one period; more when interrupts were lost (see board.h). */
+    for (uint32_t n = board_systick_periods(); n > 0; n--) {
+        millis++;
+        sched_tick();
+    }
 }

@@ -66,6 +66,9 @@ class Notification:
     timestamp: float  # wall clock at arrival, time.time()
     sequence: int | None  # the Observe option value; None on a final notification
     content_format: int | None
+    #: the CoAP message it came in (ID, token): how the emulator's side finds when it left the device
+    message_id: int | None = None
+    token: bytes = b""
 
     def value(self, path: Path | str | None = None) -> Any:
         """The value at ``path`` (default: the observed path itself)."""
@@ -257,6 +260,8 @@ class Observation:
             timestamp=time.time(),
             sequence=sequence,
             content_format=None if ct is None else int(ct),
+            message_id=response.mid,
+            token=bytes(response.token or b""),
         )
         self.latest = note
         self.received += 1

@@ -27,6 +27,7 @@ from ..lwm2m.codecs import LINK, OPAQUE, SENML_JSON, TEXT, TLV
 from ..lwm2m.link import Link, parse_links
 from ..lwm2m.model import Content, LwM2MError, Path
 from .answers import await_answer, decode, raise_for_code
+from .exchanges import Exchanges
 from .errors import (
     GatewayDecodeError,
     GatewayError,
@@ -134,6 +135,8 @@ class Gateway:
         self.registry.add_listener(self._on_registration_event)
         self._context: aiocoap.Context | None = None
         self._observations: set[Observation] = set()
+        #: the requests in flight to each device (an emulated device's clock watches it)
+        self.exchanges = Exchanges()
         self.host = host
         self.port = port
 
@@ -392,7 +395,8 @@ class Gateway:
         self, pending: Awaitable[Message], endpoint: str, path: Path, operation: str, timeout: float | None
     ) -> Message:
         """The device's successful answer to ``pending``, or the :class:`GatewayError` it amounts to."""
-        response = await await_answer(pending, endpoint, path, operation, self.request_timeout if timeout is None else timeout)
+        with self.exchanges.track(endpoint):
+            response = await await_answer(pending, endpoint, path, operation, self.request_timeout if timeout is None else timeout)
         raise_for_code(response, endpoint, path, operation)
         return response
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ..boards import Board, BoardError
 from ..console import Console, Shell
 from ..infra.process import MissingBinaryError
 from ..net import SlipBridge
-from ..boards import Board, BoardError
 from .errors import TargetConfigError, TargetError, TargetUnavailable
 from .slip import SlipUplink
+from .virtual_time import EmulatorClock, ExchangeSource, TimeGovernor, wait_device_time
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class Target(abc.ABC):
 
     #: the node's network over a SLIP line through this host, when a backend gives it one
     uplink: SlipUplink | None = None
+    #: the device's clock, when the backend runs the device in virtual time (None: device time is the host's)
+    clock: EmulatorClock | None = None
+    #: switches the clock between skipping idle time and keeping the host's pace (hil.targets.virtual_time)
+    governor: TimeGovernor | None = None
 
     def __init__(self, config: TargetConfig):
         self.config = config
@@ -175,11 +180,26 @@ class Target(abc.ABC):
         if errors:
             raise TargetError(f"{self.endpoint}: sensor set {name} {value} failed: {errors[0]}")
 
-    async def sleep_device(self, seconds: float) -> None:
-        """Let ``seconds`` of device time pass (backends with virtual time override this)."""
-        import asyncio
+    def govern_time(self, exchanges: ExchangeSource) -> None:
+        """Let the device's idle time be skipped whenever ``exchanges`` (the gateway's) has nothing in flight
+        with it; a target without virtual time ignores this."""
+        if self.governor is not None:
+            self.governor.watch(exchanges)
 
-        await asyncio.sleep(seconds / self.time_scale)
+    def device_time_of(self, notification: Any) -> float | None:
+        """The device time at which the message carrying ``notification`` left the device, when the
+        backend saw it leave (a :class:`hil.readings.ReadingCollector`'s ``device_time``); else None."""
+        message_id = getattr(notification, "message_id", None)
+        if self.clock is None or message_id is None:
+            return None
+        return self.clock.message_time((message_id, notification.token))
+
+    async def sleep_device(self, seconds: float) -> None:
+        """Let ``seconds`` of device time pass: on the device's clock when it has one, else on the host's."""
+        if self.clock is not None:
+            await wait_device_time(self.clock, seconds)
+        else:
+            await asyncio.sleep(seconds / self.time_scale)
 
     async def reboot(self, timeout: float = 10.0) -> None:
         await self.console.send_line("kernel reboot")
@@ -198,6 +218,8 @@ class Target(abc.ABC):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.governor is not None:
+            self.governor.close()
         await self.stop()
         self.console.close()
 

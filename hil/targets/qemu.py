@@ -6,9 +6,18 @@ on the host's loopback through user networking at 10.0.2.2. With
 ``-no-reboot`` a guest reset ends QEMU; the target then powers the board up
 again and repeats the bootstrap commands, as FITA's IoTNetEMU does after boot.
 
-Options (``TargetConfig.options``): ``qemu_icount`` (e.g. ``"shift=auto"``
-for deterministic time), ``qemu_extra_args`` (a list), ``net``: ``"eth"``
-(default: LAN9118 on user networking) or ``"slip"``.
+Options (``TargetConfig.options``): ``virtual_time`` (default true),
+``qemu_icount`` (the ``-icount`` value), ``qemu_extra_args`` (a list),
+``net``: ``"eth"`` (default: LAN9118 on user networking) or ``"slip"``.
+
+Device time is virtual (:mod:`hil.targets.qemu_clock`) on boards whose
+clock the harness can read (the mps2 family): QEMU runs with
+``-icount shift=5,sleep=off``, starts paused and is stepped through QMP;
+its idle time is skipped whenever the gateway has nothing in flight with
+the node (:meth:`Target.govern_time`), and readings carry the device time
+their message left at. With ``virtual_time`` false, or with a debugger
+(``-gdb``/``-s`` in ``qemu_extra_args``: the debugger owns stop and cont),
+QEMU runs in real time as before.
 
 With ``net="slip"`` the board has no Ethernet (``-nic none``); UART1 is a
 second socket the harness connects to, and :class:`hil.targets.slip.SlipUplink`
@@ -27,8 +36,12 @@ import logging
 from pathlib import Path
 
 from ..infra.qemu import QemuMachine
+from ..infra.qmp import QmpClient
+from ..net.links import unread_bytes
 from .base import Target, TargetConfig, TargetError, register_target
+from .qemu_clock import FPGAIO_BASE, ICOUNT, QemuClock
 from .slip import SlipUplink
+from .virtual_time import TimeGovernor
 
 #: where the guest sees the host under QEMU user networking
 HOST_FROM_GUEST = "10.0.2.2"
@@ -53,6 +66,15 @@ class QemuTarget(Target):
             raise TargetError(f"net={self.net!r}: the QEMU target supports {' or '.join(NET_MODES)}")
         self.qemu: QemuMachine | None = None
         self.uplink = SlipUplink(self.endpoint, config.log_dir, config.gateway_host) if self.net == "slip" else None
+        extra = tuple(config.options.get("qemu_extra_args", ()))
+        self.debugger = any(arg in ("-gdb", "-s") for arg in extra)
+        if config.options.get("virtual_time", True) and self.machine_name in FPGAIO_BASE and not self.debugger:
+            self.qemu_clock: QemuClock | None = QemuClock(self.endpoint, FPGAIO_BASE[self.machine_name])
+            self.clock = self.qemu_clock
+            self.governor = TimeGovernor(self.qemu_clock, self.endpoint)
+        else:
+            self.qemu_clock = None
+        self._slip_bytes_seen = 0
         self._pump: asyncio.Task | None = None
         self._bootstrap: list[str] = []
         self._stopping = False
@@ -75,15 +97,19 @@ class QemuTarget(Target):
             if board is not None:
                 raise TargetError(f"{self.endpoint}: board file {board.source} names no firmware (field 'firmware'); pass --firmware")
             self.firmware = await self.reference_firmware()  # no board: mps2-an385, the reference firmware's machine
+        virtual = self.qemu_clock is not None
         self.qemu = QemuMachine(
             self.firmware,
             log_dir=self.config.log_dir,
-            icount=self.config.options.get("qemu_icount"),
+            icount=self.config.options.get("qemu_icount") or (ICOUNT if virtual else None),
             extra_args=tuple(self.config.options.get("qemu_extra_args", ())),
             machine=self.machine_name,
             name=f"{self.endpoint}.qemu",
             nic=None if self.net == "slip" else "lan9118",
             slip=self.net == "slip",
+            qmp=virtual,
+            paused=virtual,  # the clock starts it
+            pcap=self.config.log_dir / f"{self.endpoint}.tx.pcap" if virtual and self.net == "eth" else None,
         )
         await self._power_on()
 
@@ -92,12 +118,31 @@ class QemuTarget(Target):
         await self.qemu.start_async()
         self.console.writer = self.qemu.write_console
         self._pump = asyncio.create_task(self._pump_console(), name=f"{self.endpoint} console")
+        if self.qemu_clock is not None:
+            qmp = await QmpClient.connect(self.qemu.host, self.qemu.qmp_port, name=f"{self.endpoint} QEMU")
+            self._slip_bytes_seen = 0
+            await self.qemu_clock.attach(qmp, pcap=self.qemu.pcap,
+                                         sent_probe=self._slip_sent if self.uplink is not None else None)
         await self.console.expect_prompt(BOOT_TIMEOUT)
         if self.uplink is not None:
             self.uplink.attach(self.qemu.slip_link(f"{self.endpoint} UART1 ({self.qemu.host}:{self.qemu.slip_port})"))
             await self.uplink.bring_up_interface(self.shell)
             if self.uplink.gateway is not None:
-                await self.uplink.start_bridge()
+                self._stamp_frames(await self.uplink.start_bridge())
+
+    def _stamp_frames(self, bridge) -> None:
+        """Frames the SLIP bridge takes from the device get the device time (to a slice) on the clock."""
+        if self.qemu_clock is not None:
+            bridge.frame_listeners.append(self.qemu_clock.record_packet)
+
+    def _slip_sent(self) -> bool:
+        """Whether the device wrote to its SLIP line since the last look (the VM is stopped)."""
+        sock = self.qemu.slip_socket if self.qemu is not None else None
+        unread = unread_bytes(sock) if sock is not None else 0
+        taken = self.bridge.stats.bytes_in if self.bridge is not None else 0
+        sent = unread > 0 or taken != self._slip_bytes_seen
+        self._slip_bytes_seen = taken
+        return sent
 
     async def _stop_uplink(self) -> None:
         if self.uplink is not None:
@@ -122,6 +167,8 @@ class QemuTarget(Target):
         self._restart_error = None
         try:
             await self._stop_uplink()
+            if self.qemu_clock is not None:
+                await self.qemu_clock.detach()
             await self.qemu.stop_async()
             await self._power_on()
             for command in self._bootstrap:
@@ -134,8 +181,8 @@ class QemuTarget(Target):
             self.restarted.set()
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
-        if self.uplink is not None:  # told a URI directly: the gateway is on the host, same port
-            await self.uplink.start_bridge(server_uri)
+        if self.uplink is not None and self.uplink.bridge is None:  # told a URI directly: the gateway is on the host, same port
+            self._stamp_frames(await self.uplink.start_bridge(server_uri))
         command = f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"
         self._bootstrap = [command]
         await self.shell.exec(command, timeout)
@@ -159,6 +206,8 @@ class QemuTarget(Target):
     async def stop(self) -> None:
         self._stopping = True
         await self._stop_uplink()
+        if self.qemu_clock is not None:
+            await self.qemu_clock.detach()
         if self.qemu is not None:
             await self.qemu.stop_async()
         if self._pump is not None:

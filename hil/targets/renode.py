@@ -19,9 +19,12 @@ errors, :data:`hil.infra.renode.LOG_LEVEL`); Renode's log is capped
 names it and quotes its first and last warnings, where an emulated board
 says why it went quiet. The console socket (and the SLIP socket) is
 connected before ``start``, so the boot output is in the console log.
-Device time is Renode's virtual time: :meth:`sleep_device` pauses the
-machine and runs it for exactly that long (``emulation RunFor``), and a
-boot that times out says how much virtual time the machine had run.
+Device time is Renode's virtual time. The machine boots at the host's pace;
+then (option ``virtual_time``, default true) :class:`~hil.targets.renode_clock.RenodeClock`
+takes over: idle time is skipped whenever the gateway has nothing in flight
+with the node (:meth:`Target.govern_time`), device time keeps the host's pace
+otherwise, and readings carry the device time their message left at. A boot
+that times out says how much virtual time the machine had run.
 
 How the node reaches the gateway (``options["net"]``): ``"eth"`` for boards
 with an Ethernet model (``renode_ethernet``), through a Renode switch and a
@@ -35,7 +38,7 @@ UART's socket terminal, the target runs ``net iface slip`` after each boot,
 and the node is told the gateway is at 192.0.2.1 (or ``gateway_host``); see
 :mod:`hil.targets.slip`.
 
-Options (``TargetConfig.options``): ``net``, ``renode_tap``, ``boot_timeout``.
+Options (``TargetConfig.options``): ``net``, ``renode_tap``, ``boot_timeout``, ``virtual_time``.
 :meth:`RenodeTarget.check_config` finds a configuration that cannot work
 (no firmware, no platform, a network the board lacks) before Renode starts.
 """
@@ -55,20 +58,13 @@ from ..infra.renode import LOG_LEVEL, RenodeError, RenodeMonitor, RenodeProcess,
 from ..net import open_tcp_link
 from .base import Target, TargetConfig, TargetError, TargetUnavailable, register_target
 from .errors import TargetConfigError
+from .renode_clock import RenodeClock
 from .slip import SlipUplink
+from .virtual_time import TimeGovernor
 
 BOOT_TIMEOUT = 30.0  # Renode needs ~2.5 s from launch to the first UART line; platforms with SVDs more
 COMMAND_TIMEOUT = 60.0  # LoadPlatformDescription retries SVD downloads when offline
 NET_MODES = ("eth", "slip")
-
-
-def run_for_argument(seconds: float) -> str:
-    """A TimeInterval as the monitor takes it: "HH:MM:SS.ffffff"."""
-    micros = round(seconds * 1_000_000)
-    hours, rest = divmod(micros, 3_600_000_000)
-    minutes, rest = divmod(rest, 60_000_000)
-    secs, micros = divmod(rest, 1_000_000)
-    return f'"{hours:02d}:{minutes:02d}:{secs:02d}.{micros:06d}"'
 
 
 def machine_name(endpoint: str) -> str:
@@ -146,6 +142,7 @@ class RenodeTarget(Target):
         self._pump: asyncio.Task[None] | None = None
         self._bootstrap: list[str] = []  # repeated after a reboot
         self._lock = asyncio.Lock()  # one monitor conversation at a time
+        self._clock_poll: asyncio.Task[None] | None = None
         self.console.diagnostics.append(self._renode_diagnosis)
 
     def _platform(self) -> str:
@@ -264,6 +261,27 @@ class RenodeTarget(Target):
             # Wall-clock time says little about a slow emulation: say how far the machine got.
             raise ConsoleTimeout(f"{e}\nRenode's virtual time then: {await self._virtual_time()}") from e
         await self._after_boot()
+        if self.config.options.get("virtual_time", True):
+            await self._take_over_time(board)
+
+    async def _take_over_time(self, board: Board) -> None:
+        """From now on the harness's clock drives the machine's time (see hil.targets.renode_clock)."""
+        if self.net == "slip" and board.renode_slip_uart:
+            peripheral, kind = sysbus_name(board.renode_slip_uart), "slip"
+        elif self.net == "eth" and board.renode_ethernet:
+            peripheral, kind = sysbus_name(board.renode_ethernet), "eth"
+        else:
+            return  # no network to watch for messages leaving: the machine keeps the host's pace
+        clock = RenodeClock(self.command, self.config.log_dir, self.endpoint, peripheral, kind)
+        await clock.attach()
+        self.clock = clock
+        self.governor = TimeGovernor(clock, self.endpoint)
+        self._clock_poll = asyncio.create_task(self._poll_clock(clock), name=f"{self.endpoint} Renode clock")
+
+    async def _poll_clock(self, clock: RenodeClock) -> None:
+        while True:
+            clock.poll()
+            await asyncio.sleep(0.01)
 
     def _renode_diagnosis(self) -> str:
         """For console timeouts and failures: Renode's log and its warnings, where the cause usually is."""
@@ -300,15 +318,12 @@ class RenodeTarget(Target):
             except RenodeError as e:
                 raise TargetError(f"{self.endpoint}: {e}") from e
 
-    async def sleep_device(self, seconds: float) -> None:
-        """Exactly ``seconds`` of virtual time: pause, run for that long, carry on."""
-        await self.command("pause")
-        try:
-            await self.command(f"emulation RunFor {run_for_argument(seconds)}", timeout=COMMAND_TIMEOUT + 20 * seconds)
-        finally:
-            await self.command("start")
-
     async def stop(self) -> None:
+        poll, self._clock_poll = self._clock_poll, None
+        if poll is not None:
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
         if self.uplink is not None:
             await self.uplink.close()
         monitor, self.monitor = self.monitor, None

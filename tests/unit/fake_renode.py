@@ -21,6 +21,14 @@ and IPv4/UDP builder from ``hil.net``): ``net iface slip`` brings ``sl0`` up
 sends one UDP datagram ``register EP`` to the URI's host and port, and every
 UDP datagram that comes back is printed on the console as
 ``[net] udp from HOST:PORT: PAYLOAD``.
+
+The harness's clock (hil/targets/renode_clock.py) is faked as far as its
+monitor side goes: ``include`` of its script, ``hil_clock PERIPHERAL KIND
+FLAG LOG``, the quantum and advance-immediately switches, and the device time
+query. Device time runs at the host's pace while the flag file exists and 50
+times faster while it does not, as the real script makes Renode do; every
+datagram the fake firmware sends on the SLIP line is written to the log with
+its device time (as the script's hook does) and creates the flag.
 """
 
 from __future__ import annotations
@@ -51,6 +59,26 @@ class Machine:
         self.connected: dict[str, str] = {}  # uart -> terminal
         self.started = False
         self.virtual_time = 0.0
+        self.clock: tuple[str, str] | None = None  # the harness's clock script: (flag file, tx log)
+        self.advance_immediately = False
+        self._since = time.monotonic()
+
+    def now(self) -> float:
+        """Device time: the host's pace, or 50 times that while the harness's clock lets it skip."""
+        wall = time.monotonic()
+        if self.started:
+            skipping = self.clock is not None and self.advance_immediately and not os.path.exists(self.clock[0])
+            self.virtual_time += (wall - self._since) * (50.0 if skipping else 1.0)
+        self._since = wall
+        return self.virtual_time
+
+    def sent(self, datagram: bytes) -> None:
+        """What the clock script's hook does when a packet leaves: log its device time, then keep pace."""
+        if self.clock is not None:
+            flag, log = self.clock
+            with open(log, "a") as f:
+                f.write(f"{self.now():.9f} -\n")
+            open(flag, "a").close()
 
 
 class FakeRenode:
@@ -125,22 +153,33 @@ class FakeRenode:
             return ""
         if line.startswith(("emulation CreateSwitch", "emulation CreateTap")):
             return ""
+        if m_ := re.fullmatch(r"include @(\S+\.py)", line):
+            return "" if os.path.isfile(m_.group(1)) else f"{RED}There was an error executing command '{line}'{RESET}"
+        if m_ := re.fullmatch(r'hil_clock "(\S+)" "(slip|eth)" "(\S+)" "(\S+)"', line):
+            if m_.group(1) not in m.peripherals:
+                return f"{RED}There was an error executing command '{line}'{RESET}\nKeyNotFoundException"
+            m.now()
+            m.clock = (m_.group(3), m_.group(4))
+            return f"embserve-hil clock on {m_.group(1)} ({m_.group(2)})"
+        if re.fullmatch(r'emulation SetGlobalQuantum "[\d.]+"', line):
+            return ""
+        if m_ := re.fullmatch(r"emulation SetGlobalAdvanceImmediately (true|false)", line):
+            m.now()
+            m.advance_immediately = m_.group(1) == "true"
+            return ""
+        if line == 'python "print(self.Machine.ElapsedVirtualTime.TimeElapsed.TotalSeconds)"':
+            return f"{m.now():.4f}"
         if line == "start":
+            m.now()
             m.started = True
             threading.Thread(target=self.boot, daemon=True).start()
             return "Starting emulation..."
         if line == "pause":
+            m.now()
             m.started = False
             return ""
         if line == "machine ElapsedVirtualTime":
-            return f"{m.virtual_time:.6f}s (fake)"
-        if m_ := re.fullmatch(r'emulation RunFor "(\d+):(\d+):(\d+(?:\.\d+)?)"', line):
-            if m.started:
-                return (f"{RED}There was an error executing command '{line}'{RESET}\n"
-                        "This action is not available when emulation is already started")
-            h, mi, s = m_.groups()
-            m.virtual_time += int(h) * 3600 + int(mi) * 60 + float(s)
-            return ""
+            return f"{m.now():.6f}s (fake)"
         return f"{RED}There was an error executing command '{line}'{RESET}\nNo such command or device: {line.split()[0]}"
 
     # -- the UART side ----------------------------------------------------------
@@ -188,6 +227,8 @@ class FakeRenode:
             packet = build_udp(SLIP_IP, 56830, uri.hostname, uri.port or 5683, f"register {endpoint}".encode())
             # Line noise before the first frame, as a UART has after power-up.
             noise, self.line_noise = self.line_noise, b""
+            if self.machine is not None:
+                self.machine.sent(packet)
             self.slip_client.sendall(noise + slip_encode(packet))
         return "server_add: done\r\n"
 

@@ -33,7 +33,6 @@ from hil.targets.renode import (
     RenodeTarget,
     bring_up_commands,
     default_net,
-    run_for_argument,
 )
 
 FAKE_RENODE = Path(__file__).with_name("fake_renode.py")
@@ -151,11 +150,6 @@ def test_telnet_text_strips_negotiation_and_keeps_escaped_ff() -> None:
     assert text.feed(data[:5]) + text.feed(data[5:]) == "a\ufffdb" "c\n"
 
 
-def test_run_for_argument_is_a_time_interval() -> None:
-    assert run_for_argument(2.0) == '"00:00:02.000000"'
-    assert run_for_argument(3725.25) == '"01:02:05.250000"'
-
-
 def test_bring_up_sequence_connects_console_before_start(tmp_path: Path) -> None:
     before, after = bring_up_commands("node1", "@/r/mps2_an385.repl", Path("/fw/e.elf"), "sysbus.uart0", 4567,
                                       ethernet="sysbus.ethernet", tap="renode-tap0")
@@ -246,7 +240,10 @@ async def test_fake_renode_brings_the_board_up_and_runs_virtual_time(tmp_path: P
     async with target:
         assert target.net == "slip"
         assert (await target.shell.exec("help"))[0] == "Available commands:"
-        await target.sleep_device(2.5)
+        assert target.clock is not None and target.governor is not None
+        before = await target.clock.device_time()
+        await target.sleep_device(0.5)  # no gateway to watch: device time keeps the host's pace
+        assert await target.clock.device_time() - before >= 0.5
         pid_file = tmp_path / "logs" / "node1.renode.pid"
         assert pid_file.read_text().strip().isdigit()
     assert target.process is None
@@ -268,12 +265,46 @@ async def test_fake_renode_brings_the_board_up_and_runs_virtual_time(tmp_path: P
     assert commands[4].startswith("emulation CreateServerSocketTerminal ") and commands[4].endswith(' "term" false')
     assert commands[6].startswith("emulation CreateServerSocketTerminal ") and commands[6].endswith(' "slip" false')
     assert commands[4].split()[2] != commands[6].split()[2]  # two terminals, two ports
-    assert commands[8:] == ["start", "pause", 'emulation RunFor "00:00:02.500000"', "start", "quit"]
+    logs = tmp_path / "logs"
+    # Booted at the host's pace, then the harness's clock takes the machine's time over.
+    assert commands[8:13] == [
+        "start",
+        f"include @{logs / 'node1.clock.py'}",
+        f'hil_clock "sysbus.uart1" "slip" "{logs / "node1.keep-pace"}" "{logs / "node1.tx.log"}"',
+        'emulation SetGlobalQuantum "0.01"',
+        "emulation SetGlobalAdvanceImmediately true",
+    ]
+    assert commands[-1] == "quit" and "pause" not in commands, "the clock never pauses nor resumes the machine"
+    assert "mc_hil_clock" in (logs / "node1.clock.py").read_text()
     console = (tmp_path / "logs" / "node1.console.log").read_text()
     assert "*** Booting embServe reference firmware" in console
     # After boot the node's network is the SLIP link on UART1.
     assert console.index("net iface slip") > console.index("*** Booting")
     assert "sl0 (SLIP on UART1) is up: address 192.0.2.2" in console
+
+
+async def test_fake_renode_skips_idle_time_only_while_the_gateway_has_nothing_in_flight(
+    tmp_path: Path, fake_renode: Path, firmware: Path
+) -> None:
+    from hil.gateway.exchanges import Exchanges
+
+    exchanges = Exchanges()
+    async with renode_target(tmp_path, firmware) as target:
+        assert target.clock is not None
+        target.govern_time(exchanges)
+        await asyncio.sleep(0.15)  # the settle time
+        assert target.governor.skipping and not (tmp_path / "logs" / "node1.keep-pace").exists()
+        loop = asyncio.get_running_loop()
+        start, wall = await target.clock.device_time(), loop.time()
+        await target.sleep_device(5.0)
+        assert loop.time() - wall < 2.0, "idle device time was skipped"
+        with exchanges.track("node1"):
+            assert (tmp_path / "logs" / "node1.keep-pace").exists() and not target.governor.skipping
+            start, wall = await target.clock.device_time(), loop.time()
+            await asyncio.sleep(0.5)
+            assert await target.clock.device_time() - start < (loop.time() - wall) + 0.1, "kept the host's pace"
+        await asyncio.sleep(0.15)
+        assert target.governor.skipping
 
 
 class UdpEcho(asyncio.DatagramProtocol):
@@ -343,9 +374,12 @@ async def test_fake_renode_board_with_ethernet_joins_a_switch(tmp_path: Path, fa
     repl = get_board("stm32f4_discovery").resolve_path("renode/stm32f4_discovery.repl")
     assert f"machine LoadPlatformDescription @{repl}" in commands
     assert "connector Connect sysbus.usart2 term" in commands
-    assert commands[commands.index("connector Connect sysbus.usart2 term") + 1:] == [
+    after_console = commands[commands.index("connector Connect sysbus.usart2 term") + 1:]
+    assert after_console[:5] == [
         'emulation CreateSwitch "switch"', "connector Connect sysbus.ethernet switch",
-        'emulation CreateTap "renode-tap0" "tap"', "connector Connect host.tap switch", "start", "quit"]
+        'emulation CreateTap "renode-tap0" "tap"', "connector Connect host.tap switch", "start"]
+    # The harness's clock stamps what leaves through the Ethernet MAC.
+    assert after_console[6].startswith('hil_clock "sysbus.ethernet" "eth" ') and after_console[-1] == "quit"
 
 
 async def test_fake_renode_refusing_a_command_names_it_and_the_logs(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
@@ -373,7 +407,7 @@ async def test_fake_renode_silent_uart_times_out_with_console_log(
         async with renode_target(tmp_path, firmware, boot_timeout=0.5):
             pass
     assert "within 0.5 s" in str(info.value) and "node1.console.log" in str(info.value)
-    assert "Renode's virtual time then: 0.000000s (fake)" in str(info.value)
+    assert re.search(r"Renode's virtual time then: \d+\.\d{6}s \(fake\)", str(info.value)), str(info.value)
 
 
 async def test_ethernet_on_a_board_without_an_ethernet_model_cannot_bootstrap(
@@ -554,7 +588,7 @@ class FakePytestConfig:
 
     def __init__(self, **options: object) -> None:
         self.options = {"--firmware": None, "--serial-port": None, "--net-serial-port": None, "--gateway-host": None,
-                        "--sim-speed": 10.0, "--net": None, "--renode-tap": None, **options}
+                        "--sim-speed": 10.0, "--net": None, "--renode-tap": None, "--device-time": "virtual", **options}
 
     def getoption(self, name: str) -> object:
         return self.options[name]

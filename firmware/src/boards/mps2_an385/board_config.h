@@ -16,6 +16,9 @@
 #define UART1_BASE       0x40005000u
 #define UART2_BASE       0x40006000u
 
+/* FPGA I/O: LEDs, buttons and free-running counters */
+#define FPGAIO_BASE      0x40028000u
+
 /* SMSC LAN9118 Ethernet */
 #define LAN9118_BASE     0x40200000u
 

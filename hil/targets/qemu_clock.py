@@ -1,0 +1,247 @@
+"""QEMU's virtual time, stepped by the harness: ``-icount ...,sleep=off`` with ``stop``/``cont`` over QMP.
+
+What QEMU 7.2 offers (measured on this machine): with ``-icount
+shift=N,sleep=off`` device time counts instructions (2^N ns each) and, when
+the CPU waits for an interrupt, jumps to the next timer deadline at once, so
+idle time passes at ~50x wall speed; while the VM is stopped (QMP ``stop``,
+a debugger) device time stands still. It offers nothing in between: sleep
+cannot be switched on at run time, there is no "run for" a span of virtual
+time, and nothing in QEMU can stop the VM when a packet leaves. So the
+harness steps the machine itself (:class:`QemuClock`):
+
+* skipping: ``cont``, read device time until it has moved
+  :data:`SKIP_SLICE` (or skipping was switched off), ``stop``; then look
+  whether a message left the device during the slice (while the VM is
+  stopped, so nothing is missed): if one did, keep pace from now on and tell
+  the governor. Device time can therefore run ahead of a message at most one
+  slice, however slow the host.
+* keeping pace: the same with :data:`PACE_SLICE`, then wait until the wall
+  clock has caught up with device time since pacing began.
+
+Device time comes from the board's FPGAIO counters (mps2 boards: 100 Hz
+and 25 MHz counters on QEMU's virtual clock), read with QMP's ``xp``; boards
+without known counters have no virtual time on QEMU. Messages that leave:
+through the LAN9118, QEMU writes each frame the NIC sends to a pcap file
+(``filter-dump``) stamped with the virtual clock, so their device time is
+exact; over SLIP on UART1 the harness sees bytes only, so a message's device
+time is the slice's end (within :data:`SKIP_SLICE`). A debugger: QEMU's
+gdbstub shares ``stop``/``cont`` with the harness, and a Ctrl-C while the
+harness holds the VM stopped would be lost; so with a debugger the QEMU
+target does not step (real time) and leaves stop/cont to the debugger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import re
+import struct
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from ..infra.qmp import QmpClient, QmpError
+from .virtual_time import MessageKey, TxLog, coap_key_of_packet
+
+#: where a machine's FPGAIO block is (CLK100HZ at +0x14, COUNTER at +0x18, PRESCALE at +0x1C)
+FPGAIO_BASE = {"mps2-an385": 0x40028000, "mps2-an386": 0x40028000, "mps2-an500": 0x40028000, "mps2-an511": 0x40028000}
+COUNTER_HZ = 25_000_000  # FPGAIO's prescaler clock on these boards
+#: 32 ns an instruction (31 MIPS): near the AN385's 25 MHz Cortex-M3, so busy code takes device time as on the board
+ICOUNT = "shift=5,sleep=off"
+#: device seconds run at most between two looks at what left the device, while skipping
+SKIP_SLICE = 0.1
+#: device seconds run between two looks at the wall clock, while keeping pace
+PACE_SLICE = 0.02
+_WORDS = re.compile(r"0x([0-9a-fA-F]+)")
+_PCAP_HEADER = 24
+_RECORD = struct.Struct("<IIII")
+
+log = logging.getLogger("hil.targets.qemu_clock")
+
+
+def fpgaio_seconds(clk100hz: int, counter: int, prescale: int) -> float:
+    """Device seconds from the FPGAIO counters: the 100 Hz count, refined by the 25 MHz counter (which wraps
+    every 172 s) when the firmware left its prescaler alone."""
+    coarse = clk100hz / 100.0
+    if prescale != 0:
+        return coarse
+    wrap = 2**32 / COUNTER_HZ
+    fine = counter / COUNTER_HZ
+    return fine + round((coarse - fine) / wrap) * wrap
+
+
+class QemuClock:
+    """The :class:`~hil.targets.virtual_time.EmulatorClock` of a QEMU target; see the module docs.
+
+    It outlives QEMU processes (a guest reset restarts QEMU): :meth:`attach`
+    each one, :meth:`detach` before it goes. ``sent_probe`` answers, while
+    the VM is stopped, whether bytes left the device since it last asked
+    (the SLIP line); with a pcap file, its new frames say so.
+    """
+
+    def __init__(self, name: str, fpgaio: int):
+        self.name = name
+        self.fpgaio = fpgaio
+        self.on_sent: Callable[[], None] | None = None
+        self.txlog = TxLog()
+        self.skipping = False
+        self.device_now = 0.0  # device time as last read
+        self.held: str | None = None  # the VM's state while someone else holds it stopped
+        self.error: BaseException | None = None
+        self._qmp: QmpClient | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._sent_probe: Callable[[], bool] | None = None
+        self._pcap: Path | None = None
+        self._pcap_read = 0
+        self._pcap_partial = b""
+        self._pcap_origin: int | None = None  # pcap seconds = this + device seconds
+        self._pcap_header_seen = False
+        self._frames = 0  # frames read from the pcap so far
+        self._frames_looked_at = 0  # ... when the driver last looked
+
+    async def attach(self, qmp: QmpClient, *, pcap: Path | None = None, sent_probe: Callable[[], bool] | None = None) -> None:
+        """Drive the QEMU behind ``qmp`` (started paused) from now on, keeping pace until told to skip."""
+        await self.detach()
+        self._qmp, self._pcap, self._sent_probe = qmp, pcap, sent_probe
+        self._pcap_read, self._pcap_partial, self._pcap_origin, self._pcap_header_seen = 0, b"", None, False
+        self._frames = self._frames_looked_at = 0
+        self.skipping, self.device_now, self.held, self.error = False, 0.0, None, None
+        self._task = asyncio.create_task(self._drive(), name=f"{self.name} clock")
+
+    async def detach(self) -> None:
+        task, self._task = self._task, None
+        while task is not None and not task.done():
+            task.cancel()  # again if a library swallowed it
+            await asyncio.wait({task}, timeout=0.5)
+        qmp, self._qmp = self._qmp, None
+        if qmp is not None:
+            await qmp.close()
+
+    # -- EmulatorClock ----------------------------------------------------------------
+
+    async def device_time(self) -> float:
+        if self._task is not None and self._task.done() and self.error is not None:
+            raise self.error
+        return await self._read_time()
+
+    def set_skipping(self, on: bool) -> bool:
+        self.skipping = on
+        return on
+
+    def message_time(self, key: MessageKey) -> float | None:
+        # QEMU writes a frame to the pcap before it passes the frame on: what the gateway has is there.
+        if self._pcap_origin is not None:
+            self._read_pcap()
+        return self.txlog.device_time(key)
+
+    # -- stepping ---------------------------------------------------------------------
+
+    async def _read_time(self) -> float:
+        if self._qmp is None:
+            raise QmpError(f"{self.name}: the clock is not attached to a running QEMU")
+        text = await self._qmp.hmp(f"xp /3wx {self.fpgaio + 0x14:#x}")
+        words = [int(w, 16) for w in _WORDS.findall(text.split(":", 1)[-1])]
+        if len(words) != 3:
+            raise QmpError(f"{self.name}: cannot read the FPGAIO counters: {text!r}")
+        self.device_now = fpgaio_seconds(*words)
+        return self.device_now
+
+    async def _drive(self) -> None:
+        assert self._qmp is not None
+        qmp = self._qmp
+        pace: tuple[float, float] | None = None  # (device, wall) when keeping pace began
+        try:
+            now = await self._read_time()
+            while True:
+                status = await qmp.status()
+                if status not in ("paused", "prelaunch"):
+                    # Stopped by someone else (a debugger, an error), or not stopped by us: never resume it.
+                    self.held, pace = status, None
+                    await asyncio.sleep(0.05)
+                    now = await self._read_time()
+                    continue
+                self.held = None
+                skipping = self.skipping
+                end = now + (SKIP_SLICE if skipping else PACE_SLICE)
+                await qmp.execute("cont")
+                while now < end and self.skipping == skipping:
+                    await asyncio.sleep(0)
+                    now = await self._read_time()
+                await qmp.execute("stop")
+                now = await self._read_time()
+                for _ in range(3):
+                    await asyncio.sleep(0)  # what the host already read of the SLIP line reaches the bridge
+                if self._sent():
+                    self.skipping = False
+                    if self.on_sent is not None:
+                        self.on_sent()
+                if self.skipping:
+                    pace = None
+                    continue
+                if pace is None:
+                    pace = (now, time.monotonic())
+                # Wait for the wall clock to catch up; a switch to skipping ends the wait early.
+                while not self.skipping and (ahead := (now - pace[0]) - (time.monotonic() - pace[1])) > 0:
+                    await asyncio.sleep(min(ahead, PACE_SLICE))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # QEMU went away (a reset restarts it) or misbehaved
+            self.error = e
+            log.info("%s: clock stopped: %s", self.name, e)
+
+    def _sent(self) -> bool:
+        """Whether anything left the device since the last look (the VM is stopped)."""
+        self._read_pcap()
+        sent, self._frames_looked_at = self._frames != self._frames_looked_at, self._frames
+        if self._sent_probe is not None and self._sent_probe():
+            sent = True
+        return sent
+
+    def _read_pcap(self) -> int:
+        """Take in the frames QEMU wrote since the last look (the VM is stopped); how many."""
+        if self._pcap is None:
+            return 0
+        try:
+            with open(self._pcap, "rb") as f:
+                f.seek(self._pcap_read)
+                data = f.read()
+        except FileNotFoundError:
+            return 0
+        self._pcap_read += len(data)
+        data = self._pcap_partial + data
+        offset = 0
+        if not self._pcap_header_seen:
+            if len(data) < _PCAP_HEADER:
+                self._pcap_partial = data
+                return 0
+            offset, self._pcap_header_seen = _PCAP_HEADER, True
+        frames = 0
+        while offset + _RECORD.size <= len(data):
+            seconds, micros, length, _ = _RECORD.unpack_from(data, offset)
+            if offset + _RECORD.size + length > len(data):
+                break
+            frame = data[offset + _RECORD.size : offset + _RECORD.size + length]
+            offset += _RECORD.size + length
+            frames += 1
+            self._frames += 1
+            self._stamp(seconds + micros / 1e6, frame)
+        self._pcap_partial = data[offset:]
+        return frames
+
+    def _stamp(self, pcap_seconds: float, frame: bytes) -> None:
+        if self._pcap_origin is None:
+            # QEMU stamps frames with the wall clock's second at its start plus virtual time; the frame left
+            # during the slice that just ended, so the origin is the one whole second that fits.
+            self._pcap_origin = math.ceil(pcap_seconds - self.device_now - 1e-6)
+        if frame[12:14] == b"\x08\x00":
+            key = coap_key_of_packet(frame[14:])
+            if key is not None:
+                self.txlog.record(key, pcap_seconds - self._pcap_origin)
+
+    def record_packet(self, packet: bytes) -> None:
+        """An IPv4 packet from the device seen by the host (the SLIP bridge): stamped with the device time now."""
+        key = coap_key_of_packet(packet)
+        if key is not None:
+            self.txlog.record(key, self.device_now)
