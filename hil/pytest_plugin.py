@@ -502,7 +502,8 @@ def readings(request: pytest.FixtureRequest, gateway):
             c = ReadingCollector(gateway, node, path, **kwargs)
         else:
             # Readings carry the device time their message left at, when the target's clock saw it leave.
-            kwargs.setdefault("device_time", node.target.device_time_of)
+            if node.target.clock is not None:
+                kwargs.setdefault("device_time", node.target.device_time_of)
             c = ReadingCollector(gateway, node.endpoint, path, **kwargs)
         collectors.append(c)
         return c

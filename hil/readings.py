@@ -26,6 +26,8 @@ from typing import Any, Callable
 from .lwm2m import Path
 
 TEMPERATURE_VALUE = (3303, 5700)
+#: wall seconds a wait gives device times that are not known yet before it returns without them
+STAMP_WAIT = 0.25
 
 
 class ReadingTimeout(AssertionError):
@@ -141,8 +143,18 @@ class ReadingCollector:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
-        self._stamp()
+        await self._await_stamps()
         return list(self.readings)
+
+    async def _await_stamps(self, timeout: float = STAMP_WAIT) -> None:
+        """Give device times that are not known yet a moment to arrive (an emulator notes them on its own
+        schedule, within a fraction of a second)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._stamp()
+        while self._unstamped and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+            self._stamp()
 
     async def wait(self, count: int, timeout: float) -> list[Reading]:
         """Wait until ``count`` readings (in total) have arrived."""

@@ -218,6 +218,7 @@ class QemuMachine(ManagedProcess):
         qmp: bool = False,
         paused: bool = False,
         pcap: str | os.PathLike[str] | None = None,
+        niceness: int = 0,
     ) -> None:
         if name or console == "pty":
             self.name = name or "qemu-pty"  # per instance: names the log file
@@ -232,6 +233,7 @@ class QemuMachine(ManagedProcess):
         self.qmp = qmp
         self.paused = paused
         self.pcap = Path(pcap) if pcap is not None else None
+        self.niceness = niceness
         # Validate the wiring and network choice now, not when the process starts.
         qemu_arguments(self.firmware, 0, console=console, nic=nic, icount=icount, machine=machine, slip=slip,
                        slip_port=0 if slip and console == "socket" else None, pcap=self.pcap)
@@ -265,7 +267,9 @@ class QemuMachine(ManagedProcess):
             self.pcap.unlink(missing_ok=True)  # QEMU appends to what is there
         self.started_at = time.monotonic()
         self.started_wall = time.time()
-        return [self.binary()] + qemu_arguments(
+        # Lower priority (nice): when the host is short of CPU, QEMU waits rather than its controller.
+        prefix = ["nice", "-n", str(self.niceness)] if self.niceness else []
+        return prefix + [self.binary()] + qemu_arguments(
             self.firmware, port, console=self.wiring, nic=self.nic, icount=self.icount, extra_args=self.extra_args,
             machine=self.machine, host=self.host, slip=self.slip, slip_port=self.slip_port or None,
             qmp_port=self.qmp_port or None, paused=self.paused, pcap=self.pcap,

@@ -1,22 +1,24 @@
-"""A client for QEMU's machine protocol (QMP) over TCP, asyncio.
+"""A client for QEMU's machine protocol (QMP) over TCP, blocking and thread-safe.
 
-``qmp = await QmpClient.connect(host, port)`` reads QEMU's greeting and
-leaves negotiation mode; :meth:`QmpClient.execute` runs one command and
-returns its ``return`` value (a :class:`QmpError` names the command and
-QEMU's error), :meth:`QmpClient.hmp` one human-monitor command. Events QEMU
-sends in between (``STOP``, ``RESUME``...) are kept in :attr:`QmpClient.events`.
-One command at a time: callers share the connection through a lock.
+``qmp = QmpClient.connect(host, port)`` reads QEMU's greeting and leaves
+negotiation mode; :meth:`QmpClient.execute` runs one command and returns its
+``return`` value (a :class:`QmpError` names the command and QEMU's error),
+:meth:`QmpClient.hmp` one human-monitor command. Events QEMU sends in
+between (``STOP``, ``RESUME``...) are kept in :attr:`QmpClient.events`. One
+command at a time; threads share the connection through a lock.
 
-QEMU writes an answer and an event in separate segments, so the chardev
-must have ``nodelay=on``: with Nagle, ``stop`` and ``cont`` take 45 ms each
-(the second segment waits for our delayed ACK); with it, 0.3 ms.
+It blocks on purpose: the harness steps an emulated machine from a thread of
+its own (:mod:`hil.targets.qemu_clock`), where a busy event loop cannot make
+it late. QEMU writes an answer and an event in separate segments, so the
+chardev must have ``nodelay=on``: with Nagle, ``stop`` and ``cont`` take
+45 ms each (the second segment waits for our delayed ACK); with it, 0.3 ms.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
+import socket
+import threading
 from collections import deque
 from typing import Any
 
@@ -28,40 +30,43 @@ class QmpError(InfraError):
 
 
 class QmpClient:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, name: str = "QEMU"):
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, sock: socket.socket, name: str = "QEMU"):
+        self._sock = sock
+        self._file = sock.makefile("rb")
         self.name = name
         self.events: deque[dict[str, Any]] = deque(maxlen=100)
-        self._lock = asyncio.Lock()
+        self._lock = threading.Lock()
 
     @classmethod
-    async def connect(cls, host: str, port: int, *, name: str = "QEMU", timeout: float = 5.0) -> QmpClient:
+    def connect(cls, host: str, port: int, *, name: str = "QEMU", timeout: float = 5.0) -> QmpClient:
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, asyncio.TimeoutError) as e:
+            sock = socket.create_connection((host, port), timeout=timeout)
+        except OSError as e:
             raise QmpError(f"{name}: cannot reach QMP at {host}:{port}: {e}") from None
-        client = cls(reader, writer, name)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = cls(sock, name)
         try:
-            greeting = await client._message(timeout)
+            greeting = client._message("the greeting")
             if "QMP" not in greeting:
                 raise QmpError(f"{name}: {host}:{port} did not greet as QMP: {greeting}")
-            await client.execute("qmp_capabilities", timeout=timeout)
+            client.execute("qmp_capabilities")
         except BaseException:
-            await client.close()
+            client.close()
             raise
         return client
 
-    async def execute(self, command: str, *, timeout: float = 5.0, **arguments: Any) -> Any:
+    def execute(self, command: str, **arguments: Any) -> Any:
         """Run ``command``; its ``return`` value."""
         request: dict[str, Any] = {"execute": command}
         if arguments:
             request["arguments"] = arguments
-        async with self._lock:
-            self._writer.write(json.dumps(request).encode() + b"\n")
-            await self._writer.drain()
+        with self._lock:
+            try:
+                self._sock.sendall(json.dumps(request).encode() + b"\n")
+            except OSError as e:
+                raise QmpError(f"{self.name}: QMP connection failed sending {command}: {e}") from None
             while True:
-                message = await self._message(timeout, command)
+                message = self._message(command)
                 if "event" in message:
                     self.events.append(message)
                     continue
@@ -70,27 +75,28 @@ class QmpClient:
                     raise QmpError(f"{self.name}: {command} failed: {error.get('class')}: {error.get('desc')}")
                 return message.get("return")
 
-    async def hmp(self, command_line: str, *, timeout: float = 5.0) -> str:
+    def hmp(self, command_line: str) -> str:
         """One human-monitor command (e.g. ``xp /2wx 0x40028014``); what it printed."""
-        return await self.execute("human-monitor-command", timeout=timeout, **{"command-line": command_line})
+        return self.execute("human-monitor-command", **{"command-line": command_line})
 
-    async def status(self) -> str:
-        """The VM's run state: ``running``, ``paused`` (stopped by a ``stop``), ``debug`` (by the gdbstub), ``prelaunch``..."""
-        return (await self.execute("query-status"))["status"]
+    def status(self) -> str:
+        """The VM's run state: ``running``, ``paused`` (``stop``, or a debugger's Ctrl-C), ``debug`` (a
+        breakpoint), ``prelaunch``..."""
+        return self.execute("query-status")["status"]
 
-    async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self._writer.wait_closed(), 1.0)
+    def close(self) -> None:
+        for closable in (self._file, self._sock):
+            try:
+                closable.close()
+            except OSError:
+                pass
 
-    async def _message(self, timeout: float, command: str = "the greeting") -> dict[str, Any]:
+    def _message(self, command: str) -> dict[str, Any]:
         try:
-            # asyncio.timeout, not wait_for: on 3.11, wait_for can swallow a cancellation that meets an answer.
-            async with asyncio.timeout(timeout):
-                line = await self._reader.readline()
-        except TimeoutError:
-            raise QmpError(f"{self.name}: no answer to {command} within {timeout:g} s") from None
-        except (OSError, ConnectionError) as e:
+            line = self._file.readline()
+        except socket.timeout:
+            raise QmpError(f"{self.name}: no answer to {command} within {self._sock.gettimeout():g} s") from None
+        except OSError as e:
             raise QmpError(f"{self.name}: QMP connection failed during {command}: {e}") from None
         if not line:
             raise QmpError(f"{self.name}: QMP connection closed during {command} (QEMU exited?)")

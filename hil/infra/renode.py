@@ -48,6 +48,8 @@ ERROR = re.compile(
     r"|Error E\d+:|does not provide a field|Could not find|Unhandled exception|is not a valid",
     re.IGNORECASE,
 )
+#: seconds to wait for the monitor's greeting before asking for a prompt with an empty line
+GREETING_WAIT = 3.0
 #: bytes of Renode's output a log keeps: far more than a healthy run writes (a few KB)
 LOG_LIMIT = 16_000_000
 #: Renode's log level for the machine (0 debug, 1 info, 2 warning, 3 error): warnings stay visible
@@ -128,7 +130,15 @@ class RenodeMonitor:
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         monitor = cls(reader, writer, transcript=transcript)
         try:
-            await monitor._read_prompt(timeout, "the first prompt")
+            try:
+                await monitor._read_prompt(min(GREETING_WAIT, timeout), "the first prompt")
+            except RenodeError:
+                # Seen under load: Renode accepted the connection but never greeted it. An empty line
+                # makes its line editor print a prompt.
+                monitor._log("> (empty line: no greeting yet)\n")
+                writer.write(b"\n")
+                await writer.drain()
+                await monitor._read_prompt(timeout, "the first prompt (asked for with an empty line)")
         except BaseException:
             monitor.close()
             raise

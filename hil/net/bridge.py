@@ -170,8 +170,6 @@ class SlipBridge:
         self.log_interval = log_interval
         self.log = log or logging.getLogger("hil.net.slip")
         self.stats = BridgeStats()
-        #: called with every frame the device sends, before it is relayed (an emulator's clock stamps them)
-        self.frame_listeners: list[Callable[[bytes], None]] = []
         self.link_error: BaseException | None = None
         self._decoder = SlipDecoder(max_frame=mtu)
         self._decoder_drops_seen: dict[str, int] = {}
@@ -263,8 +261,6 @@ class SlipBridge:
                 self.stats.bytes_in += len(data)
                 for frame in self._decoder.feed(data):
                     self.stats.frames_in += 1
-                    for listener in self.frame_listeners:
-                        listener(frame)
                     await self._from_device(frame)
                 self._count_decoder_drops()
                 self._changed.set()

@@ -14,13 +14,10 @@ stream), ``async write(bytes)`` and ``async close()``. Three kinds:
 
 from __future__ import annotations
 
-import array
 import asyncio
 import contextlib
-import fcntl
 import os
 import socket
-import termios
 import threading
 from typing import Any, Protocol, runtime_checkable
 
@@ -66,16 +63,6 @@ class StreamLink:
 
     def __repr__(self) -> str:
         return f"StreamLink({self.name})"
-
-
-def unread_bytes(sock: socket.socket) -> int:
-    """Bytes that arrived on ``sock`` and nobody has read yet (0 once it is closed)."""
-    count = array.array("i", [0])
-    try:
-        fcntl.ioctl(sock.fileno(), termios.FIONREAD, count)
-    except (OSError, ValueError):
-        return 0
-    return count[0]
 
 
 async def open_tcp_link(host: str, port: int, *, timeout: float = 5.0) -> StreamLink:

@@ -11,13 +11,17 @@ Options (``TargetConfig.options``): ``virtual_time`` (default true),
 ``net``: ``"eth"`` (default: LAN9118 on user networking) or ``"slip"``.
 
 Device time is virtual (:mod:`hil.targets.qemu_clock`) on boards whose
-clock the harness can read (the mps2 family): QEMU runs with
+clock the harness can read (the mps2 family), with the node on the LAN9118
+(``net`` ``"eth"``; over SLIP QEMU runs in real time: the host sees a SLIP
+frame's bytes only, too late to know its device time): QEMU runs with
 ``-icount shift=5,sleep=off``, starts paused and is stepped through QMP;
 its idle time is skipped whenever the gateway has nothing in flight with
 the node (:meth:`Target.govern_time`), and readings carry the device time
-their message left at. With ``virtual_time`` false, or with a debugger
-(``-gdb``/``-s`` in ``qemu_extra_args``: the debugger owns stop and cont),
-QEMU runs in real time as before.
+their message left at. With a debugger (``-gdb``/``-s`` in
+``qemu_extra_args``) the debugger owns stop and cont: QEMU runs in real
+time, unstepped, and device time (read, and stamped on readings) stands
+still while the debugger holds the CPU. With ``virtual_time`` false QEMU
+runs in real time as before.
 
 With ``net="slip"`` the board has no Ethernet (``-nic none``); UART1 is a
 second socket the harness connects to, and :class:`hil.targets.slip.SlipUplink`
@@ -37,9 +41,8 @@ from pathlib import Path
 
 from ..infra.qemu import QemuMachine
 from ..infra.qmp import QmpClient
-from ..net.links import unread_bytes
 from .base import Target, TargetConfig, TargetError, register_target
-from .qemu_clock import FPGAIO_BASE, ICOUNT, QemuClock
+from .qemu_clock import FPGAIO_BASE, ICOUNT, QEMU_NICENESS, QemuClock
 from .slip import SlipUplink
 from .virtual_time import TimeGovernor
 
@@ -67,14 +70,18 @@ class QemuTarget(Target):
         self.qemu: QemuMachine | None = None
         self.uplink = SlipUplink(self.endpoint, config.log_dir, config.gateway_host) if self.net == "slip" else None
         extra = tuple(config.options.get("qemu_extra_args", ()))
+        #: a debugger owns stop and cont (-gdb or -s): real time, device time only read
         self.debugger = any(arg in ("-gdb", "-s") for arg in extra)
-        if config.options.get("virtual_time", True) and self.machine_name in FPGAIO_BASE and not self.debugger:
-            self.qemu_clock: QemuClock | None = QemuClock(self.endpoint, FPGAIO_BASE[self.machine_name])
+        self.qemu_clock: QemuClock | None = None
+        #: QEMU is stepped in virtual time: only through the LAN9118, whose frames QEMU itself stamps
+        #: (over SLIP the host sees bytes late by up to seconds of device time on a busy host: real time)
+        self.stepped = False
+        if config.options.get("virtual_time", True) and self.machine_name in FPGAIO_BASE:
+            self.qemu_clock = QemuClock(self.endpoint, FPGAIO_BASE[self.machine_name])
             self.clock = self.qemu_clock
-            self.governor = TimeGovernor(self.qemu_clock, self.endpoint)
-        else:
-            self.qemu_clock = None
-        self._slip_bytes_seen = 0
+            self.stepped = not self.debugger and self.net == "eth"
+            if self.stepped:
+                self.governor = TimeGovernor(self.qemu_clock, self.endpoint)
         self._pump: asyncio.Task | None = None
         self._bootstrap: list[str] = []
         self._stopping = False
@@ -97,19 +104,20 @@ class QemuTarget(Target):
             if board is not None:
                 raise TargetError(f"{self.endpoint}: board file {board.source} names no firmware (field 'firmware'); pass --firmware")
             self.firmware = await self.reference_firmware()  # no board: mps2-an385, the reference firmware's machine
-        virtual = self.qemu_clock is not None
+        clocked, stepped = self.qemu_clock is not None, self.stepped
         self.qemu = QemuMachine(
             self.firmware,
             log_dir=self.config.log_dir,
-            icount=self.config.options.get("qemu_icount") or (ICOUNT if virtual else None),
+            icount=self.config.options.get("qemu_icount") or (ICOUNT if stepped else None),
             extra_args=tuple(self.config.options.get("qemu_extra_args", ())),
             machine=self.machine_name,
             name=f"{self.endpoint}.qemu",
             nic=None if self.net == "slip" else "lan9118",
             slip=self.net == "slip",
-            qmp=virtual,
-            paused=virtual,  # the clock starts it
-            pcap=self.config.log_dir / f"{self.endpoint}.tx.pcap" if virtual and self.net == "eth" else None,
+            qmp=clocked,
+            paused=stepped,  # the clock starts it
+            niceness=QEMU_NICENESS if stepped else 0,
+            pcap=self.config.log_dir / f"{self.endpoint}.tx.pcap" if clocked and self.net == "eth" else None,
         )
         await self._power_on()
 
@@ -119,30 +127,14 @@ class QemuTarget(Target):
         self.console.writer = self.qemu.write_console
         self._pump = asyncio.create_task(self._pump_console(), name=f"{self.endpoint} console")
         if self.qemu_clock is not None:
-            qmp = await QmpClient.connect(self.qemu.host, self.qemu.qmp_port, name=f"{self.endpoint} QEMU")
-            self._slip_bytes_seen = 0
-            await self.qemu_clock.attach(qmp, pcap=self.qemu.pcap,
-                                         sent_probe=self._slip_sent if self.uplink is not None else None)
+            qmp = await asyncio.to_thread(QmpClient.connect, self.qemu.host, self.qemu.qmp_port, name=f"{self.endpoint} QEMU")
+            await self.qemu_clock.attach(qmp, pcap=self.qemu.pcap, drive=self.stepped, started_wall=self.qemu.started_wall)
         await self.console.expect_prompt(BOOT_TIMEOUT)
         if self.uplink is not None:
             self.uplink.attach(self.qemu.slip_link(f"{self.endpoint} UART1 ({self.qemu.host}:{self.qemu.slip_port})"))
             await self.uplink.bring_up_interface(self.shell)
             if self.uplink.gateway is not None:
-                self._stamp_frames(await self.uplink.start_bridge())
-
-    def _stamp_frames(self, bridge) -> None:
-        """Frames the SLIP bridge takes from the device get the device time (to a slice) on the clock."""
-        if self.qemu_clock is not None:
-            bridge.frame_listeners.append(self.qemu_clock.record_packet)
-
-    def _slip_sent(self) -> bool:
-        """Whether the device wrote to its SLIP line since the last look (the VM is stopped)."""
-        sock = self.qemu.slip_socket if self.qemu is not None else None
-        unread = unread_bytes(sock) if sock is not None else 0
-        taken = self.bridge.stats.bytes_in if self.bridge is not None else 0
-        sent = unread > 0 or taken != self._slip_bytes_seen
-        self._slip_bytes_seen = taken
-        return sent
+                await self.uplink.start_bridge()
 
     async def _stop_uplink(self) -> None:
         if self.uplink is not None:
@@ -181,8 +173,8 @@ class QemuTarget(Target):
             self.restarted.set()
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
-        if self.uplink is not None and self.uplink.bridge is None:  # told a URI directly: the gateway is on the host, same port
-            self._stamp_frames(await self.uplink.start_bridge(server_uri))
+        if self.uplink is not None:  # told a URI directly: the gateway is on the host, same port
+            await self.uplink.start_bridge(server_uri)
         command = f"embserve connector lwm2m server_add {server_uri} {self.endpoint}"
         self._bootstrap = [command]
         await self.shell.exec(command, timeout)

@@ -19,9 +19,9 @@ errors, :data:`hil.infra.renode.LOG_LEVEL`); Renode's log is capped
 names it and quotes its first and last warnings, where an emulated board
 says why it went quiet. The console socket (and the SLIP socket) is
 connected before ``start``, so the boot output is in the console log.
-Device time is Renode's virtual time. The machine boots at the host's pace;
-then (option ``virtual_time``, default true) :class:`~hil.targets.renode_clock.RenodeClock`
-takes over: idle time is skipped whenever the gateway has nothing in flight
+Device time is Renode's virtual time. Right after ``start`` (option
+``virtual_time``, default true) :class:`~hil.targets.renode_clock.RenodeClock`
+takes it over, at the host's pace while the firmware boots; then idle time is skipped whenever the gateway has nothing in flight
 with the node (:meth:`Target.govern_time`), device time keeps the host's pace
 otherwise, and readings carry the device time their message left at. A boot
 that times out says how much virtual time the machine had run.
@@ -252,6 +252,8 @@ class RenodeTarget(Target):
                 self.uplink.attach(link)
             for command in after:
                 await self.monitor.execute(command, COMMAND_TIMEOUT)
+            if self.config.options.get("virtual_time", True):
+                await self._take_over_time(board)  # while the firmware boots
         except (RenodeError, OSError) as e:
             raise TargetError(f"{self.endpoint}: {e}\n{self.process.diagnosis()}\n(monitor transcript: {transcript})") from e
         timeout = float(self.config.options.get("boot_timeout", max(BOOT_TIMEOUT, board.boot_timeout)))
@@ -261,11 +263,10 @@ class RenodeTarget(Target):
             # Wall-clock time says little about a slow emulation: say how far the machine got.
             raise ConsoleTimeout(f"{e}\nRenode's virtual time then: {await self._virtual_time()}") from e
         await self._after_boot()
-        if self.config.options.get("virtual_time", True):
-            await self._take_over_time(board)
 
     async def _take_over_time(self, board: Board) -> None:
-        """From now on the harness's clock drives the machine's time (see hil.targets.renode_clock)."""
+        """From now on the harness's clock drives the machine's time (see hil.targets.renode_clock);
+        until the gateway's exchanges are known it keeps the host's pace."""
         if self.net == "slip" and board.renode_slip_uart:
             peripheral, kind = sysbus_name(board.renode_slip_uart), "slip"
         elif self.net == "eth" and board.renode_ethernet:

@@ -18,9 +18,10 @@ The host creates and deletes that file (:meth:`RenodeClock.set_skipping`);
 no monitor round trip is involved. The script also hooks the peripheral the
 node's network leaves through (the SLIP UART's ``CharReceived``, or the
 Ethernet MAC's ``FrameReady``): when a packet leaves the device it writes the
-device time and the packet's CoAP message ID and token to a log, then creates
-the flag, in the CPU's own thread, so device time keeps pace from the instant
-a message is sent. This works for any firmware: nothing in it cooperates.
+device time and the packet's CoAP message ID and token to a log and, if the
+packet starts an exchange (a confirmable message, a request, anything not
+CoAP; not a non-confirmable notification), creates the flag, in the CPU's own
+thread, so device time keeps pace from the instant such a message is sent. This works for any firmware: nothing in it cooperates.
 """
 
 from __future__ import annotations
@@ -48,15 +49,19 @@ from System.Threading import Thread
 from System.Diagnostics import Stopwatch
 
 
-def _hil_coap_key(p):
-    """'mid token' of the CoAP message in an IPv4/UDP packet (a list of ints), or '-'."""
+def _hil_coap(p):
+    """The CoAP message in an IPv4/UDP packet (a list of ints): ('mid token', starts an exchange);
+    ('-', True) when it is not one."""
     if len(p) < 28 or (p[0] >> 4) != 4 or p[9] != 17:
-        return "-"
+        return "-", True
     u = p[(p[0] & 15) * 4 + 8:]
     if len(u) < 4 or (u[0] >> 6) != 1 or (u[0] & 15) > 8 or len(u) < 4 + (u[0] & 15):
-        return "-"
+        return "-", True
     token = "".join(["%02x" % b for b in u[4:4 + (u[0] & 15)]])
-    return "%d %s" % ((u[2] << 8) | u[3], token or "-")
+    kind, code = (u[0] >> 4) & 3, u[1]
+    # Confirmable, or a request: something comes back. A non-confirmable notification expects nothing.
+    starts = kind == 0 or (kind == 1 and (code >> 5) == 0 and code != 0)
+    return "%d %s" % ((u[2] << 8) | u[3], token or "-"), starts
 
 
 class _HilClock(object):
@@ -84,8 +89,10 @@ class _HilClock(object):
 
     def sent(self, packet):
         # The log first, then the flag: the host deletes the flag before it reads the log.
-        self.out.WriteLine("%.9f %s" % (self.machine.ElapsedVirtualTime.TimeElapsed.TotalSeconds, _hil_coap_key(packet)))
-        if not File.Exists(self.flag):
+        key, starts = _hil_coap(packet)
+        now = self.machine.ElapsedVirtualTime.TimeElapsed.TotalSeconds
+        self.out.WriteLine("%.9f %d %s" % (now, 1 if starts else 0, key))
+        if starts and not File.Exists(self.flag):
             File.WriteAllText(self.flag, "")
 
     def on_slip_char(self, b):
@@ -170,7 +177,8 @@ class RenodeClock:
         return True
 
     def read_log(self) -> int:
-        """Take in the log's new lines (the device time of each message that left); how many there were."""
+        """Take in the log's new lines (the device time of each packet that left); how many of those
+        packets start an exchange."""
         try:
             with open(self.log_path, "rb") as f:
                 f.seek(self._read)
@@ -180,11 +188,16 @@ class RenodeClock:
         self._read += len(data)
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
+        starting = 0
         for line in lines:
-            fields = line.decode(errors="replace").split()
-            if len(fields) == 3:
-                self.txlog.record((int(fields[1]), bytes.fromhex(fields[2]) if fields[2] != "-" else b""), float(fields[0]))
-        return len(lines)
+            fields = line.decode(errors="replace").split()  # device seconds, starts an exchange, [mid token]
+            if len(fields) < 2:
+                continue
+            starting += fields[1] == "1"
+            if len(fields) == 4:
+                token = bytes.fromhex(fields[3]) if fields[3] != "-" else b""
+                self.txlog.record((int(fields[2]), token), float(fields[0]))
+        return starting
 
     def message_time(self, key: tuple[int, bytes]) -> float | None:
         self.read_log()

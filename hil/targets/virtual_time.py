@@ -184,12 +184,24 @@ def coap_key(payload: bytes) -> MessageKey | None:
     return int.from_bytes(payload[2:4], "big"), bytes(payload[4 : 4 + tkl])
 
 
-def coap_key_of_packet(packet: bytes) -> MessageKey | None:
-    """The CoAP message in an IPv4/UDP packet, or None."""
+def expects_answer(payload: bytes) -> bool:
+    """Whether a UDP payload from the device starts an exchange: a confirmable message, or a request
+    (answered even when non-confirmable). A non-confirmable notification, an ACK or a Reset does not;
+    a payload that is not CoAP counts as starting one (the harness cannot tell)."""
+    if coap_key(payload) is None:
+        return True
+    kind, code = (payload[0] >> 4) & 0x3, payload[1]
+    return kind == 0 or (kind == 1 and code >> 5 == 0 and code != 0)
+
+
+def classify_packet(packet: bytes) -> tuple[MessageKey | None, bool]:
+    """An IPv4 packet from the device: its CoAP message (or None), and whether it starts an exchange
+    (anything that is not a CoAP message over UDP counts as starting one)."""
     try:
-        return coap_key(parse_udp(parse_ipv4(packet)).payload)
+        payload = parse_udp(parse_ipv4(packet)).payload
     except PacketError:
-        return None
+        return None, True
+    return coap_key(payload), expects_answer(payload)
 
 
 class TxLog:

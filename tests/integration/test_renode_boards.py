@@ -189,7 +189,7 @@ async def run_hil_suite(board: str, out: Path, *extra: str, netns: bool = False)
     return text
 
 
-@pytest.mark.slow  # the suite waits out the service's 30 s default period three times, in real time
+@pytest.mark.slow  # three suites side by side, each with four Renode boots (in virtual time: seconds, not minutes)
 async def test_hil_suite_passes_on_the_m4f_boards(tmp_path: Path) -> None:
     if shutil.which("arm-none-eabi-gcc") is None or shutil.which("make") is None:
         pytest.skip("arm-none-eabi-gcc or make is not installed: cannot build the reference firmware")
