@@ -71,7 +71,9 @@ class Target(abc.ABC):
     """One device, from power-on to power-off."""
 
     name: ClassVar[str]
-    #: device seconds per wall-clock second (> 1 when the backend fast-forwards)
+    #: device seconds per wall-clock second (> 1 when the backend fast-forwards at a fixed rate); a
+    #: backend in virtual time keeps 1 (its speed varies: waits stay upper bounds) and stamps readings
+    #: with device time instead (:meth:`device_time_of`)
     time_scale: float = 1.0
     #: system tools the backend runs, each with the Debian package that has it
     tools: ClassVar[tuple[tuple[str, str], ...]] = ()

@@ -52,7 +52,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..infra.qmp import QmpClient, QmpError
-from .virtual_time import MessageKey, TxLog, classify_packet
+from .virtual_time import FileTail, MessageKey, TxLog, classify_packet
 
 #: where a machine's FPGAIO block is (CLK100HZ at +0x14, COUNTER at +0x18, PRESCALE at +0x1C)
 FPGAIO_BASE = {"mps2-an385": 0x40028000, "mps2-an386": 0x40028000, "mps2-an500": 0x40028000, "mps2-an511": 0x40028000}
@@ -111,8 +111,7 @@ class QemuClock:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pcap_lock = threading.Lock()  # the pcap, between the clock's thread and the event loop
-        self._pcap: Path | None = None
-        self._pcap_read = 0
+        self._pcap: FileTail | None = None
         self._pcap_partial = b""
         self._pcap_origin: int | None = None  # pcap seconds = this + device seconds
         self._pcap_header_seen = False
@@ -128,8 +127,8 @@ class QemuClock:
         """
         await self.detach()
         self.driving, self.started_wall = drive, started_wall
-        self._qmp, self._pcap = qmp, pcap
-        self._pcap_read, self._pcap_partial, self._pcap_origin, self._pcap_header_seen = 0, b"", None, False
+        self._qmp, self._pcap = qmp, FileTail(pcap) if pcap is not None else None
+        self._pcap_partial, self._pcap_origin, self._pcap_header_seen = b"", None, False
         self._frames = self._frames_looked_at = 0
         self.device_now, self.held, self.error = 0.0, None, None
         self._loop = asyncio.get_running_loop()
@@ -241,14 +240,7 @@ class QemuClock:
         if self._pcap is None:
             return 0
         with self._pcap_lock:
-            try:
-                with open(self._pcap, "rb") as f:
-                    f.seek(self._pcap_read)
-                    data = f.read()
-            except FileNotFoundError:
-                return 0
-            self._pcap_read += len(data)
-            data = self._pcap_partial + data
+            data = self._pcap_partial + self._pcap.read()
             offset = 0
             if not self._pcap_header_seen:
                 if len(data) < _PCAP_HEADER:

@@ -31,7 +31,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from .virtual_time import TxLog
+from .virtual_time import FileTail, TxLog
 
 #: Renode's global quantum while the harness drives time: idle time then runs at ~50-70x on this
 #: machine (100 us, Renode's default, gives ~3x); input reaches the machine at the next sync point
@@ -145,7 +145,7 @@ class RenodeClock:
         self.log_path = directory / f"{name}.tx.log"
         self.txlog = TxLog()
         self.on_sent: Callable[[], None] | None = None
-        self._read = 0  # bytes of the log read so far
+        self._log = FileTail(self.log_path)
         self._partial = b""
 
     async def attach(self) -> None:
@@ -179,14 +179,7 @@ class RenodeClock:
     def read_log(self) -> int:
         """Take in the log's new lines (the device time of each packet that left); how many of those
         packets start an exchange."""
-        try:
-            with open(self.log_path, "rb") as f:
-                f.seek(self._read)
-                data = f.read()
-        except FileNotFoundError:
-            return 0
-        self._read += len(data)
-        lines = (self._partial + data).split(b"\n")
+        lines = (self._partial + self._log.read()).split(b"\n")
         self._partial = lines.pop()
         starting = 0
         for line in lines:

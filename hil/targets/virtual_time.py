@@ -34,6 +34,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from ..net.ipv4 import PacketError, parse_ipv4, parse_udp
@@ -202,6 +203,24 @@ def classify_packet(packet: bytes) -> tuple[MessageKey | None, bool]:
     except PacketError:
         return None, True
     return coap_key(payload), expects_answer(payload)
+
+
+class FileTail:
+    """The bytes a growing file (an emulator's record of what left the device) gained since the last read."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.offset = 0
+
+    def read(self) -> bytes:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return b""
+        self.offset += len(data)
+        return data
 
 
 class TxLog:
