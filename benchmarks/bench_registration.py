@@ -1,8 +1,9 @@
 """Issue 2: registration of many simulated nodes in one process to one gateway.
 
 Measures wall time until every node is registered (as seen by the gateway),
-peak RSS of the process, and the read round trip (``/3/0/17``, TLV) median
-and p99 over the registered fleet.
+peak RSS of the process, the read round trip (``/3/0/17``, in the format the
+gateway chooses) median and p99 over the registered fleet, and the read
+round trip per content format, of one resource and of the Device instance.
 
     python -m benchmarks registration            # 1,000 nodes
     BENCH_NODES=200 python -m benchmarks registration
@@ -59,6 +60,25 @@ async def main() -> None:
         print(f"register all (connect -> gateway sees {count}): {register_s:.2f} s")
         print(f"peak RSS: {peak:.0f} MB (before nodes: {rss_before:.0f} MB; {(peak - rss_before) * 1024 / count:.0f} kB per node)")
         print(f"read /3/0/17 round trip over {reads} reads: median {statistics.median(rtts) * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms")
+        await per_format(gw, [n.endpoint for n in nodes], max(100, reads // 4))
         t = time.perf_counter()
         await asyncio.gather(*(n.aclose() for n in nodes))
         print(f"de-register and close all: {time.perf_counter() - t:.2f} s")
+
+
+FORMATS = (("text", "/3/0/17"), ("tlv", "/3/0/17"), ("senml", "/3/0/17"), ("senml_cbor", "/3/0/17"),
+           ("tlv", "/3/0"), ("senml", "/3/0"), ("senml_cbor", "/3/0"), (None, "/3/0"))
+
+
+async def per_format(gw: Gateway, endpoints: list[str], reads: int) -> None:
+    """Read round trip per content format (None: the gateway's own choice) over ``reads`` reads each."""
+    for fmt, path in FORMATS:
+        rtts = []
+        for i in range(reads):
+            t = time.perf_counter()
+            await gw.read(endpoints[i % len(endpoints)], path, fmt)
+            rtts.append(time.perf_counter() - t)
+        rtts.sort()
+        p99 = rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))]
+        name = fmt or "chosen (SenML CBOR, announced)"
+        print(f"read {path} as {name} over {reads} reads: median {statistics.median(rtts) * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms")

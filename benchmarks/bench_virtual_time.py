@@ -54,7 +54,7 @@ async def idle_speed(backend: str, board: str, package: bytes) -> tuple[float, s
         target: Target = get_target_class(backend)(config)
         async with target:
             assert target.clock is not None, f"{backend}: no virtual time"
-            target.govern_time(gateway.exchanges)
+            target.govern_time(gateway.in_flight)
             await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
             await gateway.wait_for_registration("node1", timeout=60)
             await gateway.create("node1", "/9", instance_id=1000)

@@ -31,7 +31,18 @@ RESETS = ("none", "dtr", "rts", "command")
 COMMAND_PLACEHOLDERS = {
     "reset_command": ("port", "board"),
     "flash": ("firmware", "port", "board"),
+    "labgrid_flash_command": ("firmware", "port", "board", "place", "host"),
 }
+#: how a service input is written: the device shell, a writable LwM2M resource the
+#: manifest maps the input to, or not at all (production firmware with neither)
+SERVICE_INPUTS = ("shell", "lwm2m", "none")
+#: the reference firmware's (and the simulator's) shell command for a service input [ours]
+DEFAULT_SERVICE_INPUT_COMMAND = "embserve service input {instance} {key} {value}"
+SERVICE_INPUT_PLACEHOLDERS = ("instance", "key", "value")
+#: placeholders of a ``stimulus.<sensor>`` command, run in a shell on the host
+STIMULUS_PLACEHOLDERS = ("value", "sensor", "board")
+#: ``labgrid_flash`` names a labgrid driver class (``OpenOCDDriver``...) or this
+LABGRID_FLASH_COMMAND = "command"
 
 
 class BoardError(ValueError):
@@ -65,6 +76,21 @@ class Board:
     flash: str | None = None  # shell command; {firmware}, {port}, {board}
     flash_timeout: float = 120.0
     boot_timeout: float = 10.0  # seconds from reset to the shell prompt
+    # -- capabilities: what a test may do to the node (docs/boards.md, "Capabilities")
+    inject: tuple[str, ...] | None = None  # sensors `sensor set` takes; None: the target's default (capabilities())
+    service_input: str | None = None  # one of SERVICE_INPUTS; None: the target's default
+    service_input_command: str = DEFAULT_SERVICE_INPUT_COMMAND  # device shell command; {instance}, {key}, {value}
+    temperature_range: tuple[float, float] = (-40.0, 85.0)  # plausible readings of the real sensor, °C
+    constant_sensors: tuple[str, ...] = ()  # sensors whose readings may all be identical (no noise, no drift)
+    stimulus: dict[str, str] = field(default_factory=dict, hash=False)  # sensor -> host command; {value}, {sensor}, {board}
+    stimulus_settle: float = 0.0  # seconds after a stimulus command before the sensor shows the value
+    stimulus_tolerance: float = 0.01  # how far a reading may be from the stimulus value
+
+    # On a labgrid place (target "labgrid"): flash through the place with a labgrid driver that loads
+    # firmware (e.g. "OpenOCDDriver", with labgrid_flash_options as its attributes), or "command".
+    labgrid_flash: str | None = None
+    labgrid_flash_command: str | None = None  # shell command; {firmware}, {port}, {board}, {place}, {host}
+    labgrid_flash_options: dict[str, Any] = field(default_factory=dict, compare=False)
     source: Path | None = field(default=None, compare=False)
 
     def supports(self, backend: str) -> bool:
@@ -119,6 +145,32 @@ class Board:
     def renode_console(self) -> str:
         return self.console if "." in self.console else f"sysbus.{self.console}"
 
+    def capabilities(self, reference_shell: bool) -> Capabilities:
+        """What a test may do to this board's node, with the target's defaults for fields the file leaves out.
+
+        ``reference_shell``: the target's firmware takes the reference
+        firmware's shell commands (``sensor set``, ``embserve service
+        input``) unless the board file says otherwise: the simulator, QEMU
+        and Renode do; a board on a serial port runs whatever was flashed.
+        """
+        inject = self.inject if self.inject is not None else (self.sensors if reference_shell else ())
+        service_input = self.service_input or ("shell" if reference_shell else "none")
+        return Capabilities(frozenset(inject), service_input, self.service_input_command, dict(self.stimulus))
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """A board's capabilities on one target: what the harness may do to the node."""
+
+    inject: frozenset[str]  # sensors the firmware's `sensor set` takes
+    service_input: str  # one of SERVICE_INPUTS
+    service_input_command: str  # device shell command template, for service_input "shell"
+    stimulus: dict[str, str] = field(default_factory=dict, hash=False)  # sensor -> host command template
+
+    def can_set(self, sensor: str) -> bool:
+        """A test can put a value on the sensor: by a stimulus, or by injecting it."""
+        return sensor in self.stimulus or sensor in self.inject
+
 
 _REQUIRED: dict[str, type | tuple[type, ...]] = {"name": str, "arch": str, "backends": list}
 _NUMBER = (int, float)
@@ -128,6 +180,9 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "renode_platform": str, "renode_script": str, "renode_ethernet": str, "renode_slip_uart": str, "renode_tap": str,
     "reset": str, "reset_command": str, "reset_pulse": _NUMBER, "flash": str,
     "flash_timeout": _NUMBER, "boot_timeout": _NUMBER,
+    "inject": list, "service_input": str, "service_input_command": str, "temperature_range": list,
+    "constant_sensors": list, "stimulus": dict, "stimulus_settle": _NUMBER, "stimulus_tolerance": _NUMBER,
+    "labgrid_flash": str, "labgrid_flash_command": str, "labgrid_flash_options": dict,
 }
 assert set(_REQUIRED) | set(_OPTIONAL) == {f.name for f in fields(Board)} - {"source"}
 
@@ -147,8 +202,8 @@ def search_path() -> list[Path]:
     return seen
 
 
-def _check_command(path: Path, key: str, command: str) -> None:
-    allowed = COMMAND_PLACEHOLDERS[key]
+def _check_command(path: Path, key: str, command: str, allowed: tuple[str, ...] | None = None) -> None:
+    allowed = allowed if allowed is not None else COMMAND_PLACEHOLDERS[key]
     try:
         names = [name for _, name, _, _ in string.Formatter().parse(command) if name is not None]
     except ValueError as e:
@@ -205,8 +260,48 @@ def _check(path: Path, board: dict[str, Any]) -> None:
     if firmware.startswith(f"{REFERENCE_FIRMWARE}:") and not firmware.partition(":")[2].strip():
         raise BoardError(f"board file {path}: field 'firmware' is {firmware!r}: name the board after 'reference:'"
                          " (or write \"reference\" for this board's own build)")
+    if board.get("labgrid_flash") == LABGRID_FLASH_COMMAND and "labgrid_flash_command" not in board:
+        raise BoardError(f"board file {path}: field 'labgrid_flash' is 'command' but field 'labgrid_flash_command' is missing")
+    if "labgrid_flash" in board and not board["labgrid_flash"].strip():
+        raise BoardError(f"board file {path}: field 'labgrid_flash' is empty; name a labgrid driver (e.g. OpenOCDDriver)"
+                         f" or 'command'")
     if "prompt" in board and not board["prompt"].strip():
         raise BoardError(f"board file {path}: field 'prompt' is empty; the shell prompt is how boot is detected")
+    _check_capabilities(path, board)
+
+
+def _check_capabilities(path: Path, board: dict[str, Any]) -> None:
+    sensors = board.get("sensors", list(Board.sensors))
+    for key in ("inject", "constant_sensors"):
+        for name in board.get(key, []):
+            if not isinstance(name, str):
+                raise BoardError(f"board file {path}: field '{key}' must list sensor names, got {name!r}")
+            if name not in sensors:
+                raise BoardError(f"board file {path}: field '{key}' names {name!r}, which is not one of the board's"
+                                 f" sensors ({', '.join(sensors) or 'none'}: field 'sensors')")
+    if "service_input" in board and board["service_input"] not in SERVICE_INPUTS:
+        raise BoardError(f"board file {path}: field 'service_input' is {board['service_input']!r};"
+                         f" must be one of {', '.join(SERVICE_INPUTS)} (a shell command goes in 'service_input_command')")
+    if "service_input_command" in board:
+        _check_command(path, "service_input_command", board["service_input_command"], SERVICE_INPUT_PLACEHOLDERS)
+    if "temperature_range" in board:
+        bounds = board["temperature_range"]
+        if (len(bounds) != 2 or not all(isinstance(b, _NUMBER) and not isinstance(b, bool) for b in bounds)
+                or bounds[0] >= bounds[1]):
+            raise BoardError(f"board file {path}: field 'temperature_range' must be [low, high] in °C with"
+                             f" low < high, got {bounds!r}")
+    for name, command in board.get("stimulus", {}).items():
+        key = f"stimulus.{name}"
+        if name not in sensors:
+            raise BoardError(f"board file {path}: field '{key}' is for {name!r}, which is not one of the board's"
+                             f" sensors ({', '.join(sensors) or 'none'}: field 'sensors')")
+        if not isinstance(command, str):
+            raise BoardError(f"board file {path}: field '{key}' must be a command (string), got"
+                             f" {type(command).__name__} {command!r}")
+        _check_command(path, key, command, STIMULUS_PLACEHOLDERS)
+    for key in ("stimulus_settle", "stimulus_tolerance"):
+        if key in board and board[key] < 0:
+            raise BoardError(f"board file {path}: field '{key}' must not be negative, got {board[key]}")
 
 
 def load_board_file(path: Path) -> Board:
@@ -222,13 +317,18 @@ def load_board_file(path: Path) -> Board:
     _check(path, board)
     values = dict(board)
     values["backends"] = tuple(board["backends"])
-    if "sensors" in values:
-        values["sensors"] = tuple(values["sensors"])
-    for key in ("reset_pulse", "flash_timeout", "boot_timeout"):
+    for key in ("sensors", "inject", "constant_sensors"):
+        if key in values:
+            values[key] = tuple(values[key])
+    if "temperature_range" in values:
+        values["temperature_range"] = tuple(float(b) for b in values["temperature_range"])
+    for key in ("reset_pulse", "flash_timeout", "boot_timeout", "stimulus_settle", "stimulus_tolerance"):
         if key in values:
             values[key] = float(values[key])
     if "reset_command" in values and "reset" not in values:
         values["reset"] = "command"
+    if "labgrid_flash_command" in values and "labgrid_flash" not in values:
+        values["labgrid_flash"] = LABGRID_FLASH_COMMAND
     return Board(source=path, **values)
 
 

@@ -9,9 +9,18 @@ embserve-hil gets it. The fixtures only compose the library:
     node (alias dut)            -> a device from the selected target, booted,
                                    bootstrapped through its shell, registered
     shell                       -> the node's Zephyr-style shell
+    lg_place (session)          -> the labgrid place this run (or xdist worker) holds:
+                                   reserved and acquired once, always released
     deployer                    -> far-edge deployer through the gateway
     temperature_service         -> the project's temperature service pushed to the registry
     readings                    -> awaits readings from a node's /3303/x/5700
+
+With ``--lg-place NAME|PATTERN|LIST`` or ``--lg-env FILE`` the node is a
+board on a place of a labgrid lab (target ``labgrid``, the default then):
+each run, or each pytest-xdist worker under ``-n N``, reserves and acquires
+a place of its own and releases it at the end, also after Ctrl-C, SIGTERM
+or a kill (see :mod:`hil.targets.labgrid_place`); the terminal summary says
+which place ran which test.
 
 Each test gets its own log directory (console, gateway, and links to the
 session's registry and broker logs); a failing test's report names it.
@@ -27,6 +36,7 @@ and its Debian package.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import os
 import re
@@ -35,26 +45,41 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable, Iterator, NoReturn
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, NoReturn
 
 import pytest
 import pytest_asyncio
 
 from .boards import Board, BoardError, get_board
 from .infra.process import MissingBinaryError
-from .targets.base import (Target, TargetConfig, TargetError, TargetUnavailable, get_target_class, known_targets,
-                           reference_build)
+
+if TYPE_CHECKING:
+    from .faredge.deployer import Deployment
+from .targets.base import (
+    CapabilityMissing,
+    Target,
+    TargetConfig,
+    TargetError,
+    TargetUnavailable,
+    get_target_class,
+    known_targets,
+    reference_build,
+)
 from .targets.errors import TargetConfigError
 
-DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
+DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None, "labgrid": None}
+#: a board on a labgrid place is a board on a serial port
+BOARD_BACKEND = {"labgrid": "serial"}
 LOG_KEY = pytest.StashKey[Path]()
 READINGS_KEY = pytest.StashKey[list[str]]()
+PLACE_PROPERTY = "labgrid place"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("embserve-hil", "embServe hardware-in-the-loop")
-    group.addoption("--target", default=os.environ.get("HIL_TARGET", "sim"),
-                    help=f"device backend: {', '.join(known_targets())} (default sim)")
+    group.addoption("--target", default=None,
+                    help=f"device backend: {', '.join(known_targets())} (default $HIL_TARGET, else labgrid with"
+                         f" --lg-place/--lg-env, else sim)")
     group.addoption("--board", default=None, help="board name from the catalog (embserve-hil boards)")
     group.addoption("--firmware", default=None, help="firmware ELF for emulated/real boards (default: the board's)")
     group.addoption("--serial-port", default=None, help="serial port or URL (rfc2217://host:port, socket://...) of a real board")
@@ -62,6 +87,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--gateway-host", default=None, help="gateway address the device is told (default: as the target needs)")
     group.addoption("--gateway-listen", default="127.0.0.1",
                     help="address the gateway listens on (a real board needs one on its network; default 127.0.0.1)")
+    group.addoption("--coap", default="", metavar="PARAMS",
+                    help="CoAP transmission parameters of the gateway's requests, e.g. ack_timeout=4 for a slow link"
+                         " (default RFC 7252: ack_timeout=2,ack_random_factor=1.5,max_retransmit=4; docs/faults.md)")
     group.addoption("--net", default=None, choices=["eth", "slip"],
                     help="how an emulated node reaches the gateway: eth (LAN9118) or slip (UART1 through the SLIP bridge);"
                          " default: the target's choice for the board (QEMU eth, Renode eth if modelled, else slip)")
@@ -78,6 +106,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="simulator target: device seconds per wall-clock second (default 10)")
     group.addoption("--hil-log-dir", default=None, help="directory for per-test logs (default .hil-logs/<session>)")
     group.addoption("--hil-show-readings", action="store_true", help="print the readings each test saw")
+    lab = parser.getgroup("embserve-hil labgrid", "embServe boards on labgrid places (pip install 'embserve-hil[labgrid]')")
+    lab.addoption("--lg-place", default=None,
+                  help="labgrid place to acquire: a name, a pattern ('k64f-*') or a list ('a,b'); each run or"
+                       " xdist worker takes a free one")
+    if importlib.util.find_spec("labgrid") is None:
+        # labgrid's own pytest plugin defines these two when labgrid is installed; we read the same ones.
+        lab.addoption("--lg-env", dest="lg_env", default=None,
+                      help="labgrid environment file: its RemotePlace is the place, its drivers are used")
+        lab.addoption("--lg-coordinator", dest="lg_coordinator", default=None,
+                      help="labgrid coordinator HOST:PORT (default $LG_COORDINATOR, else the environment file's,"
+                           " else 127.0.0.1:20408)")
+    lab.addoption("--lg-acquire-timeout", type=float, default=300.0,
+                  help="seconds to wait in labgrid's queue for a free place (default 300)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -92,6 +133,8 @@ def pytest_configure(config: pytest.Config) -> None:
     base = config.getoption("--hil-log-dir")
     session_dir = Path(base) if base else Path(".hil-logs") / time.strftime("%Y%m%d-%H%M%S")
     config.stash[LOG_KEY] = session_dir.resolve()
+    if _uses_labgrid(config):
+        config.pluginmanager.register(_PlaceSummary(), "embserve-hil-labgrid-places")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -115,6 +158,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "requires_renode" in item.keywords:
                 item.add_marker(skip)
+
+
+@contextlib.contextmanager
+def _missing_capability_skips() -> Iterator[None]:
+    """A test that needs what the board lacks (:class:`CapabilityMissing`) is skipped with the reason, not failed."""
+    try:
+        yield
+    except CapabilityMissing as e:
+        raise pytest.skip.Exception(str(e), _use_item_location=True) from None
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Iterator[object]:
+    with _missing_capability_skips():
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef, request: pytest.FixtureRequest) -> Iterator[object]:
+    with _missing_capability_skips():
+        return (yield)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -148,6 +212,17 @@ def hil_log_dir(request: pytest.FixtureRequest, hil_session_log_dir: Path) -> Pa
             with contextlib.suppress(OSError):
                 link.symlink_to(hil_session_log_dir / name)
     return path
+
+
+@pytest.fixture
+def hil_test_record(request: pytest.FixtureRequest, hil_log_dir: Path, hil_target_name: str):
+    """What this test's report shows: the node, deploy and readings fixtures tell it what happens
+    (read by the report side of the plugin, :mod:`hil.pytest_report`)."""
+    from .report import TestRecord
+
+    record = TestRecord(request.node.nodeid, target=hil_target_name, log_dir=hil_log_dir)
+    request.node._hil_record = record
+    return record
 
 
 def _fail(message: str) -> NoReturn:
@@ -203,23 +278,93 @@ def broker(hil_session_log_dir: Path):
         b.stop()
 
 
+def _lg_env(config: pytest.Config) -> str | None:
+    """``--lg-env`` (labgrid's plugin's option, or ours without labgrid), else ``LG_ENV`` as labgrid reads it."""
+    return config.getoption("lg_env", None) or os.environ.get("LG_ENV") or None
+
+
+def _uses_labgrid(config: pytest.Config) -> bool:
+    return bool(config.getoption("--lg-place") or _lg_env(config))
+
+
 @pytest.fixture
 def hil_target_name(pytestconfig: pytest.Config) -> str:
-    return pytestconfig.getoption("--target")
+    return (pytestconfig.getoption("--target") or os.environ.get("HIL_TARGET")
+            or ("labgrid" if _uses_labgrid(pytestconfig) else "sim"))
 
 
 @pytest.fixture
-def board(pytestconfig: pytest.Config, hil_target_name: str) -> Board | None:
+def board(pytestconfig: pytest.Config, request: pytest.FixtureRequest, hil_target_name: str) -> Board | None:
     name = pytestconfig.getoption("--board") or DEFAULT_BOARD.get(hil_target_name)
+    if name is None and hil_target_name == "labgrid":
+        name = request.getfixturevalue("lg_place").board_tag  # the place's tag board=NAME
     if name is None:
-        _fail(f"--target {hil_target_name} needs --board NAME (see `embserve-hil boards`)")
+        tag = " (or a board=NAME tag on the labgrid place)" if hil_target_name == "labgrid" else ""
+        _fail(f"--target {hil_target_name} needs --board NAME{tag} (see `embserve-hil boards`)")
     try:
         chosen = get_board(name)
     except BoardError as e:
         _fail(str(e))
-    if not chosen.supports(hil_target_name):
+    backend = BOARD_BACKEND.get(hil_target_name, hil_target_name)
+    if not chosen.supports(backend):
         _fail(f"board {name!r} cannot run on target {hil_target_name!r}; it supports {', '.join(chosen.backends)}")
     return chosen
+
+
+@pytest.fixture(scope="session")
+def lg_place(pytestconfig: pytest.Config, hil_session_log_dir: Path):
+    """The labgrid place this run holds (a :class:`hil.targets.labgrid_place.PlaceLease`), released at the end."""
+    from .targets.labgrid_place import LeaseSpec, PlaceError, PlaceLease
+
+    if not _uses_labgrid(pytestconfig):
+        _fail("a labgrid place is needed: --lg-place NAME|PATTERN|LIST or --lg-env FILE")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    spec = LeaseSpec(place=pytestconfig.getoption("--lg-place"), env_file=_lg_env(pytestconfig),
+                     coordinator=pytestconfig.getoption("lg_coordinator", None),
+                     acquire_timeout=pytestconfig.getoption("--lg-acquire-timeout"),
+                     log_dir=hil_session_log_dir / (worker or "labgrid"))
+    say = (lambda line: print(f"[{worker}] {line}", file=sys.__stderr__, flush=True)) if worker \
+        else (lambda line: _terminal_line(pytestconfig, line))
+    try:
+        with _missing_tool_fails():
+            lease = PlaceLease(spec, progress=say)
+    except PlaceError as e:
+        _fail(str(e))
+    restore = _sigterm_interrupts()
+    try:
+        try:
+            lease.acquire()
+        except PlaceError as e:
+            _fail(str(e))
+        yield lease
+    finally:
+        lease.release()
+        restore()
+
+
+def _sigterm_interrupts():
+    """SIGTERM ends the run as Ctrl-C does (teardown runs, the place is released); returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> NoReturn:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture
+def hil_target_options(request: pytest.FixtureRequest, hil_target_name: str) -> dict:
+    """Options the selected backend needs from the run: the labgrid place it holds."""
+    if hil_target_name != "labgrid":
+        return {}
+    lease = request.getfixturevalue("lg_place")
+    request.node.user_properties.append((PLACE_PROPERTY, lease.place))
+    return {"labgrid_place": lease}
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -235,7 +380,14 @@ async def gateway(hil_log_dir: Path, request: pytest.FixtureRequest) -> AsyncIte
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     logger.addHandler(handler)
     try:
-        async with Gateway(host=request.config.getoption("--gateway-listen"), port=0, log=logger) as gw:
+        from .lwm2m.transmission import TransmissionParameters
+
+        try:
+            transmission = TransmissionParameters.parse(request.config.getoption("--coap"))
+        except ValueError as e:
+            _fail(f"--coap: {e}")
+        async with Gateway(host=request.config.getoption("--gateway-listen"), port=0, log=logger,
+                           transmission=transmission) as gw:
             yield gw
     finally:
         logger.removeHandler(handler)
@@ -293,7 +445,7 @@ def hil_firmware(pytestconfig: pytest.Config, hil_reference_firmware: Callable[[
 
 
 def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Path, endpoint: str,
-                   firmware: Path | None) -> TargetConfig:
+                   firmware: Path | None, extra: dict | None = None) -> TargetConfig:
     return TargetConfig(
         endpoint=endpoint,
         log_dir=log_dir,
@@ -304,7 +456,7 @@ def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Pa
         gateway_host=pytestconfig.getoption("--gateway-host"),
         options={"sim_speed": pytestconfig.getoption("--sim-speed"), "net": pytestconfig.getoption("--net"),
                  "renode_tap": pytestconfig.getoption("--renode-tap"),
-                 "virtual_time": pytestconfig.getoption("--device-time") == "virtual"},
+                 "virtual_time": pytestconfig.getoption("--device-time") == "virtual", **(extra or {})},
     )
 
 
@@ -315,6 +467,7 @@ class NodeHandle:
     endpoint: str
     target: object
     gateway: object
+    record: object = None  # the test's TestRecord, told of injected values
 
     @property
     def console(self):
@@ -324,12 +477,45 @@ class NodeHandle:
     def shell(self):
         return self.target.shell
 
+    @property
+    def board(self) -> Board:
+        """The board file (the target's defaults when there is none): its capabilities and sensor facts."""
+        return self.target.board
+
+    @property
+    def service_input(self) -> str:
+        """How this node's service inputs are written: ``shell``, ``lwm2m`` or ``none``."""
+        return self.target.capabilities.service_input
+
+    def can_inject(self, sensor: str) -> bool:
+        """The firmware takes injected values for ``sensor`` (``sensor set``)."""
+        return self.target.can_inject(sensor)
+
+    def can_set_sensor(self, sensor: str) -> bool:
+        """:meth:`set_sensor` works: the bench has a stimulus for ``sensor``, or the firmware takes injected values."""
+        return self.target.can_set_sensor(sensor)
+
+    def sensor_tolerance(self, sensor: str) -> float:
+        return self.target.sensor_tolerance(sensor)
+
     async def set_sensor(self, name: str, value: float) -> None:
+        """Put ``value`` on the sensor (stimulus or injection); skips the test when the board can do neither."""
+        if self.record is not None:
+            self.record.injected(self.endpoint, name, value)
         await self.target.set_sensor(name, value)
 
-    async def set_service_input(self, instance: int, key: str, value: float | int) -> list[str]:
-        """Write a service input by key through the device shell (`embserve service input`)."""
-        return await self.target.shell.exec(f"embserve service input {instance} {key} {value}")
+    async def set_service_input(self, service: "Deployment | int", key: str, value: float | int) -> list[str]:
+        """Write a service input the way the board file says (``service_input``); skips the test when it has none.
+
+        ``service``: the :class:`~hil.faredge.deployer.Deployment` (needed for
+        LwM2M, whose resource the manifest names) or its instance. Returns what
+        the console printed for a shell command.
+        """
+        instance = service if isinstance(service, int) else service.instance
+        manifest = None if isinstance(service, int) else service.manifest
+        if self.record is not None:
+            self.record.service_input(self.endpoint, instance, key, value)
+        return await self.target.set_service_input(instance, key, value, manifest=manifest, gateway=self.gateway)
 
     async def sleep_device(self, seconds: float) -> None:
         """Let ``seconds`` of device time pass."""
@@ -361,7 +547,7 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
     except (BoardError, MissingBinaryError) as e:
         _fail(str(e))  # bad board file input, or a missing tool: one line
     # Idle device time may be skipped from now on, whenever the gateway has nothing in flight with the node.
-    target.govern_time(gateway.exchanges)
+    target.govern_time(gateway.in_flight)
     try:
         await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
         await gateway.wait_for_registration(config.endpoint, timeout=timeout)
@@ -373,15 +559,16 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def node(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-               hil_log_dir: Path) -> AsyncIterator[NodeHandle]:
+               hil_log_dir: Path, hil_target_options: dict, hil_test_record) -> AsyncIterator[NodeHandle]:
     """One device from the selected target, booted, bootstrapped and registered to ``gateway``."""
-    config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware)
+    config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware, hil_target_options)
     try:
         target = await bring_up_node(hil_target_name, config, gateway)
     except TargetUnavailable as e:
         pytest.skip(str(e))
+    hil_test_record.node_started(target)
     try:
-        yield NodeHandle(config.endpoint, target, gateway)
+        yield NodeHandle(config.endpoint, target, gateway, hil_test_record)
     finally:
         await target.__aexit__(None, None, None)
 
@@ -399,19 +586,24 @@ def shell(node: NodeHandle):
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-                hil_log_dir: Path) -> AsyncIterator[list[NodeHandle]]:
+                hil_log_dir: Path, hil_target_options: dict, hil_test_record) -> AsyncIterator[list[NodeHandle]]:
     """``--nodes`` devices of the selected target, all registered."""
     import asyncio
 
     count = pytestconfig.getoption("--nodes")
-    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}", hil_firmware) for i in range(1, count + 1)]
+    if count > 1 and "labgrid_place" in hil_target_options:
+        _fail(f"--nodes {count}: a run holds one labgrid place (one board); spread tests over places with -n N instead")
+    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}", hil_firmware, hil_target_options)
+               for i in range(1, count + 1)]
     results = await asyncio.gather(*(bring_up_node(hil_target_name, c, gateway) for c in configs), return_exceptions=True)
     started = [r for r in results if not isinstance(r, BaseException)]
     try:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
-        yield [NodeHandle(c.endpoint, t, gateway) for c, t in zip(configs, started)]
+        for t in started:
+            hil_test_record.node_started(t)
+        yield [NodeHandle(c.endpoint, t, gateway, hil_test_record) for c, t in zip(configs, started)]
     finally:
         for t in started:
             await t.__aexit__(None, None, None)
@@ -455,13 +647,15 @@ async def gateway_apis(pytestconfig: pytest.Config, request: pytest.FixtureReque
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path):
+async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path,
+                   hil_test_record):
     """The far-edge deployer: resolve from the registry, deploy through the gateway by ``--deploy-via``."""
     from .faredge.deployer import Deployer
 
     via = pytestconfig.getoption("--deploy-via")
     async with Deployer(gateway, cache_dir=service_cache, via=via, broker=gateway_apis.mqtt,
                         rest_url=gateway_apis.rest_url) as d:
+        d.listeners.append(hil_test_record.deployed)
         yield d
 
 
@@ -490,7 +684,7 @@ def temperature_service(registry, temperature_service_json: Path) -> str:
 
 
 @pytest.fixture
-def readings(request: pytest.FixtureRequest, gateway):
+def readings(request: pytest.FixtureRequest, gateway, hil_test_record):
     """Factory: ``async with readings(node) as r: values = await r.wait(3, timeout=...)``."""
     from .readings import ReadingCollector
 
@@ -506,12 +700,32 @@ def readings(request: pytest.FixtureRequest, gateway):
                 kwargs.setdefault("device_time", node.target.device_time_of)
             c = ReadingCollector(gateway, node.endpoint, path, **kwargs)
         collectors.append(c)
+        hil_test_record.watch(c)
         return c
 
     yield make
     if show:
         summaries = request.config.stash.setdefault(READINGS_KEY, [])
         summaries.extend(f"{request.node.name}: {c.summary()}" for c in collectors)
+
+
+class _PlaceSummary:
+    """Which labgrid place ran which test; under xdist the workers' reports arrive in the controller."""
+
+    def __init__(self) -> None:
+        self.places: dict[str, list[str]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        place = next((value for key, value in report.user_properties if key == PLACE_PROPERTY), None)
+        if place is not None and (report.when == "call" or (report.when == "setup" and not report.passed)):
+            self.places.setdefault(place, []).append(f"{report.nodeid} {report.outcome}")
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.places:
+            terminalreporter.section("labgrid places")
+            for place, tests in sorted(self.places.items()):
+                for test in tests:
+                    terminalreporter.write_line(f"{place}: {test}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

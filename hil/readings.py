@@ -3,7 +3,9 @@
 A :class:`ReadingCollector` observes the resource a service's output is
 mapped to (``/3303/x/5700`` for the temperature service) and keeps every
 notification with its arrival time, so a test can wait for N readings, for a
-value, or look at the spacing between them.
+value, or look at the spacing between them. A device that pushes its
+readings with LwM2M 1.1 Send instead is heard the same way: every Send from
+the node that carries the path is a reading too.
 
 A reading also carries the device time at which it was produced, when
 something can tell: ``device_time``, a callable given the notification
@@ -24,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from .lwm2m import Path
+from .progress import waiting
 
 TEMPERATURE_VALUE = (3303, 5700)
 #: wall seconds a wait gives device times that are not known yet before it returns without them
@@ -65,6 +68,7 @@ class ReadingCollector:
         self.readings: list[Reading] = []
         self.initial: Reading | None = None
         self._observation: Any = None
+        self._remove_report_listener: Callable[[], None] | None = None
         self._changed = asyncio.Event()
 
     @property
@@ -95,7 +99,15 @@ class ReadingCollector:
         if self._observation.latest is not None:
             self._add(self._observation.latest, True)
         self._observation.add_listener(lambda n: self._add(n, False))
+        add_report_listener = getattr(self.gateway, "add_report_listener", None)
+        if add_report_listener is not None:
+            self._remove_report_listener = add_report_listener(self._on_report)
         return self
+
+    def _on_report(self, notification: Any) -> None:
+        # notifications come through the collector's own observation; Sends come only this way
+        if notification.kind == "send" and notification.endpoint == self.endpoint and self._path in notification.content:
+            self._add(notification, False)
 
     def _add(self, notification: Any, initial: bool) -> None:
         stamp = self.device_time(notification) if self.device_time is not None else None
@@ -118,6 +130,9 @@ class ReadingCollector:
                 del self._unstamped[index]
 
     async def stop(self) -> None:
+        if self._remove_report_listener is not None:
+            self._remove_report_listener()
+            self._remove_report_listener = None
         if self._observation is not None:
             self._observation.cancel()
 
@@ -129,6 +144,10 @@ class ReadingCollector:
 
     # -- waiting ---------------------------------------------------------------
     async def wait_until(self, predicate: Callable[[list[Reading]], bool], timeout: float, what: str) -> list[Reading]:
+        with waiting(f"{self.endpoint} {self._path}: {what}", timeout):
+            return await self._wait_until(predicate, timeout, what)
+
+    async def _wait_until(self, predicate: Callable[[list[Reading]], bool], timeout: float, what: str) -> list[Reading]:
         deadline = time.monotonic() + timeout
         while not predicate(self.readings):
             remaining = deadline - time.monotonic()
@@ -207,3 +226,24 @@ class ReadingCollector:
         n = len(self.readings)
         clock = "device-time" if device else "wall-clock"
         return f"{self.endpoint} {self._path}: {n} reading{'' if n == 1 else 's'} (value@{clock} offset): {shown}"
+
+
+def check_real_sensor(values: list[float], *, plausible: tuple[float, float], constant: bool, what: str) -> None:
+    """What readings of a sensor nobody set can show: AssertionError naming ``what`` when they cannot be real.
+
+    Each value lies in ``plausible`` (low, high); and more than one value are
+    not all identical unless the sensor is ``constant``: a real sensor shows
+    noise or drift, so a run of one value is a stuck sensor, a dead bus, or a
+    firmware reporting its default.
+    """
+    low, high = plausible
+    outside = [v for v in values if not low <= float(v) <= high]
+    if outside:
+        raise AssertionError(f"{what}: {outside} outside the plausible range [{low:g}, {high:g}]"
+                             f" (board file field 'temperature_range'); all readings: {values}")
+    if not constant and len(values) > 1 and len(set(values)) == 1:
+        raise AssertionError(
+            f"{what}: all {len(values)} readings are {values[0]}: a real sensor shows noise or drift, so this looks"
+            f" like a stuck sensor or a firmware reporting a default value (if the bench's sensor really never"
+            f" changes, say so in the board file: constant_sensors = [...])"
+        )

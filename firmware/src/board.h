@@ -68,8 +68,9 @@ void board_reset(void) __attribute__((noreturn));
  * interrupts would then lose time, so boards that can count cycles do. */
 uint32_t board_systick_periods(void);
 
-/* A few bits that differ from boot to boot (a hardware RNG where the board
- * has one): emulators replay a boot exactly, so clocks alone repeat. */
+/* Whatever entropy the board has at boot (a hardware RNG where the board has
+ * one, else timer phase); may be weak or constant under an emulator, whose
+ * boots repeat exactly: bootseed.c mixes it with a boot counter. */
 uint32_t board_entropy(void);
 
 /* ---- the two UART ports: port 0 is the console, port 1 the SLIP line ----

@@ -532,6 +532,14 @@ static void observer_drop(int i)
         g_obs[i].used = 0;
 }
 
+/* A confirmable notification of observer i still in flight is no longer its business. */
+static void exchange_forget_observer(int i)
+{
+    for (int k = 0; k < MAX_EXCHANGES; k++)
+        if (g_ex[k].state != EX_FREE && g_ex[k].observer == i)
+            g_ex[k].state = EX_FREE;
+}
+
 /* Ends an exchange and reports its outcome; the slot is free before the callback
  * runs, so the callback may start a new request. */
 static void exchange_finish(exchange_t *ex, int result, const coap_msg_t *rsp)
@@ -897,8 +905,20 @@ int32_t coap_observe_add(const coap_peer_t *peer, const coap_msg_t *req, const c
     for (int i = 0; i < COAP_MAX_OBSERVERS && !slot; i++)
         if (!g_obs[i].used)
             slot = &g_obs[i];
-    if (slot == NULL || strlen(path) >= sizeof(slot->path))
+    if (strlen(path) >= COAP_OBS_PATH_LEN)
         return -1;
+    if (slot == NULL) {
+        /* Full: an observer that left without cancelling (a restarted server, a
+         * quiet value it never heard about) must not lock out the next one, so
+         * the one heard from least recently gives way (RFC 7641 allows it). */
+        slot = &g_obs[0];
+        for (int i = 1; i < COAP_MAX_OBSERVERS; i++)
+            if ((int32_t)(g_obs[i].last_ms - slot->last_ms) < 0)
+                slot = &g_obs[i];
+        if (slot->con_pending)
+            exchange_forget_observer((int)(slot - g_obs));
+        g_stats.observers_evicted++;
+    }
     memset(slot, 0, sizeof(*slot));
     slot->used = 1;
     slot->peer = *peer;
@@ -907,6 +927,7 @@ int32_t coap_observe_add(const coap_peer_t *peer, const coap_msg_t *req, const c
     slot->format = format;
     strcpy(slot->path, path);
     slot->last_ms = now_ms;
+    slot->last_con_ms = now_ms;
     g_obs_clock = (g_obs_clock + 1) & 0xFFFFFFu;
     slot->seq = g_obs_clock;
     return (int32_t)slot->seq;
@@ -951,7 +972,10 @@ int coap_notify(coap_observer_t *o, coap_pdu_t *p, uint32_t now_ms)
     g_obs_clock = (g_obs_clock + 1) & 0xFFFFFFu;
     o->seq = g_obs_clock;
     int final = COAP_CODE_CLASS(p->code) != 2; /* an error ends the observation (RFC 7641 3.2) */
-    int con = o->since_con >= 7 && !o->con_pending && !final;
+    /* Every COAP_OBS_CON_EVERY-th notification, and any after COAP_OBS_CON_MS of NON ones, is
+     * confirmable: an observer that went away stops acknowledging and is dropped. */
+    int con = (o->since_con >= COAP_OBS_CON_EVERY - 1 || now_ms - o->last_con_ms >= COAP_OBS_CON_MS) &&
+              !o->con_pending && !final;
     p->type = con ? COAP_CON : COAP_NON;
     p->mid = next_mid();
     p->tkl = o->tkl;
@@ -964,6 +988,7 @@ int coap_notify(coap_observer_t *o, coap_pdu_t *p, uint32_t now_ms)
     if (con && start_exchange(&o->peer, p, index, NULL, NULL, now_ms) == 0) {
         o->con_pending = 1;
         o->since_con = 0;
+        o->last_con_ms = now_ms;
         return 0;
     }
     p->type = COAP_NON;

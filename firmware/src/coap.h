@@ -80,6 +80,8 @@ enum {
 #define COAP_BLOCK1_MAX    8192   /* largest request body reassembled from Block1 */
 #define COAP_MAX_OBSERVERS 8
 #define COAP_OBS_PATH_LEN  24
+#define COAP_OBS_CON_EVERY 8          /* at least every 8th notification is confirmable ... */
+#define COAP_OBS_CON_MS    60000u     /* ... and the first after a minute of non-confirmable ones */
 
 /* RFC 7252 transmission parameters */
 #define COAP_ACK_TIMEOUT_MS   2000u
@@ -215,12 +217,14 @@ typedef struct {
     uint16_t last_mid;
     uint8_t con_pending;      /* a confirmable notification is in flight */
     uint8_t since_con;        /* notifications sent since the last CON one */
-    uint32_t last_ms;         /* time of the last notification */
+    uint32_t last_ms;         /* time of the last notification (or of the Observe request) */
+    uint32_t last_con_ms;     /* time of the last confirmable notification */
     char path[COAP_OBS_PATH_LEN];
 } coap_observer_t;
 
 /* Registers (or refreshes, same peer+token) an observation of `req`; returns
- * the Observe value to put in the response, or -1 when the table is full. */
+ * the Observe value to put in the response, or -1 when the path is too long.
+ * A full table gives way: the observer heard from least recently is dropped. */
 int32_t coap_observe_add(const coap_peer_t *peer, const coap_msg_t *req, const char *path, uint16_t format, uint32_t now_ms);
 /* 1 when an observation was removed */
 int coap_observe_remove(const coap_peer_t *peer, const uint8_t *token, uint8_t tkl);
@@ -229,14 +233,14 @@ void coap_observe_remove_path(const char *path);
 /* Slot i (0..COAP_MAX_OBSERVERS-1), NULL when unused. */
 coap_observer_t *coap_observer(int i);
 /* Sends `p` (code, Content-Format and payload set by the caller) as the next
- * notification of `o`. Every 8th notification, or when the last CON one was
- * long ago, is confirmable; an unanswered CON notification ends the
- * observation, as does a Reset. 0 ok, <0 not sent. */
+ * notification of `o`. Every COAP_OBS_CON_EVERY-th notification, or the first
+ * after COAP_OBS_CON_MS, is confirmable; an unanswered CON notification ends
+ * the observation, as does a Reset. 0 ok, <0 not sent. */
 int coap_notify(coap_observer_t *o, coap_pdu_t *p, uint32_t now_ms);
 
 /* Counters for diagnostics and tests. */
 typedef struct {
-    uint32_t rx, tx, retransmits, duplicates, malformed, rst_sent, timeouts;
+    uint32_t rx, tx, retransmits, duplicates, malformed, rst_sent, timeouts, observers_evicted;
 } coap_stats_t;
 const coap_stats_t *coap_stats(void);
 

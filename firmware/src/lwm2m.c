@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "board.h"
+#include "bootseed.h"
 #include "coap.h"
 #include "net.h"
 #include "objects.h"
@@ -1212,15 +1213,6 @@ static void send_deregister(uint32_t now)
 
 /* ------------------------------------------------------------ public */
 
-static uint32_t entropy(void)
-{
-    uint32_t e = fw_millis() * 2654435761u;
-#ifdef __arm__
-    e ^= board_entropy();
-#endif
-    return e;
-}
-
 void lwm2m_init(void)
 {
     memset(&g, 0, sizeof(g));
@@ -1229,7 +1221,9 @@ void lwm2m_init(void)
     g.lifetime = LWM2M_DEFAULT_LIFETIME;
     g.backoff_ms = REGISTER_BACKOFF_FIRST_MS;
     objects_init();
-    coap_init(udp_tx, on_request, entropy() ^ 0x9E3779B9u);
+    /* a seed that changes at every boot, warm resets included: new message IDs and tokens */
+    coap_init(udp_tx, on_request, boot_seed_next() ^ 0x9E3779B9u);
+    lwm2m_log("boot %lu since power-up: CoAP message IDs and tokens start afresh", (unsigned long)boot_count());
     g_udp_bound = udp_bind(LWM2M_LOCAL_PORT, udp_rx) == 0;
     if (!g_udp_bound)
         lwm2m_log("cannot bind UDP port %u", (unsigned)LWM2M_LOCAL_PORT);

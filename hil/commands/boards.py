@@ -39,8 +39,9 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps([_as_dict(b) for b in boards], indent=2))
     elif args.name:
         for key, value in _as_dict(boards[0]).items():
-            if value not in (None, "", ()):
-                print(f"{key:16} {', '.join(value) if isinstance(value, tuple) else value}")
+            if value not in (None, "", (), {}):
+                shown = ", ".join(map(str, value)) if isinstance(value, tuple) else value
+                print(f"{key:21} {shown}")
     else:
         print(f"{'board':20} {'arch':10} {'backends':22} {'console':14} description")
         for b in boards:

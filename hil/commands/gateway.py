@@ -16,6 +16,9 @@ from typing import Any, TextIO
 
 from ..gateway.registry import RegistrationEvent
 from ..gateway.server import Gateway
+from ..gateway.strict import StrictRegistration
+from ..gateway.store import StoreError
+from ..lwm2m.transmission import TransmissionParameters
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,6 +41,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=2.0,
         metavar="SECONDS",
         help="time past a registration's lifetime before it expires (default 2)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse Registers as strict servers do: 4.12 for an LwM2M version other than 1.0/1.1, "
+        "4.00 for a ct on the root link that is not an optional format (110, 112, 11543)",
+    )
+    parser.add_argument(
+        "--database",
+        metavar="PATH",
+        help="keep registrations and deployments in this SQLite file, so a restarted gateway reaches its devices at once",
+    )
+    parser.add_argument(
+        "--coap",
+        metavar="PARAMS",
+        default="",
+        help="CoAP transmission parameters for requests to devices, e.g. ack_timeout=4,max_retransmit=4 for a slow "
+        "link (default: RFC 7252's ack_timeout=2,ack_random_factor=1.5,max_retransmit=4)",
     )
     parser.set_defaults(func=run)
 
@@ -64,13 +85,16 @@ def _emit(out: TextIO, record: dict[str, Any]) -> None:
     out.flush()
 
 
-async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.stdout) -> None:
+async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.stdout, *, strict: bool = False,
+                database: str | None = None, transmission: TransmissionParameters | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with Gateway(host, port, expiry_grace=expiry_grace) as gw:
+        policy = StrictRegistration() if strict else None
+        async with Gateway(host, port, expiry_grace=expiry_grace, registration_policy=policy,
+                           database=database, transmission=transmission) as gw:
             _emit(out, {"event": "listening", "uri": gw.uri, "host": gw.host, "port": gw.port})
             gw.add_listener(lambda event: _emit(out, event_record(event)))
             await stop.wait()
@@ -82,8 +106,17 @@ async def serve(host: str, port: int, expiry_grace: float, out: TextIO = sys.std
 
 def run(args: argparse.Namespace) -> int:
     try:
-        asyncio.run(serve(args.host, args.port, args.expiry_grace))
+        transmission = TransmissionParameters.parse(args.coap)
+    except ValueError as exc:
+        print(f"embserve-hil gateway: --coap {args.coap!r}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve(args.host, args.port, args.expiry_grace, strict=args.strict,
+                          database=args.database, transmission=transmission))
     except OSError as exc:
         print(f"embserve-hil gateway: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    except StoreError as exc:
+        print(f"embserve-hil gateway: {exc}", file=sys.stderr)
         return 1
     return 0

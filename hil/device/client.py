@@ -10,6 +10,11 @@ clock between steps (no polling):
 
 * Register ``POST /rd?ep=&lt=&lwm2m=1.1&b=U`` with the object links
   (Content-Format 40); the Location-Path is kept for Update and De-register.
+  The root link names the one optional data format the node prefers
+  (``</>;rt="oma.lwm2m";ct=112``; LwM2M 1.1 Core 6.2.1), nothing when it
+  prefers TLV, the format every server takes by default. A server that does
+  not support LwM2M 1.1 refuses with 4.12 (1.1 Core 6.2.1 and Transport
+  table 6.7-2): the node then registers as 1.0 (TLV, no ``ct``) at once.
 * Update at 85 % of the lifetime, and soon after objects or instances are
   added or removed (with the new links), or the lifetime in /1/0/1 changes
   (with the new ``lt``); /1/0/8 executes an Update too.
@@ -20,6 +25,9 @@ clock between steps (no polling):
   ``backoff_cap``. Nothing here raises into the node.
 * :meth:`LwM2MClient.close` de-registers (briefly waiting for the answer)
   and closes the socket.
+
+Send (LwM2M 1.1 Information Reporting): :meth:`LwM2MClient.send` posts
+values to ``/dp`` on the server in the node's preferred SenML format.
 """
 
 from __future__ import annotations
@@ -43,14 +51,19 @@ from aiocoap import Message
 from aiocoap import error as coap_error
 from aiocoap.numbers.codes import Code
 
-from ..lwm2m.codecs import LINK
+from ..lwm2m import codecs
+from ..lwm2m.codecs import LINK, LWM2M_JSON, SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
 from ..lwm2m.link import registration_links
-from ..lwm2m.model import LwM2MError, Path
+from ..lwm2m.model import Content, LwM2MError, Path
+from ..lwm2m.transmission import TransmissionParameters
 from .clock import TimerHandle, VirtualClock
 from .objects import Change, ObjectStore
 from .site import DeviceSite
 
 LWM2M_VERSION = "1.1"
+LWM2M_VERSIONS = ("1.0", "1.1")
+# the optional formats a root link may name (1.0 knew only LwM2M JSON)
+ANNOUNCEABLE = {"1.0": (LWM2M_JSON,), "1.1": (SENML_CBOR, SENML_JSON, LWM2M_JSON)}
 UPDATE_AT = 0.85  # fraction of the lifetime after which the node sends its Update
 LIFETIME = Path(1, 0, 1)
 UPDATE_TRIGGER = Path(1, 0, 8)
@@ -110,11 +123,23 @@ class LwM2MClient:
         request_timeout: float = 5.0,
         backoff_initial: float = 1.0,
         backoff_cap: float = 60.0,
+        transmission: TransmissionParameters | None = None,
         console_log: LogSink | None = None,
         log: logging.Logger | None = None,
+        lwm2m_version: str = LWM2M_VERSION,
+        formats: tuple[int, ...] = (SENML_CBOR, SENML_JSON, TLV),
+        announce: bool = True,
     ):
         if lifetime < 1:
             raise ValueError(f"lifetime must be at least 1 s, got {lifetime}")
+        if lwm2m_version not in LWM2M_VERSIONS:
+            raise ValueError(f"LwM2M version {lwm2m_version!r}: the node speaks {' or '.join(LWM2M_VERSIONS)}")
+        if lwm2m_version == "1.0" and TLV not in formats:
+            raise ValueError("an LwM2M 1.0 node must speak TLV (1.0 makes it mandatory)")
+        self.lwm2m_version = lwm2m_version
+        self.version = lwm2m_version  # what it registers with now: 1.0 after a 1.0 server refused 1.1
+        self.formats = tuple(formats)
+        self.announce = announce  # False: a client that names no format on its root link (the server must find out)
         self.endpoint = endpoint
         self.store = store
         self.clock = clock
@@ -123,6 +148,8 @@ class LwM2MClient:
         self.request_timeout = request_timeout
         self.backoff_initial = backoff_initial
         self.backoff_cap = backoff_cap
+        self.transmission = transmission or TransmissionParameters()
+        self._tuning = self.transmission.tuning()
         self.log = log or logging.getLogger(f"hil.device.{endpoint}")
         self._console_log = console_log
         self.server: str | None = None
@@ -145,7 +172,7 @@ class LwM2MClient:
 
     async def open(self) -> None:
         """Bind the node's socket and start serving the object store on it."""
-        self.site = DeviceSite(self.store, self.clock, self.log)
+        self.site = DeviceSite(self.store, self.clock, self.log, formats=self.formats, default_format=self.default_format)
         self.context = await aiocoap.Context.create_server_context(
             self.site,
             bind=(self.host, 0),
@@ -163,6 +190,25 @@ class LwM2MClient:
         host, port = sock.getsockname()[:2]
         return (host.removeprefix("::ffff:")), port
 
+    # ------------------------------------------------------------------ formats
+
+    @property
+    def announced_format(self) -> int | None:
+        """The ``ct`` of the root link: the preferred format if it is an optional one, else none."""
+        preferred = self.default_format()
+        return preferred if self.announce and preferred in ANNOUNCEABLE[self.version] else None
+
+    def default_format(self) -> int:
+        """Format of answers to requests without Accept: TLV to a 1.0 server, else the preferred one."""
+        return TLV if self.version == "1.0" else self.formats[0]
+
+    @property
+    def send_format(self) -> int | None:
+        """The SenML format Send uses (None: the node speaks no SenML, or registered as 1.0)."""
+        if self.version == "1.0":
+            return None
+        return next((f for f in self.formats if f in SENML_FORMATS), None)
+
     # ------------------------------------------------------------------ control
 
     def start(self, server: str, endpoint: str | None = None) -> None:
@@ -175,6 +221,7 @@ class LwM2MClient:
         if endpoint:
             self.endpoint = endpoint
         self.server = server.rstrip("/")
+        self.version = self.lwm2m_version
         self._task = asyncio.get_running_loop().create_task(self._run(), name=f"lwm2m-client-{self.endpoint}")
 
     def trigger_update(self, links: bool = False) -> None:
@@ -270,15 +317,12 @@ class LwM2MClient:
         self._links_dirty = self._lifetime_dirty = False
         self._wake.clear()
         self.lifetime = self._current_lifetime()
-        query = f"ep={self.endpoint}&lt={self.lifetime}&lwm2m={LWM2M_VERSION}&b=U"
-        links = registration_links(self.store.objects())
-        request = Message(
-            code=Code.POST,
-            uri=f"{self.server}/rd?{query}",
-            payload=links.encode(),
-            content_format=LINK,
-        )
-        response = await self._request(request, "Register")
+        response = await self._request(self._register_request(), "Register")
+        if response.code == Code.PRECONDITION_FAILED and self.version != "1.0" and TLV in self.formats:
+            self._failed(f"Registration refused: server answered {response.code}{_diagnostic(response)}; "
+                         "registering as LwM2M 1.0")
+            self.version = "1.0"
+            response = await self._request(self._register_request(), "Register")
         if response.code != Code.CREATED:
             raise RegistrationFailed(f"server answered {response.code}{_diagnostic(response)}")
         location = tuple(s for s in response.opt.location_path if s)
@@ -293,6 +337,26 @@ class LwM2MClient:
         self.log.info("%s registered to %s as /%s", self.endpoint, self.server, "/".join(location))
         self._emit("registered", "/" + "/".join(location))
 
+    def _register_request(self) -> Message:
+        query = f"ep={self.endpoint}&lt={self.lifetime}&lwm2m={self.version}&b=U"
+        return Message(code=Code.POST, uri=f"{self.server}/rd?{query}", payload=self._links().encode(), content_format=LINK)
+
+    def _links(self) -> str:
+        return registration_links(self.store.objects(), content_format=self.announced_format)
+
+    async def send(self, content: Content, timeout: float | None = None) -> None:
+        """Send (LwM2M 1.1): POST the values to /dp; :class:`RegistrationFailed` says why it did not arrive."""
+        fmt = self.send_format
+        if fmt is None:
+            raise RegistrationFailed(f"Send needs SenML and LwM2M 1.1; {self.endpoint} is registered as "
+                                     f"{self.version} speaking formats {list(self.formats)}")
+        if not self.location or self.context is None or not self.server:
+            raise RegistrationFailed(f"Send from {self.endpoint}: not registered")
+        request = Message(code=Code.POST, uri=f"{self.server}/dp", payload=codecs.encode(content, None, fmt), content_format=fmt)
+        response = await self._request(request, "Send", timeout)
+        if response.code != Code.CHANGED:
+            raise RegistrationFailed(f"Send to {self.server}: server answered {response.code}{_diagnostic(response)}")
+
     async def _update(self) -> None:
         links = self._links_dirty
         lifetime_changed = self._lifetime_dirty
@@ -303,7 +367,7 @@ class LwM2MClient:
             query = f"?lt={self.lifetime}"
         request = Message(code=Code.POST, uri=f"{self.server}/{'/'.join(self.location)}{query}")
         if links:
-            request.payload = registration_links(self.store.objects()).encode()
+            request.payload = self._links().encode()
             request.opt.content_format = LINK
         response = await self._request(request, "Update")
         if response.code == Code.NOT_FOUND:
@@ -330,6 +394,7 @@ class LwM2MClient:
     async def _request(self, request: Message, what: str, timeout: float | None = None) -> Message:
         assert self.context is not None
         timeout = self.request_timeout if timeout is None else timeout
+        request.transport_tuning = self._tuning
         response = self.context.request(request).response
         # aiocoap must finish its own exchange (cancelling its future breaks it when an
         # answer comes late), so wait on a shield and collect the outcome when it comes

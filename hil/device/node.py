@@ -33,13 +33,15 @@ import inspect
 import logging
 import time
 import zlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from .. import __version__
 from ..fita.labels import DEVICE_TYPE  # FITA's node watcher looks for this in /3/0/17
+from ..lwm2m.codecs import SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
 from ..lwm2m.model import DEFINITIONS, Path, ResourceType
-from .client import ClientEvent, LwM2MClient, cancel_and_wait, parse_server_uri
+from ..lwm2m.transmission import TransmissionParameters
+from .client import LWM2M_VERSION, ClientEvent, LwM2MClient, RegistrationFailed, cancel_and_wait, parse_server_uri
 from .clock import TimerHandle, VirtualClock
 from .console import Console
 from .objects import MethodNotAllowed, ObjectHandler, ObjectStore
@@ -54,6 +56,8 @@ DEFAULT_SENSORS: Mapping[str, float] = {"temperature": 21.5}
 ETHERNET_BEARER = 41  # /4/0/0 Network Bearer
 
 TEMPERATURE_VALUE = Path(3303, 0, 5700)
+NODE_FORMATS = (SENML_CBOR, SENML_JSON, TLV)  # preferred first: SenML CBOR on 1.1, as Zephyr's client does
+REPORT_MODES = ("notify", "send")
 
 BootHook = Callable[["Node"], "Awaitable[None] | None"]
 
@@ -108,15 +112,33 @@ class Node:
         memory_kb: int = 256,
         epoch: float | None = None,
         request_timeout: float = 5.0,
+        transmission: TransmissionParameters | None = None,
         sample_period: float = 1.0,
         log: logging.Logger | None = None,
+        lwm2m_version: str = LWM2M_VERSION,
+        formats: Sequence[int] = NODE_FORMATS,
+        report: str = "notify",
+        announce_format: bool = True,
     ):
+        """``formats``: the structured content formats the node speaks, preferred first (SenML CBOR,
+        SenML JSON, TLV; e.g. ``(SENML_JSON,)`` for a 1.1 client built without TLV); text and opaque
+        always. ``report``: how service outputs reach the server, ``"notify"`` (observations) or
+        ``"send"`` (LwM2M 1.1 Send to /dp, observers are not notified of them). ``announce_format``
+        False: the root link names no format, as many clients do."""
         if not endpoint or any(c in endpoint for c in "&?=/ "):
             raise ValueError(f"bad endpoint name {endpoint!r}: non-empty, no spaces or '&?=/'")
         if lifetime < 1:
             raise ValueError(f"lifetime must be at least 1 s, got {lifetime}")
         if sample_period <= 0:
             raise ValueError(f"sample_period must be > 0 s, got {sample_period}")
+        if report not in REPORT_MODES:
+            raise ValueError(f"report={report!r}: choose {' or '.join(REPORT_MODES)}")
+        if report == "send" and not any(f in SENML_FORMATS for f in formats):
+            raise ValueError(f"report='send' needs SenML (Send carries SenML only), the node speaks {list(formats)}")
+        self.lwm2m_version = lwm2m_version
+        self.formats = tuple(formats)
+        self.report_mode = report
+        self.announce_format = announce_format
         self.endpoint = endpoint
         self.clock = clock or VirtualClock()
         self.board = board
@@ -126,6 +148,7 @@ class Node:
         self.memory_kb = memory_kb
         self.epoch = time.time() if epoch is None else epoch
         self.request_timeout = request_timeout
+        self.transmission = transmission  # CoAP's pace for the node's own requests (RFC defaults when None)
         self.sample_period = sample_period
         self.serial = f"SIM-{zlib.crc32(endpoint.encode()):08X}"
         self.firmware_version = __version__
@@ -265,8 +288,12 @@ class Node:
             lifetime=self.lifetime,
             host=self.host,
             request_timeout=self.request_timeout,
+            transmission=self.transmission,
             console_log=lambda level, message: self.shell.log(level, "net_lwm2m_rd_client", message),
             log=self.log,
+            lwm2m_version=self.lwm2m_version,
+            formats=self.formats,
+            announce=self.announce_format,
         )
         for listener in self._registration_listeners:
             self.client.add_listener(listener)
@@ -387,6 +414,29 @@ class Node:
             self.objects.set("/3303/0/5601", value)
         if value > high:
             self.objects.set("/3303/0/5602", value)
+
+    def report(self, path: Path, value: Any) -> None:
+        """A new reading at ``path`` (a service output): stored, and told to the server as configured.
+
+        ``notify``: observers are notified (even when the value did not move);
+        ``send``: a Send carries it to the server, while registered, and
+        observers are not notified of it.
+        """
+        client = self.client
+        if self.report_mode == "send" and client is not None and client.send_format is not None:
+            self.objects.set(path, value, notify=False)
+            if client.registered.is_set():
+                self._spawn(self._send({path: self.objects.get(path)}), f"send {path}")
+            return
+        self.objects.set(path, value, always_notify=True)
+
+    async def _send(self, content: dict[Path, Any]) -> None:
+        if self.client is None:
+            return
+        try:
+            await self.client.send(content)
+        except RegistrationFailed as exc:
+            self.shell.log("wrn", "net_lwm2m_send", str(exc))
 
     def republish_sensors(self) -> None:
         """Write the board sensor's reading again (after a service gave /3303/0 back)."""

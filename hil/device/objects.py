@@ -48,7 +48,8 @@ the operation, which the server then receives as that code.
     as OMA's Install does).
 ``on_create(path) -> None``
     The server created instance ``path``; it already holds the values sent
-    plus zero defaults for mandatory resources. Raise to refuse: the instance
+    plus zero defaults for mandatory resources (so does an instance the
+    device adds itself). Raise to refuse: the instance
     is removed again.
 ``on_delete(path) -> None``
     The server is about to delete instance ``path``; raise to refuse.
@@ -271,7 +272,8 @@ class ObjectStore:
         resource, None for a supported executable). Returns its path."""
         obj = self._object(Path(oid))
         iid = self._new_instance_id(obj, iid)
-        values: dict[int, Any] = {}
+        # every mandatory resource exists with the instance, at its neutral value until set
+        values: dict[int, Any] = _mandatory_values(obj.definition)
         for rid, value in (resources or {}).items():
             path = Path(oid, iid, rid)
             rd = self._definition(path)
@@ -303,11 +305,13 @@ class ObjectStore:
             raise NotFound(f"no resource instance {path}")
         return value[path.ri]
 
-    def set(self, path: Path | str, value: Any, *, always_notify: bool = False) -> None:
+    def set(self, path: Path | str, value: Any, *, always_notify: bool = False, notify: bool = True) -> None:
         """Store a value from the device side (type-checked; listeners hear of a change).
 
         ``always_notify`` reports the write even when the value is the same: a
         service output is a new reading whether or not the number moved.
+        ``notify`` False stores without telling listeners (a value the device
+        reports by Send instead of by notifications).
         """
         path = Path.parse(path)
         _, inst = self._instance(path)
@@ -325,7 +329,7 @@ class ObjectStore:
             new = self._check_multiple(res_path, rd, value)
         else:
             new = check_value(res_path, rd, value)
-        self._store(inst, res_path, new, always_notify)
+        self._store(inst, res_path, new, always_notify, notify)
 
     # ------------------------------------------------------------------ server side
 
@@ -427,10 +431,7 @@ class ObjectStore:
         if iid is not None and iid in obj.instances:
             raise BadRequest(f"create on {path}: instance {Path(path.obj, iid)} already exists")
         iid = self._new_instance_id(obj, iid)
-        values: dict[int, Any] = {}
-        for rid, rd in obj.definition.resources.items():
-            if rd.mandatory:
-                values[rid] = {} if rd.multiple and rd.type is not ResourceType.NONE else _ZERO[rd.type]
+        values: dict[int, Any] = _mandatory_values(obj.definition)
         for key, value in sorted(content.items()):
             if key.res is None:
                 raise BadRequest(f"create on {path}: {key} is not a resource")
@@ -634,7 +635,7 @@ class ObjectStore:
         new = {k.ri: check_value(k, rd, v) for k, v in sorted(values.items())}
         return {**(inst.get(res_path.res) or {}), **new} if merge else new
 
-    def _store(self, inst: dict[int, Any], res_path: Path, value: Any, always_notify: bool = False) -> None:
+    def _store(self, inst: dict[int, Any], res_path: Path, value: Any, always_notify: bool = False, notify: bool = True) -> None:
         old = inst.get(res_path.res, _REMOVE)
         if value is _REMOVE:
             if old is _REMOVE:
@@ -644,7 +645,8 @@ class ObjectStore:
             if old is not _REMOVE and _same(old, value) and not always_notify:
                 return
             inst[res_path.res] = value
-        self._emit(Change("value", res_path))
+        if notify:
+            self._emit(Change("value", res_path))
 
     def _read_resource(self, obj: _Object, inst: dict[int, Any], res_path: Path) -> Any:
         if res_path.res not in inst:
@@ -699,6 +701,15 @@ _REMOVE: Any = _Remove()
 def _same(a: Any, b: Any) -> bool:
     # 21.0 == 21 is a change of type only when the stored type differs; floats compare as floats
     return type(a) is type(b) and a == b
+
+
+def _mandatory_values(definition: ObjectDef) -> dict[int, Any]:
+    """The neutral value of each mandatory resource (None for an executable, {} for a multiple one)."""
+    return {
+        rid: {} if rd.multiple and rd.type is not ResourceType.NONE else _ZERO[rd.type]
+        for rid, rd in definition.resources.items()
+        if rd.mandatory
+    }
 
 
 def _flatten(res_path: Path, rd: ResourceDef, value: Any) -> Content:

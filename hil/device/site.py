@@ -8,14 +8,21 @@ sees them and splits large answers into Block2.
 Method and path decide the operation: GET read (Accept 40: discover), PUT
 write-replace (only a query and no payload: write-attributes), POST on an
 object create, on an executable resource execute, elsewhere partial write;
-DELETE delete. Reads answer TLV when no Accept is given, text/plain,
-SenML JSON or octet-stream when asked. Every refusal is an error code with a
-diagnostic payload; nothing a request carries can stop the node serving.
+DELETE delete; on the root, FETCH is Read-Composite (with Observe:
+Observe-Composite) and iPATCH Write-Composite (LwM2M 1.1, SenML only). The
+structured formats the node speaks are its choice (``formats``; default
+SenML CBOR, SenML JSON and TLV); text/plain and octet-stream always, as LwM2M
+1.1 makes them mandatory. A request without Accept is answered in the
+node's preferred format for the LwM2M version it registered with; a format
+it does not speak gets 4.06 (Accept) or 4.15 (Content-Format). Every refusal
+is an error code with a diagnostic payload; nothing a request carries can
+stop the node serving.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiocoap import Message
@@ -24,7 +31,7 @@ from aiocoap.numbers.codes import Code
 from aiocoap.resource import PathCapable, Resource
 
 from ..lwm2m import codecs, tlv
-from ..lwm2m.codecs import LINK, OPAQUE, SENML_JSON, TEXT, TLV, TLV_OLD
+from ..lwm2m.codecs import LINK, OPAQUE, SENML_CBOR, SENML_FORMATS, SENML_JSON, TEXT, TLV, TLV_OLD
 from ..lwm2m.link import format_links
 from ..lwm2m.model import (
     CodecError,
@@ -43,8 +50,11 @@ from .objects import (
     ObjectStore,
 )
 
-READ_FORMATS = {TLV, TLV_OLD, TEXT, SENML_JSON, OPAQUE}
-WRITE_FORMATS = {TLV, TLV_OLD, TEXT, SENML_JSON, OPAQUE}
+# Plain text and opaque are mandatory for every LwM2M client (1.1 Core 7.4);
+# the structured formats are the node's choice (``DeviceSite.formats``).
+SINGLE_FORMATS = (TEXT, OPAQUE)
+STRUCTURED_FORMATS = (SENML_CBOR, SENML_JSON, TLV)
+FORMAT_NAMES = {TLV: "TLV", SENML_JSON: "SenML JSON", SENML_CBOR: "SenML CBOR", TEXT: "text", OPAQUE: "opaque"}
 
 _CODES = {
     "4.00": Code.BAD_REQUEST,
@@ -68,13 +78,36 @@ def _error(code: Code, reason: str) -> Message:
 class DeviceSite(PathCapable, Resource, ObservableResource):
     """Root CoAP resource of one node, serving the object store."""
 
-    def __init__(self, store: ObjectStore, clock: VirtualClock, log: logging.Logger | None = None):
+    def __init__(
+        self,
+        store: ObjectStore,
+        clock: VirtualClock,
+        log: logging.Logger | None = None,
+        *,
+        formats: Sequence[int] = STRUCTURED_FORMATS,
+        default_format: Callable[[], int] | None = None,
+    ):
+        """``formats``: the structured formats the node speaks, preferred first; ``default_format``
+        gives the format of an answer to a request without Accept (default: the first)."""
         super().__init__()
+        unknown = [f for f in formats if f not in STRUCTURED_FORMATS]
+        if unknown or not formats:
+            raise ValueError(f"node formats {list(formats)}: choose among TLV (11542), SenML JSON (110), SenML CBOR (112)")
         self.store = store
         self.clock = clock
         self.log = log or logging.getLogger("hil.device.site")
+        self.formats = tuple(formats)
+        self._default_format = default_format or (lambda: self.formats[0])
+        self._tlv = TLV in self.formats
         self.observations: set[Observation] = set()
         self._remove_listener = store.add_listener(self._on_change)
+
+    def _formats_text(self, single: bool) -> str:
+        shown = [*self.formats, *(SINGLE_FORMATS if single else ())]
+        return ", ".join(f"{FORMAT_NAMES[f]} ({f})" for f in shown)
+
+    def _speaks(self, fmt: int) -> bool:
+        return fmt in self.formats or (fmt == TLV_OLD and self._tlv)
 
     def close(self) -> None:
         """Stop serving observations (their timers go too)."""
@@ -96,13 +129,17 @@ class DeviceSite(PathCapable, Resource, ObservableResource):
             return _error(Code.INTERNAL_SERVER_ERROR, f"device error: {type(exc).__name__}: {exc}")
 
     async def add_observation(self, request: Message, serverobservation: Any) -> None:
-        if request.code != Code.GET:
-            return
         try:
-            path = _path(request)
-        except _Refused:
-            return  # render answers 4.04 and the observation never starts
-        obs = Observation(self, path, serverobservation)
+            if request.code == Code.GET:
+                paths: tuple[Path, ...] = (_path(request),)
+            elif request.code == Code.FETCH and _is_root(request):
+                paths = tuple(self._composite_paths(request))  # Observe-Composite
+                self._composite_accept(request)
+            else:
+                return
+        except (_Refused, ObjectError):
+            return  # render answers the error and the observation never starts
+        obs = Observation(self, paths, serverobservation)
         self.observations.add(obs)
         serverobservation.accept(obs.stop)
 
@@ -113,6 +150,8 @@ class DeviceSite(PathCapable, Resource, ObservableResource):
         return _error(code, reason)
 
     async def _dispatch(self, request: Message) -> Message:
+        if request.code in (Code.FETCH, Code.iPATCH) and _is_root(request):
+            return self._composite(request)
         path = _path(request)
         method = request.code
         if method == Code.GET:
@@ -147,15 +186,16 @@ class DeviceSite(PathCapable, Resource, ObservableResource):
             return Message(code=Code.DELETED)
         raise _Refused(
             Code.METHOD_NOT_ALLOWED,
-            f"{method} is not an LwM2M device-management method (GET, PUT, POST, DELETE)",
+            f"{method} on {path} is not an LwM2M device-management method (GET, PUT, POST, DELETE; "
+            "FETCH and iPATCH on the root for composite operations)",
         )
 
     def _read(self, path: Path, accept: int | None) -> Message:
-        fmt = TLV if accept is None else accept
-        if fmt not in READ_FORMATS:
+        fmt = self._default_format() if accept is None else accept
+        if not (self._speaks(fmt) or fmt in SINGLE_FORMATS):
             raise _Refused(
                 Code.NOT_ACCEPTABLE,
-                f"cannot answer {path} as content format {fmt}: use TLV (11542), text (0), SenML JSON (110), opaque (42) or link (40)",
+                f"cannot answer {path} as content format {fmt}: this node speaks {self._formats_text(True)} and link (40)",
             )
         content = self.store.read(path)
         if fmt == OPAQUE and (path.res is None or resource_type(path) is not ResourceType.OPAQUE):
@@ -175,11 +215,13 @@ class DeviceSite(PathCapable, Resource, ObservableResource):
     def _decode(self, request: Message, path: Path) -> Content:
         ct = request.opt.content_format
         fmt = None if ct is None else int(ct)
-        if fmt is not None and fmt not in WRITE_FORMATS:
+        if fmt is not None and not (self._speaks(fmt) or fmt in SINGLE_FORMATS):
             raise _Refused(
                 Code.UNSUPPORTED_CONTENT_FORMAT,
-                f"content format {fmt} is not supported for writes: use TLV (11542), text (0), SenML JSON (110) or opaque (42)",
+                f"content format {fmt} is not supported for writes: this node takes {self._formats_text(True)}",
             )
+        if fmt is None and path.res is None and not self._tlv:
+            raise _Refused(Code.UNSUPPORTED_CONTENT_FORMAT, f"write to {path} without a Content-Format: this node takes {self._formats_text(True)}")
         if path.inst is None:
             raise MethodNotAllowed(f"write on object {path} is not allowed: write an instance or a resource")
         try:
@@ -193,11 +235,11 @@ class DeviceSite(PathCapable, Resource, ObservableResource):
 
     def _create(self, request: Message, path: Path) -> Message:
         ct = request.opt.content_format
-        fmt = TLV if ct is None else int(ct)
-        if fmt not in (TLV, TLV_OLD, SENML_JSON):
+        fmt = (TLV if self._tlv else self.formats[0]) if ct is None else int(ct)
+        if not self._speaks(fmt):
             raise _Refused(
                 Code.UNSUPPORTED_CONTENT_FORMAT,
-                f"create on {path} needs TLV (11542) or SenML JSON (110), got content format {fmt}",
+                f"create on {path} needs {self._formats_text(False)}, got content format {fmt}",
             )
         payload = bytes(request.payload)
         iid = None
@@ -247,14 +289,70 @@ class DeviceSite(PathCapable, Resource, ObservableResource):
             attributes[name] = value if eq else None
         self.store.write_attributes(path, attributes)
         for obs in list(self.observations):
-            if path.contains(obs.path) or obs.path.contains(path):
+            if obs.concerns(path):
                 obs.attributes_changed()
+
+    # ------------------------------------------------------------------ composite operations
+
+    def _composite_format(self, request: Message) -> int:
+        ct = request.opt.content_format
+        fmt = None if ct is None else int(ct)
+        if fmt not in SENML_FORMATS or not self._speaks(fmt):
+            raise _Refused(
+                Code.UNSUPPORTED_CONTENT_FORMAT,
+                f"composite operations take SenML: this node speaks {self._formats_text(False)}, got content format {fmt}",
+            )
+        return fmt
+
+    def _composite_accept(self, request: Message) -> int:
+        accept = request.opt.accept
+        fmt = self._composite_format(request) if accept is None else int(accept)
+        if fmt not in SENML_FORMATS or not self._speaks(fmt):
+            raise _Refused(Code.NOT_ACCEPTABLE, f"a composite answer is SenML: this node speaks {self._formats_text(False)}, not {fmt}")
+        return fmt
+
+    def _composite_paths(self, request: Message) -> list[Path]:
+        fmt = self._composite_format(request)
+        try:
+            return codecs.decode_paths(bytes(request.payload), fmt)
+        except LwM2MError as exc:
+            raise BadRequest(f"bad composite request (content format {fmt}): {exc}") from None
+
+    def _composite(self, request: Message) -> Message:
+        """Read-Composite and Observe-Composite (FETCH /) or Write-Composite (iPATCH /)."""
+        if request.code == Code.iPATCH:
+            fmt = self._composite_format(request)
+            try:
+                content = codecs.decode(bytes(request.payload), None, fmt)
+            except LwM2MError as exc:
+                raise BadRequest(f"bad Write-Composite payload (content format {fmt}): {exc}") from None
+            self._write_composite(content)
+            return Message(code=Code.CHANGED)
+        paths = self._composite_paths(request)
+        accept = self._composite_accept(request)
+        content: Content = {}
+        for path in paths:
+            if self.store.exists(path):  # paths the node does not have are left out of the answer
+                content.update(self.store.read(path))
+        if not content and not any(self.store.exists(p) for p in paths):
+            raise _Refused(Code.NOT_FOUND, f"none of {', '.join(map(str, paths))} exists on this node")
+        return Message(code=Code.CONTENT, payload=codecs.encode(content, None, accept), content_format=accept)
+
+    def _write_composite(self, content: Content) -> None:
+        by_instance: dict[Path, Content] = {}
+        for path, value in content.items():
+            by_instance.setdefault(Path(path.obj, path.inst), {})[path] = value
+        for inst in by_instance:  # every instance first: nothing is written when one is missing
+            if not self.store.exists(inst):
+                raise _Refused(Code.NOT_FOUND, f"Write-Composite: instance {inst} does not exist")
+        for inst, values in by_instance.items():
+            self.store.write(inst, values, replace=False)
 
     # ------------------------------------------------------------------ notifications
 
     def _on_change(self, change: Change) -> None:
         for obs in list(self.observations):
-            if obs.path.contains(change.path) or change.path.contains(obs.path):
+            if obs.concerns(change.path):
                 obs.changed()
 
 
@@ -268,9 +366,11 @@ class Observation:
     by at least st since the last notification.
     """
 
-    def __init__(self, site: DeviceSite, path: Path, serverobservation: Any):
+    def __init__(self, site: DeviceSite, paths: tuple[Path, ...], serverobservation: Any):
         self.site = site
-        self.path = path
+        self.paths = paths
+        # one path: a plain Observe, whose attributes apply; several: Observe-Composite
+        self.path: Path | None = paths[0] if len(paths) == 1 else None
         self._servobs = serverobservation
         self._clock = site.clock
         self.last_sent = self._clock.now()
@@ -280,14 +380,19 @@ class Observation:
         self._pmax: TimerHandle | None = None
         self._arm_pmax()
 
+    def concerns(self, path: Path) -> bool:
+        return any(p.contains(path) or path.contains(p) for p in self.paths)
+
     def _attrs(self) -> dict[str, str]:
+        if self.path is None:
+            return {}
         try:
             return self.site.store.effective_attributes(self.path)
         except LwM2MError:
             return {}
 
     def _numeric_value(self) -> float | None:
-        if self.path.res is None:
+        if self.path is None or self.path.res is None:
             return None
         try:
             value = self.site.store.get(self.path)
@@ -314,7 +419,7 @@ class Observation:
         return False
 
     def changed(self) -> None:
-        if not self.site.store.exists(self.path):
+        if not any(self.site.store.exists(p) for p in self.paths):
             self._send()  # the answer is now 4.04, which ends the observation
             return
         attrs = self._attrs()
@@ -358,6 +463,10 @@ class Observation:
 
 def _uri(request: Message) -> str:
     return "/" + "/".join(request.opt.uri_path)
+
+
+def _is_root(request: Message) -> bool:
+    return request.opt.uri_path in ((), ("",))
 
 
 def _path(request: Message) -> Path:

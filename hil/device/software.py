@@ -6,8 +6,10 @@ Object 9 (Software Management) follows OMA's state machine:
   Update State DELIVERED;
 * Install (``/9/{id}/4``) validates the manifest and loads the module →
   INSTALLED with Update Result 2, or Update Result 54 (a bad manifest or
-  module: unsupported package) / 58 (anything else) with the reason in the
-  package's 35003 Error;
+  module: unsupported package), 50 (the module needs more memory than the
+  node has left: both numbers in the reason, checked before anything is
+  allocated) or 58 (anything else), with the reason in the package's 35003
+  Error;
 * Activate (``/9/{id}/10``) runs ``setup()`` then schedules ``loop()`` →
   Activation State true; Deactivate (``/9/{id}/11``) calls ``on_quit()``;
 * Uninstall (``/9/{id}/6``) or deleting the instance stops and frees it.
@@ -36,6 +38,7 @@ from typing import Any, Protocol
 from ..lwm2m.model import ObjLnk, Path, ResourceType, UpdateResult, UpdateState, resource_def
 from ..service.manifest import Manifest, ManifestError, parse_manifest
 from ..service.runtime import (
+    DEFAULT_STACK_SIZE,
     Clock,
     LoadedService,
     ServiceInputError,
@@ -84,6 +87,7 @@ class ServiceHost(Protocol):
     """The node's facilities its services use: name, time, console, log, sensors and objects."""
 
     endpoint: str
+    memory_kb: int  # Memory Total (/3/0/21): what services may use in all
     clock: Clock
     console: Console
     shell: Shell
@@ -95,6 +99,9 @@ class ServiceHost(Protocol):
 
     def republish_sensors(self) -> None:
         """Write the board sensors' readings again (a service gave their instance back)."""
+
+    def report(self, path: Path, value: Any) -> None:
+        """A service output's new value at ``path``: stored, and told to the server (notification or Send)."""
 
 
 class Services:
@@ -159,7 +166,7 @@ class Services:
                     value = shortest_float32(float(value))
                 elif rd is not None and rd.type is ResourceType.INTEGER:
                     value = int(value)
-                self.node.objects.set(path, value, always_notify=True)
+                self.node.report(path, value)
 
     def _on_fault(self, service: LoadedService, message: str) -> None:
         package = self.packages.get(service.instance_id)
@@ -193,6 +200,10 @@ class Services:
             return
         try:
             manifest = parse_manifest(package.data, source=f"/9/{inst}/2")
+            shortfall = self._memory_shortfall(manifest, inst)
+            if shortfall:
+                self._install_failed(package, UpdateResult.NOT_ENOUGH_STORAGE, shortfall)
+                return
             service = self.runtime.load(manifest, inst)
         except (ManifestError, ServiceLoadError) as e:
             self._install_failed(package, UpdateResult.UNSUPPORTED_PACKAGE, str(e))
@@ -210,6 +221,28 @@ class Services:
         store.set(base.child(9), int(UpdateResult.INSTALLED))
         self._ensure_monitor(package)
         self.node.shell.log("inf", "embserve", f"installed {manifest.name} v{manifest.version} at /9/{inst}")
+
+    def memory_in_use(self, but: int | None = None) -> int:
+        """Bytes the installed services take (code, LOT, data, bss, stack), leaving out instance ``but``."""
+        stack = self.runtime.stack_size if self._runtime is not None else 0
+        return sum(len(p.manifest.module.code) + p.manifest.module.ram_size + stack
+                   for i, p in self.packages.items()
+                   if i != but and p.service is not None and p.manifest is not None and p.manifest.module is not None)
+
+    def _memory_shortfall(self, manifest: Manifest, inst: int) -> str:
+        """Why ``manifest``'s module does not fit in what the node has left ("" when it fits), before anything is allocated."""
+        module = manifest.module
+        if module is None:
+            return ""
+        stack = self._runtime.stack_size if self._runtime is not None else DEFAULT_STACK_SIZE
+        needed = len(module.code) + module.ram_size + stack
+        total = self.node.memory_kb * 1024
+        free = total - self.memory_in_use(but=inst)
+        if needed <= free:
+            return ""
+        return (f"{manifest.name}: module needs {needed} bytes of memory (code {len(module.code)}, LOT {module.lot_size}, "
+                f"data {len(module.data)}, bss {module.bss_size}, stack {stack}); the node has {free} bytes free "
+                f"of {total} (Memory Total {self.node.memory_kb} kB)")
 
     def _install_failed(self, package: Package, result: UpdateResult, message: str) -> None:
         package.error = message
@@ -232,6 +265,7 @@ class Services:
             if mapping.obj not in store.objects():
                 store.add_object(mapping.obj)
             if chosen is None:
+                # created with every mandatory resource (Sensor Value at 0.0 until the first output)
                 chosen = store.free_instance_id(mapping.obj)
                 store.add_instance(mapping.obj, chosen, {})
             self.owners[Path(mapping.obj, chosen)] = inst

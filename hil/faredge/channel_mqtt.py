@@ -36,15 +36,17 @@ from ..fita.northbound import (
     ANNOUNCE_TOPIC,
     CHANGED,
     CONTENT,
+    BAD_GATEWAY,
     CREATED,
     DELETED,
+    GATEWAY_TIMEOUT,
     PROPERTY,
     announce_labels,
     code_text,
     request_topic,
 )
 from ..lwm2m.model import Path
-from .channels import SOFTWARE_MANAGEMENT, DeployChannel, DeployStepError
+from .channels import SOFTWARE_MANAGEMENT, DeployChannel, DeployStepError, memory_kb
 
 OBJECT = sdf.object_name(SOFTWARE_MANAGEMENT)  # LWM2M_Software_Management
 
@@ -113,7 +115,7 @@ class MqttChannel(DeployChannel):
         try:
             client = await self._connected()
         except MqttError as exc:
-            raise DeployStepError(endpoint, step, str(exc)) from None
+            raise DeployStepError(endpoint, step, str(exc), uncertain=True) from None
         response_topic = secrets.token_hex(16)
         future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._pending[response_topic] = future
@@ -130,9 +132,9 @@ class MqttChannel(DeployChannel):
             )
             raw = await asyncio.wait_for(future, self.step_timeout)
         except TimeoutError:
-            raise DeployStepError(endpoint, step, f"no answer on {topic} within {self.step_timeout:g} s") from None
+            raise DeployStepError(endpoint, step, f"no answer on {topic} within {self.step_timeout:g} s", uncertain=True) from None
         except MqttError as exc:
-            raise DeployStepError(endpoint, step, str(exc)) from None
+            raise DeployStepError(endpoint, step, str(exc), uncertain=True) from None
         finally:
             self._pending.pop(response_topic, None)
             if self._mqtt is not None:
@@ -148,7 +150,9 @@ class MqttChannel(DeployChannel):
             detail = f"response code {code_text(code)}, expected {code_text(expect)}"
             if answer.get("error"):
                 detail += f": {answer['error']}"
-            raise DeployStepError(endpoint, step, detail)
+            # the gateway's 5.04 and 5.02: the device did not answer or could not be reached
+            raise DeployStepError(endpoint, step, detail, uncertain=code in (GATEWAY_TIMEOUT, BAD_GATEWAY),
+                                  code=code if isinstance(code, int) else None)
         return answer
 
     # ------------------------------------------------------------------ DeployChannel
@@ -204,3 +208,25 @@ class MqttChannel(DeployChannel):
                 objects.update(answer.get("sdfObject") or {})
             node = {"sdfObject": objects}
         return announce_labels({endpoint: node})[1]
+
+    async def memory_total_kb(self, endpoint: str) -> int | None:
+        topic = request_topic(endpoint, "Device", 0, PROPERTY, "Memory_Total")
+        answer = await self.request(endpoint, topic, "GET", step="read Memory Total", expect=CONTENT)
+        for entry in (answer.get("sdfObject") or {}).get("Device") or []:
+            value = memory_kb((entry.get("sdfProperty") or {}).get("Memory_Total"))
+            if value is not None:
+                return value
+        return None
+
+    async def package_error(self, endpoint: str, instance: int) -> str:
+        name = sdf.object_name(35003)
+        answer = await self.request(endpoint, request_topic(endpoint, name), "GET", step=f"read {name}", expect=CONTENT)
+        for entry in (answer.get("sdfObject") or {}).get(name) or []:
+            props = entry.get("sdfProperty") or {}
+            try:
+                link = sdf.parse_value(Path(35003, int(entry.get("label", 0)), 27400), props.get(sdf.resource_name(35003, 27400)))
+            except (sdf.SdfError, ValueError, TypeError):
+                continue
+            if tuple(link) == (SOFTWARE_MANAGEMENT, instance):
+                return str(props.get(sdf.resource_name(35003, 27404)) or "")
+        return ""

@@ -24,8 +24,13 @@ from typing import Any, Self
 import aiohttp
 
 from ..lwm2m.model import ObjLnk
-from .channels import DeployChannel, DeployStepError
+from .channels import DeployChannel, DeployStepError, memory_kb
 from ..fita.labels import labels_from
+
+
+# Leshan status names -> CoAP codes as numbers (the ones a deployment meets)
+LESHAN_CODES = {"NOT_FOUND": 132, "BAD_REQUEST": 128, "METHOD_NOT_ALLOWED": 133, "NOT_ACCEPTABLE": 134,
+                "UNSUPPORTED_CONTENT_FORMAT": 143, "INTERNAL_SERVER_ERROR": 160}
 
 
 class RestChannel(DeployChannel):
@@ -71,16 +76,18 @@ class RestChannel(DeployChannel):
                     answer = None
                 status = response.status
         except TimeoutError:
-            raise DeployStepError(endpoint, step, f"{method} {url}: no answer within {self.step_timeout:g} s") from None
+            raise DeployStepError(endpoint, step, f"{method} {url}: no answer within {self.step_timeout:g} s", uncertain=True) from None
         except aiohttp.ClientError as exc:
-            raise DeployStepError(endpoint, step, f"{method} {url}: {exc}") from None
+            raise DeployStepError(endpoint, step, f"{method} {url}: {exc}", uncertain=True) from None
         if not isinstance(answer, dict):
             raise DeployStepError(endpoint, step, f"{method} {url}: HTTP {status} without a JSON object")
         if status != 200 or answer.get("success") is False:
             detail = f"{method} {url}: HTTP {status}, status {answer.get('status')}"
             if answer.get("errormessage"):
                 detail += f": {answer['errormessage']}"
-            raise DeployStepError(endpoint, step, detail)
+            # 504/502: the gateway got no answer from the device, or could not reach it
+            raise DeployStepError(endpoint, step, detail, uncertain=status in (502, 504),
+                                  code=LESHAN_CODES.get(str(answer.get("status"))))
         return answer
 
     # ------------------------------------------------------------------ DeployChannel
@@ -138,6 +145,19 @@ class RestChannel(DeployChannel):
             if prop is not None:
                 props.append(str(prop))
         return labels_from(device_type if isinstance(device_type, str) else None, props)
+
+
+    async def memory_total_kb(self, endpoint: str) -> int | None:
+        return memory_kb((await self.read(endpoint, "/3/0/21") or {}).get("value"))
+
+    async def package_error(self, endpoint: str, instance: int) -> str:
+        node = await self.read(endpoint, "/35003") or {}
+        for inst in node.get("instances") or []:
+            values = {r.get("id"): r.get("value") for r in inst.get("resources") or [] if r.get("kind") == "singleResource"}
+            link = values.get(27400)
+            if isinstance(link, dict) and (link.get("objectId"), link.get("objectInstanceId")) == (9, instance):
+                return str(values.get(27404) or "")
+        return ""
 
 
 def _value(value: Any) -> Any:

@@ -8,6 +8,11 @@ because request/response over MQTT is a chain of small packets.
     async with MqttClient(host, port, on_message=handle) as client:
         await client.subscribe("a/+/b", no_local=True)
         client.publish("topic", b"payload", qos=1)
+
+A connection that is lost stays lost until :meth:`MqttClient.reconnect`
+(``on_connection_lost`` says when); with ``session_expiry`` the broker keeps
+the session (subscriptions, QoS 1 messages for us) that long after a loss,
+and ``on_connected(session_present)`` tells whether it did.
 """
 
 from __future__ import annotations
@@ -58,11 +63,18 @@ class MqttClient:
         client_id: str | None = None,
         on_message: MessageHandler | None = None,
         keepalive: int = 30,
+        session_expiry: int | None = None,
+        on_connected: Callable[[bool], None] | None = None,
+        on_connection_lost: Callable[[str], None] | None = None,
         log: logging.Logger | None = None,
     ):
         self.host = host
         self.port = port
         self.keepalive = keepalive
+        self.session_expiry = session_expiry
+        self.on_connected = on_connected
+        self.on_connection_lost = on_connection_lost
+        self.session_present = False
         self.log = log or logging.getLogger("hil.mqtt")
         self.client_id = client_id or f"embserve-hil-{os.getpid()}-{next(_ids)}"
         self.on_message = on_message
@@ -97,11 +109,31 @@ class MqttClient:
     # ------------------------------------------------------------------ lifetime
 
     async def connect(self, timeout: float = 10.0) -> Self:
+        properties = None
+        if self.session_expiry is not None:
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = self.session_expiry
+        # a clean first session; a reconnect resumes it when the broker kept it (session_expiry)
+        await self._handshake(lambda: self._client.connect(self.host, self.port, keepalive=self.keepalive,
+                                                           clean_start=mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+                                                           properties=properties), timeout)
+        return self
+
+    async def reconnect(self, timeout: float = 10.0) -> Self:
+        """Connect again after a loss, with the same client id (and session, if the broker kept it)."""
+        if self._loop is None:
+            return await self.connect(timeout)
+        self._forget_socket()
+        await self._handshake(self._client.reconnect, timeout)
+        return self
+
+    async def _handshake(self, start: Callable[[], object], timeout: float) -> None:
         self._loop = asyncio.get_running_loop()
         self._connected = self._loop.create_future()
         self._disconnected = self._loop.create_future()
+        self.closed_reason = None
         try:
-            self._client.connect(self.host, self.port, keepalive=self.keepalive)
+            start()
         except OSError as exc:
             raise MqttError(f"cannot connect to the MQTT broker at {self.address}: {exc}") from None
         try:
@@ -112,7 +144,6 @@ class MqttClient:
         except MqttError:
             await self.close()
             raise
-        return self
 
     async def close(self, timeout: float = 2.0) -> None:
         if self._loop is None:
@@ -237,16 +268,28 @@ class MqttClient:
             return
         if getattr(reason, "is_failure", False):
             self._connected.set_exception(MqttError(f"the MQTT broker at {self.address} refused the connection: {reason}"))
-        else:
-            self._connected.set_result(None)
+            return
+        self.session_present = bool(getattr(flags, "session_present", False))
+        self._connected.set_result(None)
+        if self.on_connected is not None:
+            try:
+                self.on_connected(self.session_present)
+            except Exception:
+                self.log.exception("MQTT client %s: on_connected failed", self.client_id)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object, reason: object, properties: object) -> None:
         self.closed_reason = f"disconnected ({reason})"
         if self._disconnected is not None and not self._disconnected.done():
             self._disconnected.set_result(None)
-        if getattr(reason, "is_failure", False):
+        lost = getattr(reason, "is_failure", False)
+        if lost:
             self.log.warning("MQTT client %s lost its connection to %s: %s", self.client_id, self.address, reason)
         self._fail_waiters(MqttError(f"MQTT connection to {self.address} lost: {reason}"))
+        if lost and self.on_connection_lost is not None:
+            try:
+                self.on_connection_lost(str(reason))
+            except Exception:
+                self.log.exception("MQTT client %s: on_connection_lost failed", self.client_id)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int, codes: list, properties: object) -> None:
         self._resolve(mid, codes)

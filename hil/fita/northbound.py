@@ -29,6 +29,8 @@ from .sdf import SdfError
 
 ANNOUNCE_TOPIC = "announce"
 UNREGISTER_TOPIC = "unregister"
+# [ours] {"<ep>": {"reachable": false, "reason": "...", "timestamp": <epoch s>}} when the gateway loses or finds a node
+REACHABILITY_TOPIC = "reachability"
 REQUEST_FILTER = "+/+/#"
 
 CREATED, DELETED, CHANGED, CONTENT = 65, 66, 68, 69

@@ -1,8 +1,8 @@
 """SDF names and values as NextGenGW shows LwM2M objects over MQTT.
 
-Names: an object's SDF name is :attr:`ObjectDef.sdf_name` (``Device``,
-``LWM2M_Software_Management``...); a resource's is its OMA name with spaces
-turned into underscores (``Memory_Total``, ``IP_Addresses``), except the
+Names: an object's or resource's SDF name is its OMA name (from the object
+definitions) with spaces turned into underscores (``Device``,
+``LWM2M_Software_Management``, ``Memory_Total``, ``IP_Addresses``), except the
 Software Package objlnk of 35003, which NextGenGW spells ``Sofware_Package``.
 Objects and resources without a definition go by their number.
 
@@ -36,7 +36,11 @@ from ..lwm2m.model import (
 # The one resource whose SDF name is not derived from its OMA name.
 NAME_QUIRKS: dict[tuple[int, int], str] = {(35003, 27400): "Sofware_Package"}
 
-_OBJECT_BY_SDF = {od.sdf_name: od.id for od in DEFINITIONS.values() if od.sdf_name}
+def _sdf(name: str) -> str:
+    return name.replace(" ", "_")
+
+
+_OBJECT_BY_SDF = {_sdf(od.name): od.id for od in DEFINITIONS.values()}
 
 
 class SdfError(LwM2MError):
@@ -52,7 +56,7 @@ class SdfError(LwM2MError):
 
 def object_name(obj: int) -> str:
     od = DEFINITIONS.get(obj)
-    return od.sdf_name if od and od.sdf_name else str(obj)
+    return _sdf(od.name) if od else str(obj)
 
 
 def resource_name(obj: int, res: int) -> str:
@@ -61,7 +65,7 @@ def resource_name(obj: int, res: int) -> str:
         return quirk
     od = DEFINITIONS.get(obj)
     rd = od.resource(res) if od else None
-    return rd.name.replace(" ", "_") if rd else str(res)
+    return _sdf(rd.name) if rd else str(res)
 
 
 def object_id(name: str) -> int:
@@ -82,7 +86,7 @@ def resource_id(obj: int, name: str) -> int:
     od = DEFINITIONS.get(obj)
     if od:
         for rd in od.resources.values():
-            if rd.name.replace(" ", "_") == name:
+            if _sdf(rd.name) == name:
                 return rd.id
     if name.isdigit() and int(name) <= 0xFFFF:
         return int(name)
@@ -228,6 +232,6 @@ def _objlnk(text: str) -> ObjLnk:
     if not sep:
         raise ValueError("expected OBJ:INST or '<object name>/<instance>'")
     for od in DEFINITIONS.values():
-        if name in (od.name, od.sdf_name):
+        if name in (od.name, _sdf(od.name)):
             return ObjLnk(od.id, int(inst))
     return ObjLnk(int(name), int(inst))

@@ -11,7 +11,9 @@ What FITA's kubelet and node watcher read in their "leshan" mode:
 * a node: ``{"kind": "singleResource", "id", "type", "value"}``,
   ``{"kind": "multiResource", "id", "type", "values": {"0": v}}``,
   ``{"kind": "instance", "id", "resources": [...]}``, ``{"kind": "obj", "id", "instances": [...]}``.
-  Types are Leshan's upper-case names; opaque values are hex, objlnk values
+  Types are Leshan's upper-case names, from the object definitions, or for
+  a resource they do not know the type the decoded value carries (a SenML
+  ``v`` is a number, never OPAQUE); opaque values are hex, objlnk values
   ``{"objectId": 9, "objectInstanceId": 1000}``, time values epoch milliseconds;
 * every answer: ``{"status": "CONTENT", "valid": true, "success": true, "failure": false, "content": ...}``.
 """
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..lwm2m.model import Content, LwM2MError, ObjLnk, Path, ResourceType, resource_def
+from ..lwm2m.model import Content, LwM2MError, ObjLnk, Path, ResourceType, resource_def, value_type
 from .registry import Registration
 
 STATUS_NAMES = {
@@ -69,6 +71,9 @@ def registration_json(reg: Registration) -> dict[str, Any]:
         "additionalRegistrationAttributes": {},
         "queuemode": reg.queue_mode,
         "availableInstances": {str(obj): insts for obj, insts in reg.available_instances.items()},
+        # not Leshan's: whether the gateway can reach the device now, and what it saw when it could not
+        "reachable": reg.reachable,
+        "unreachableReason": reg.unreachable_reason,
     }
 
 
@@ -85,7 +90,7 @@ def node_json(content: Content, path: Path) -> dict[str, Any] | None:
     if path.ri is not None:
         if path not in content:
             return None
-        return {"kind": "resourceInstance", "id": path.ri, "type": _type_name(path), "value": _value_json(content[path], path)}
+        return {"kind": "resourceInstance", "id": path.ri, "type": _type_name(path, content[path]), "value": _value_json(content[path], path)}
     return _resource(content, Path(path.obj, path.inst, path.res))
 
 
@@ -96,7 +101,7 @@ def _instance(content: Content, obj: int, inst: int) -> dict[str, Any]:
 
 def _resource(content: Content, res_path: Path) -> dict[str, Any] | None:
     if res_path in content:
-        return {"kind": "singleResource", "id": res_path.res, "type": _type_name(res_path), "value": _value_json(content[res_path], res_path)}
+        return {"kind": "singleResource", "id": res_path.res, "type": _type_name(res_path, content[res_path]), "value": _value_json(content[res_path], res_path)}
     items = {p.ri: v for p, v in content.items() if p.ri is not None and Path(p.obj, p.inst, p.res) == res_path}
     if not items:
         rd = resource_def(res_path)
@@ -105,14 +110,18 @@ def _resource(content: Content, res_path: Path) -> dict[str, Any] | None:
     return {
         "kind": "multiResource",
         "id": res_path.res,
-        "type": _type_name(res_path),
+        "type": _type_name(res_path, next(iter(items.values()), None)),
         "values": {str(ri): _value_json(v, res_path) for ri, v in sorted(items.items())},
     }
 
 
-def _type_name(path: Path) -> str:
+def _type_name(path: Path, value: Any = None) -> str:
+    """The definition's type; for a resource no definition knows, the type the decoded value carries."""
     rd = resource_def(path)
-    return TYPE_NAMES[rd.type] if rd else "OPAQUE"
+    if rd is not None:
+        return TYPE_NAMES[rd.type]
+    carried = value_type(value)
+    return TYPE_NAMES[carried] if carried is not None else "OPAQUE"
 
 
 # embServe reports these as strings and FITA's node watcher reads them so in
@@ -228,3 +237,42 @@ def _parse(value: Any, rtype: ResourceType, path: Path) -> Any:
     except (TypeError, ValueError, KeyError, LwM2MError) as exc:
         raise NodeError(f"{path}: {value!r} is not a valid {rtype.value} value ({exc})") from None
     raise NodeError(f"{path} is executable and takes no value")
+
+
+def composite_json(content: Content, paths: list[Path]) -> dict[str, Any]:
+    """``{"/3/0/0": node, ...}``: the node of each path a composite operation named (those present)."""
+    out: dict[str, Any] = {}
+    for path in paths:
+        below = {p: v for p, v in content.items() if path.contains(p)}
+        if below:
+            out[str(path)] = node_json(below, path)
+    return out
+
+
+def send_json(content: Content) -> dict[str, Any]:
+    """``{"/3303/0/5700": node, ...}``: every resource a Send carried, as its own node."""
+    resources = sorted({Path(p.obj, p.inst, p.res) for p in content})
+    return {str(r): node_json({p: v for p, v in content.items() if r.contains(p)}, r) for r in resources}
+
+
+def composite_content_from_json(body: Any) -> Content:
+    """Flat content of a Write-Composite body ``{"/3/0/14": value or {"value": v, "type": T}, ...}``."""
+    if not isinstance(body, dict) or not body:
+        raise NodeError('Write-Composite needs a body {"/obj/inst/res": value or {"value": v, "type": T}, ...}')
+    content: Content = {}
+    for key, node in body.items():
+        try:
+            path = Path.parse(key)
+        except LwM2MError as exc:
+            raise NodeError(f"Write-Composite: {exc}") from None
+        if path.res is None:
+            raise NodeError(f"Write-Composite writes resources: {key} is not a resource path")
+        node = node if isinstance(node, dict) else {"value": node}
+        if "value" not in node:
+            raise NodeError(f"Write-Composite: {key} has no 'value'")
+        if "type" in node or resource_def(path) is not None:
+            rtype = _node_type(node, path)
+        else:  # a resource no definition knows: the JSON value's own type
+            rtype = value_type(node["value"]) or ResourceType.STRING
+        content[path] = _parse(node["value"], rtype, path)
+    return content

@@ -7,9 +7,9 @@ relays notifications through an iterator that keeps only the latest; a
 notification that arrives as the first of several Block2 blocks is completed
 with a plain (blockwise) read instead.
 
-Cancelling is passive, as LwM2M allows: the gateway forgets the token, so the
-device's next confirmable notification is answered with a Reset and the
-device stops observing.
+Cancelling is active: the gateway sends the device a GET with Observe=1 and
+the observation's token (RFC 7641 section 3.6), and forgets the token, so any
+notification still coming is answered with a Reset (confirmable or not).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .errors import (
     GatewayTimeout,
     GatewayTransportError,
 )
+from .formats import kind_of
 
 NotificationListener = Callable[["Notification"], None]
 
@@ -43,6 +44,12 @@ class ObservationHost(Protocol):
 
     def observe_request(self, endpoint: str, path: Path, fmt: int | None) -> tuple[str, Any]:
         """Send GET with Observe: (registration id, aiocoap's request)."""
+
+    async def negotiate(self, endpoint: str, path: Path | None, kind: str, attempt: Callable[[int], Awaitable[Any]]) -> Any:
+        """``attempt(format)`` in the format chosen for the device, once more in the next after a 4.06/4.15."""
+
+    def report(self, notification: "Notification") -> None:
+        """Hand a notification to the gateway's report listeners."""
 
     async def await_answer(
         self, pending: Awaitable[Message], endpoint: str, path: Path, operation: str, timeout: float | None
@@ -57,21 +64,32 @@ class ObservationHost(Protocol):
 
     def untrack_observation(self, observation: "Observation") -> None: ...
 
+    def deregister_observation(self, request: Any) -> None:
+        """Tell the device to stop: GET with Observe=1 and the token of ``request``."""
+
 
 @dataclass(frozen=True)
 class Notification:
+    """Values a device reported: a notification of an observation, or a Send (``kind`` "send").
+
+    ``path`` is the observed path; None for what spans paths (Observe-Composite, Send).
+    """
+
     endpoint: str
-    path: Path
+    path: Path | None
     content: Content
     timestamp: float  # wall clock at arrival, time.time()
-    sequence: int | None  # the Observe option value; None on a final notification
+    sequence: int | None  # the Observe option value; None on a final notification and a Send
     content_format: int | None
+    kind: str = "notify"  # "notify" or "send"
     #: the CoAP message it came in (ID, token): how the emulator's side finds when it left the device
     message_id: int | None = None
     token: bytes = b""
 
     def value(self, path: Path | str | None = None) -> Any:
         """The value at ``path`` (default: the observed path itself)."""
+        if path is None and self.path is None:
+            raise KeyError(f"the {self.kind} from {self.endpoint} spans {len(self.content)} path(s): name one")
         key = self.path if path is None else Path.parse(path)
         try:
             return self.content[key]
@@ -96,7 +114,8 @@ class Observation:
 
     _END = object()
 
-    def __init__(self, gateway: ObservationHost, endpoint: str, path: Path, fmt: int | None, timeout: float | None):
+    def __init__(self, gateway: ObservationHost, endpoint: str, path: Path | None, fmt: int | None, timeout: float | None):
+        """``fmt`` None: the gateway chooses (and falls back once after a 4.06/4.15)."""
         self._gateway = gateway
         self.endpoint = endpoint
         self.path = path
@@ -120,9 +139,11 @@ class Observation:
         if self._started:
             return self
         self._started = True
-        self.registration_id, self._request = self._gateway.observe_request(self.endpoint, self.path, self._fmt)
         try:
-            await self._first_answer()
+            if self._fmt is not None:
+                await self._begin(self._fmt)
+            else:
+                await self._gateway.negotiate(self.endpoint, self.path, self._kind(), self._begin)
         except BaseException:
             self._finish("the observation could not start")
             raise
@@ -131,8 +152,22 @@ class Observation:
             self._finish("the registration ended while the observation started")
         return self
 
+    def _kind(self) -> str:
+        assert self.path is not None
+        return kind_of(self.path)
+
+    def _open(self, fmt: int | None) -> tuple[str, Any]:
+        """Send the Observe request: (registration id, aiocoap's request)."""
+        assert self.path is not None
+        return self._gateway.observe_request(self.endpoint, self.path, fmt)
+
+    async def _begin(self, fmt: int | None) -> None:
+        self._fmt = fmt
+        self.registration_id, self._request = self._open(fmt)
+        await self._first_answer()
+
     async def _first_answer(self) -> None:
-        response = await self._gateway.await_answer(self._request.response, self.endpoint, self.path, "observe", self._timeout)
+        response = await self._gateway.await_answer(self._request.response, self.endpoint, self._where(), "observe", self._timeout)
         if response.opt.observe is None:
             raise ObservationRefused(
                 f"{self.endpoint}: observe {self.path} answered {response.code} without an Observe option; "
@@ -148,6 +183,11 @@ class Observation:
             warnings.simplefilter("ignore", DeprecationWarning)
             self._request.observation.register_callback(self._on_response)
             self._request.observation.register_errback(self._on_error)
+
+    def _where(self) -> Path | str:
+        """What the observation is of, for messages."""
+        assert self.path is not None
+        return self.path
 
     def __await__(self) -> Generator[Any, None, Observation]:
         return self.start().__await__()
@@ -213,7 +253,7 @@ class Observation:
         if self.ended is not None:
             return
         try:
-            raise_for_code(response, self.endpoint, self.path, "notification of")
+            raise_for_code(response, self.endpoint, self._where(), "notification of")
         except GatewayError as exc:
             # an error notification is always the last one; aiocoap ends its side itself
             self._finish(f"the device ended it: {exc}", exc, device_ended=True)
@@ -229,6 +269,7 @@ class Observation:
             self._finish(f"a notification could not be used: {exc}", exc)
 
     async def _read_whole(self) -> Message:
+        assert self.path is not None
         return await self._gateway.read_message(
             self.endpoint, self.path, "read (blockwise notification of)", self._fmt, self._timeout
         )
@@ -251,7 +292,7 @@ class Observation:
             self._finish(str(failure), failure, device_ended=True)
 
     def _deliver(self, response: Message, sequence: int | None) -> None:
-        content = decode(response, self.endpoint, self.path)
+        content = decode(response, self.endpoint, self.path, self._where())
         ct = response.opt.content_format
         note = Notification(
             endpoint=self.endpoint,
@@ -271,6 +312,7 @@ class Observation:
                 listener(note)
             except Exception:
                 self.log.exception("notification listener %r failed for %s %s", listener, self.endpoint, self.path)
+        self._gateway.report(note)
 
     def _finish(self, reason: str, failure: Exception | None = None, device_ended: bool = False) -> None:
         """End the observation; ``device_ended`` when aiocoap is already ending its side."""
@@ -289,6 +331,7 @@ class Observation:
             stop_interest = getattr(self._request, "_stop_interest", None)
             if callable(stop_interest):
                 asyncio.get_running_loop().call_soon(stop_interest)
+            self._gateway.deregister_observation(self._request)
         for task in list(self._fetches):
             task.cancel()
         self._queue.put_nowait(self._END)

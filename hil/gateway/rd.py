@@ -105,10 +105,12 @@ def _links(request: Message, required: bool) -> list[Link] | None:
 class RegistrationInterface(PathCapable, Resource):
     """Root resource of the gateway's CoAP site; serves ``/rd`` and ``/rd/<id>``."""
 
-    def __init__(self, registry: Registry, log: logging.Logger):
+    def __init__(self, registry: Registry, log: logging.Logger, policy: Any = None):
+        """``policy``: an object whose ``check(version, links)`` raises :class:`Rejected` (e.g. ``StrictRegistration``)."""
         super().__init__()
         self.registry = registry
         self.log = log
+        self.policy = policy
 
     async def render(self, request: Message) -> Message:
         try:
@@ -155,6 +157,8 @@ class RegistrationInterface(PathCapable, Resource):
         binding = _binding(query["b"]) if "b" in query else "U"
         links = _links(request, required=True)
         assert links is not None
+        if self.policy is not None:
+            self.policy.check(version, links)
         now = time.time()
         reg = Registration(
             endpoint=endpoint,
@@ -189,6 +193,9 @@ class RegistrationInterface(PathCapable, Resource):
             changes["sms_number"] = query["sms"]
         links = _links(request, required=False)
         if links is not None:
+            if self.policy is not None:
+                reg = self.registry.get_by_id(registration_id)
+                self.policy.check(reg.lwm2m_version if reg else "1.0", links)
             changes["object_links"] = links
             changes["root_path"] = root_path_of(links)
         self.registry.update(registration_id, **changes)

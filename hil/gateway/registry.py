@@ -23,7 +23,8 @@ from typing import Any, Callable, Literal
 from ..lwm2m.link import LWM2M_ROOT_RT, Link, available_instances
 from .errors import GatewayError, GatewayTimeout, describe_endpoints
 
-EventKind = Literal["registered", "updated", "deregistered", "expired"]
+EventKind = Literal["registered", "updated", "deregistered", "expired", "unreachable", "reachable"]
+GONE: tuple[str, ...] = ("deregistered", "expired")  # the kinds after which the registration no longer exists
 Listener = Callable[["RegistrationEvent"], None]
 
 
@@ -49,6 +50,10 @@ class Registration:
     sms_number: str | None = None
     # aiocoap remote the registration came from; device requests go back to it.
     remote: Any = field(default=None, repr=False, compare=False)
+    # False from an ICMP error or a request that used up its retransmissions
+    # until the device is heard from again; unreachable_reason says what was seen
+    reachable: bool = True
+    unreachable_reason: str = ""
 
     @cached_property  # frozen, so computing once is safe; dataclasses.replace starts afresh
     def available_instances(self) -> dict[int, list[int]]:
@@ -182,15 +187,18 @@ class Registry:
             if rid not in self._by_id:
                 return rid
 
-    def register(self, registration: Registration) -> Registration:
-        """Add a registration; one already held for the same endpoint is dropped first."""
+    def register(self, registration: Registration, *, expires_in: float | None = None, reason: str = "") -> Registration:
+        """Add a registration; one already held for the same endpoint is dropped first.
+
+        ``expires_in`` (seconds) for one whose lifetime started earlier, e.g. restored from the database.
+        """
         old = self._by_endpoint.get(registration.endpoint)
         if old is not None:
             self._drop(old, "deregistered", "replaced by a new registration")
         self._by_endpoint[registration.endpoint] = registration
         self._by_id[registration.registration_id] = registration
-        self._arm(registration)
-        self._emit(RegistrationEvent("registered", registration))
+        self._arm(registration, expires_in)
+        self._emit(RegistrationEvent("registered", registration, reason))
         for waiter in self._waiters.pop(registration.endpoint, []):
             if not waiter.done():
                 waiter.set_result(registration)
@@ -206,6 +214,18 @@ class Registry:
         self._by_id[registration_id] = new
         self._arm(new)
         self._emit(RegistrationEvent("updated", new))
+        return new
+
+    def set_reachable(self, registration_id: str, reachable: bool, reason: str = "") -> Registration | None:
+        """Mark a registration (un)reachable; emits ``unreachable``/``reachable`` when that changes."""
+        old = self._by_id.get(registration_id)
+        if old is None or (old.reachable == reachable and (reachable or old.unreachable_reason == reason)):
+            return old
+        new = dataclasses.replace(old, reachable=reachable, unreachable_reason="" if reachable else reason)
+        self._by_endpoint[new.endpoint] = new
+        self._by_id[registration_id] = new
+        if old.reachable != reachable:
+            self._emit(RegistrationEvent("reachable" if reachable else "unreachable", new, reason))
         return new
 
     def deregister(self, registration_id: str) -> Registration | None:
@@ -228,14 +248,13 @@ class Registry:
             timer.cancel()
         self._emit(RegistrationEvent(kind, reg, reason))
 
-    def _arm(self, reg: Registration) -> None:
+    def _arm(self, reg: Registration, expires_in: float | None = None) -> None:
         timer = self._timers.pop(reg.registration_id, None)
         if timer is not None:
             timer.cancel()
         loop = asyncio.get_running_loop()
-        self._timers[reg.registration_id] = loop.call_later(
-            reg.lifetime + self.expiry_grace, self._expire, reg.registration_id
-        )
+        delay = reg.lifetime + self.expiry_grace if expires_in is None else max(0.0, expires_in)
+        self._timers[reg.registration_id] = loop.call_later(delay, self._expire, reg.registration_id)
 
     # ------------------------------------------------------------------ events
 

@@ -6,17 +6,34 @@ base URL is ``api.url`` (``http://127.0.0.1:PORT``). Calls:
 ================================================  =========================================
 ``GET /api/clients``                              every registration (JSON list)
 ``GET /api/clients/{ep}``                         one registration; 404 if unknown
-``GET /api/clients/{ep}/{path}``                  Read (``?format=TLV|SENML_JSON|TEXT|OPAQUE``)
+``GET /api/clients/{ep}/{path}``                  Read (``?format=TLV|SENML_JSON|SENML_CBOR|TEXT|OPAQUE``;
+                                                  without it the format chosen for the device)
 ``PUT /api/clients/{ep}/{path}``                  Write (Replace); body a Leshan node
 ``POST /api/clients/{ep}/{obj}``                  Create; body ``{"id": N, "kind": "instance", "resources": [...]}``
 ``POST /api/clients/{ep}/{obj}/{inst}``           Write (Partial Update); body an instance node
 ``POST /api/clients/{ep}/{obj}/{inst}/{res}``     Execute; the body, if any, is the argument text
 ``DELETE /api/clients/{ep}/{obj}/{inst}``         Delete
+``POST /api/clients/{ep}/{path}/observe``         Observe; notifications as ``NOTIFICATION`` events
+``DELETE /api/clients/{ep}/{path}/observe``       cancel that observation
+``GET /api/clients/{ep}/composite?paths=/a,/b``   Read-Composite; content ``{"/a": node, ...}``
+``PUT /api/clients/{ep}/composite``               Write-Composite; body ``{"/3/0/14": value or node, ...}``
+``POST /api/clients/{ep}/composite/observe?paths=``  Observe-Composite (``DELETE`` cancels)
+``GET /fleet``, ``/api/fleet``, ``/api/fleet/events``  the live fleet page, its data and its batched
+                                                  updates (:mod:`hil.gateway.fleet_view`)
 ``GET /api/event``                                server-sent events: ``REGISTRATION``,
                                                   ``UPDATED`` (``{"registration": ...}``) and
                                                   ``DEREGISTRATION`` (on de-registration
-                                                  and expiry), data = the registration JSON
+                                                  and expiry), data = the registration JSON;
+                                                  ``UNREACHABLE`` and ``REACHABLE`` (the gateway
+                                                  lost or found the device again; the JSON says
+                                                  ``reachable`` and ``unreachableReason``);
+                                                  ``NOTIFICATION`` (``{"ep", "kind": "single"|"composite",
+                                                  "res", "val"}``) for observations made here;
+                                                  ``SEND`` (``{"ep", "val": {"/path": node}}``)
+                                                  for every Send a device makes
 ================================================  =========================================
+
+The composite calls take ``?format=SENML_JSON|SENML_CBOR`` too.
 
 ``?timeout=N`` (seconds) bounds the device request. Device answers, success
 or not, come back as HTTP 200 with the Leshan envelope (``status``,
@@ -37,6 +54,7 @@ from aiohttp import web
 
 from ..lwm2m.model import LwM2MError, Path
 from . import leshan
+from .fleet_view import FleetPage, FleetView
 from .errors import (
     GatewayDecodeError,
     GatewayError,
@@ -47,22 +65,32 @@ from .errors import (
 )
 from .registry import RegistrationEvent
 
-FORMATS = {"TLV": "tlv", "SENML_JSON": "senml", "TEXT": "text", "OPAQUE": "opaque"}
-EVENT_NAMES = {"registered": "REGISTRATION", "updated": "UPDATED", "deregistered": "DEREGISTRATION", "expired": "DEREGISTRATION"}
+FORMATS = {"TLV": "tlv", "SENML_JSON": "senml", "SENML_CBOR": "senml_cbor", "TEXT": "text", "OPAQUE": "opaque"}
+EVENT_NAMES = {
+    "registered": "REGISTRATION", "updated": "UPDATED", "deregistered": "DEREGISTRATION", "expired": "DEREGISTRATION",
+    "unreachable": "UNREACHABLE", "reachable": "REACHABLE",
+}
 _END = object()
 
 
 class RestApi:
     """The gateway's Leshan-style HTTP API; see the module docs."""
 
-    def __init__(self, gateway: Any, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None):
+    def __init__(self, gateway: Any, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None,
+                 fleet_view: FleetView | None = None):
+        """``fleet_view``: the view the fleet page shows (default: one of its own on ``gateway``)."""
         self.gateway = gateway
+        self._own_fleet_view = fleet_view is None
+        self.fleet_view = fleet_view
+        self.fleet_page: FleetPage | None = None
         self.host = host
         self.port = port
         self.log = log or logging.getLogger("hil.gateway.rest")
         self._runner: web.AppRunner | None = None
         self._streams: set[asyncio.Queue[Any]] = set()
         self._remove_listener: Any = None
+        self._remove_report_listener: Any = None
+        self._observations: dict[tuple[str, str], Any] = {}  # (endpoint, "/path" or "composite /a,/b") -> observation
         self.requests = 0
 
     @property
@@ -74,11 +102,21 @@ class RestApi:
 
     async def start(self) -> Self:
         app = web.Application()
+        if self.fleet_view is None:
+            self.fleet_view = FleetView(self.gateway)
+        self.fleet_page = FleetPage(self.fleet_view, log=self.log)
+        app.add_routes(self.fleet_page.routes())
         app.add_routes(
             [
                 web.get("/api/event", self._events),
                 web.get("/api/clients", self._clients),
                 web.get("/api/clients/{ep}", self._client),
+                web.get("/api/clients/{ep}/composite", self._read_composite),
+                web.put("/api/clients/{ep}/composite", self._write_composite),
+                web.post("/api/clients/{ep}/composite/observe", self._observe_composite),
+                web.delete("/api/clients/{ep}/composite/observe", self._cancel_composite),
+                web.post("/api/clients/{ep}/{path:[0-9/]+}/observe", self._observe),
+                web.delete("/api/clients/{ep}/{path:[0-9/]+}/observe", self._cancel),
                 web.get("/api/clients/{ep}/{path:[0-9/]+}", self._read),
                 web.put("/api/clients/{ep}/{path:[0-9/]+}", self._write),
                 web.post("/api/clients/{ep}/{path:[0-9/]+}", self._post),
@@ -91,6 +129,9 @@ class RestApi:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         self._remove_listener = self.gateway.add_listener(self._on_registration)
+        add_report_listener = getattr(self.gateway, "add_report_listener", None)
+        if add_report_listener is not None:
+            self._remove_report_listener = add_report_listener(self._on_report)
         self.log.info("REST API listening on %s/api", self.url)
         return self
 
@@ -98,8 +139,19 @@ class RestApi:
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
+        if self._remove_report_listener is not None:
+            self._remove_report_listener()
+            self._remove_report_listener = None
+        for obs in self._observations.values():
+            obs.cancel("the REST API closed")
+        self._observations.clear()
         for queue in list(self._streams):
             queue.put_nowait(_END)
+        if self.fleet_page is not None:
+            self.fleet_page.close()
+        if self._own_fleet_view and self.fleet_view is not None:
+            self.fleet_view.close()
+            self.fleet_view = None
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -154,7 +206,7 @@ class RestApi:
                 else:
                     content = leshan.content_from_json(node, path)
                     inst = node["id"]
-                created = await self.gateway.create(endpoint, path, content, instance_id=inst, timeout=timeout)
+                created = await self.gateway.create(endpoint, path, content, instance_id=inst, fmt=_format(request), timeout=timeout)
                 return _answer(65, {"kind": "instance", "id": created.inst, "resources": []})
             if path.res is None:
                 content = leshan.content_from_json(await _body(request), path)
@@ -166,6 +218,85 @@ class RestApi:
 
         return await self._device_call(request, post)
 
+    async def _observe(self, request: web.Request) -> web.Response:
+        async def observe(endpoint: str, path: Path, timeout: float | None) -> web.Response:
+            key = (endpoint, str(path))
+            if key in self._observations and self._observations[key].active:
+                latest = self._observations[key].latest
+                return _answer(69, leshan.node_json(latest.content, path) if latest else None)
+            obs = await self.gateway.observe(endpoint, path, _format(request), timeout=timeout)
+            self._watch(key, obs)
+            return _answer(69, leshan.node_json(obs.latest.content, path) if obs.latest else None)
+
+        return await self._device_call(request, observe)
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        async def cancel(endpoint: str, path: Path, timeout: float | None) -> web.Response:
+            return self._cancel_key((endpoint, str(path)))
+
+        return await self._device_call(request, cancel)
+
+    async def _read_composite(self, request: web.Request) -> web.Response:
+        async def read(endpoint: str, paths: list[Path], timeout: float | None) -> web.Response:
+            content = await self.gateway.read_composite(endpoint, paths, _format(request), timeout=timeout)
+            return _answer(69, leshan.composite_json(content, paths))
+
+        return await self._composite_call(request, read)
+
+    async def _write_composite(self, request: web.Request) -> web.Response:
+        async def write(endpoint: str, _: list[Path], timeout: float | None) -> web.Response:
+            content = leshan.composite_content_from_json(await _body(request))
+            await self.gateway.write_composite(endpoint, content, _format(request), timeout=timeout)
+            return _answer(68)
+
+        return await self._composite_call(request, write, paths_required=False)
+
+    async def _observe_composite(self, request: web.Request) -> web.Response:
+        async def observe(endpoint: str, paths: list[Path], timeout: float | None) -> web.Response:
+            key = (endpoint, "composite " + ",".join(map(str, paths)))
+            if key not in self._observations or not self._observations[key].active:
+                obs = await self.gateway.observe_composite(endpoint, paths, _format(request), timeout=timeout)
+                self._watch(key, obs, paths)
+            latest = self._observations[key].latest
+            return _answer(69, leshan.composite_json(latest.content, paths) if latest else None)
+
+        return await self._composite_call(request, observe)
+
+    async def _cancel_composite(self, request: web.Request) -> web.Response:
+        async def cancel(endpoint: str, paths: list[Path], timeout: float | None) -> web.Response:
+            return self._cancel_key((endpoint, "composite " + ",".join(map(str, paths))))
+
+        return await self._composite_call(request, cancel)
+
+    def _watch(self, key: tuple[str, str], obs: Any, paths: list[Path] | None = None) -> None:
+        self._observations[key] = obs
+
+        def notify(note: Any) -> None:
+            if paths is None:
+                data = {"ep": note.endpoint, "kind": "single", "res": str(note.path), "val": leshan.node_json(note.content, note.path)}
+            else:
+                data = {"ep": note.endpoint, "kind": "composite", "val": leshan.composite_json(note.content, paths)}
+            self._publish("NOTIFICATION", data)
+
+        obs.add_listener(notify)
+
+    def _cancel_key(self, key: tuple[str, str]) -> web.Response:
+        obs = self._observations.pop(key, None)
+        if obs is None:
+            return _answer(132, error=f"no observation of {key[1]} on {key[0]} was made through this API", http_status=404)
+        obs.cancel("cancelled through the REST API")
+        return _answer(69)
+
+    async def _composite_call(self, request: web.Request, call: Any, paths_required: bool = True) -> web.Response:
+        async def with_paths(endpoint: str, _: Path, timeout: float | None) -> web.Response:
+            text = request.query.get("paths", "")
+            paths = [Path.parse(p) for p in text.split(",") if p.strip()]
+            if paths_required and not paths:
+                raise ValueError("composite operations need ?paths=/obj/inst/res,/obj/inst,... (at least one)")
+            return await call(endpoint, paths, timeout)
+
+        return await self._device_call(request, with_paths, path_in_url=False)
+
     async def _delete(self, request: web.Request) -> web.Response:
         async def delete(endpoint: str, path: Path, timeout: float | None) -> web.Response:
             await self.gateway.delete(endpoint, path, timeout=timeout)
@@ -173,11 +304,11 @@ class RestApi:
 
         return await self._device_call(request, delete)
 
-    async def _device_call(self, request: web.Request, call: Any) -> web.Response:
+    async def _device_call(self, request: web.Request, call: Any, path_in_url: bool = True) -> web.Response:
         self.requests += 1
         endpoint = request.match_info["ep"]
         try:
-            path = Path.parse(request.match_info["path"])
+            path = Path.parse(request.match_info["path"]) if path_in_url else Path(0)
             timeout = _timeout(request)
             if endpoint not in self.gateway.registrations:
                 return _unknown(endpoint)
@@ -203,6 +334,16 @@ class RestApi:
         data = leshan.registration_json(event.registration)
         if name == "UPDATED":
             data = {"registration": data}
+        self._publish(name, data)
+        if event.kind in ("deregistered", "expired"):
+            for key in [k for k in self._observations if k[0] == event.endpoint]:
+                self._observations.pop(key).cancel(f"{event.endpoint} {event.kind}")
+
+    def _on_report(self, notification: Any) -> None:
+        if notification.kind == "send":
+            self._publish("SEND", {"ep": notification.endpoint, "val": leshan.send_json(notification.content)})
+
+    def _publish(self, name: str, data: Any) -> None:
         message = f"event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
         for queue in self._streams:
             queue.put_nowait(message)

@@ -16,6 +16,11 @@ Announce and unregister (topics ``announce`` and ``unregister``, QoS 1)
     the bare endpoint name to ``unregister``; so does closing the bridge, for
     every node it announced, since nothing reaches them through it any more.
 
+Reachability (topic ``reachability``, QoS 1) — this project's
+    When the gateway loses a node (an ICMP error, or a request that used up
+    its retransmissions) or hears from it again, the bridge publishes
+    ``{"<ep>": {"reachable": false, "reason": "...", "timestamp": <epoch s>}}``.
+
 Requests (subscribed as ``+/+/#``, MQTT v5)
     Topic ``{ep}/{Object}[/{inst}[/Property/{name}|/Action/{name}]]``, payload
     ``{"operation": "GET"|"POST"|"DELETE", "data": ...}``; ``data`` may be a JSON
@@ -52,7 +57,7 @@ Requests (subscribed as ``+/+/#``, MQTT v5)
     carried out (the node watcher deletes leftover packages that way) and its
     outcome is logged.
 
-Readings (``{ep}/{Obj}/{inst}/Property/{Resource}``, QoS 0) — topic scheme of this project
+Readings (``{ep}/{Obj}/{inst}/Property/{Resource}``, QoS 1) — topic scheme of this project
     The bridge observes ``/3303/{x}/5700`` and ``/3300/{x}/5700`` on every node
     that has those instances (learnt from the registration and its updates)
     and publishes each notification as
@@ -60,7 +65,18 @@ Readings (``{ep}/{Obj}/{inst}/Property/{Resource}``, QoS 0) — topic scheme of 
     ``node1/Temperature/0/Property/Sensor_Value`` with ``"Temperature": 21.5``
     (``Temperature`` being the SDF name FITA's adapters use for that reading).
     It is the topic a GET of that property would use; the bridge's own
-    subscription is no-local, and a reading carries no ``operation``.
+    subscription is no-local, and a reading carries no ``operation``. A
+    device that pushes readings with LwM2M 1.1 Send (``/dp``) is published
+    the same way, one message per reading path the Send carries.
+
+When the broker goes away
+    The bridge reconnects with exponential back-off (``reconnect_initial`` s
+    doubling up to ``reconnect_cap`` s, with jitter), in a session the broker
+    keeps for ``session_expiry`` s, and subscribes again when the broker no
+    longer has it (a restarted broker). Whatever it publishes meanwhile
+    (readings, announces, answers) waits in a queue of ``outbox_limit``
+    messages and goes out, in order, once connected; past that limit the
+    oldest are dropped, counted in ``stats.lost`` and logged.
 """
 
 from __future__ import annotations
@@ -68,7 +84,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import secrets
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -89,6 +108,7 @@ from ..fita.northbound import (
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
     PROPERTY,
+    REACHABILITY_TOPIC,
     REQUEST_FILTER,
     SUCCESS_CODES,
     UNREGISTER_TOPIC,
@@ -109,7 +129,7 @@ from .errors import (
     UnknownEndpoint,
 )
 from .observe import Notification, Observation
-from .registry import Registration, RegistrationEvent
+from .registry import GONE, Registration, RegistrationEvent
 
 ANNOUNCE_READS = (3, 15)  # objects read in full for the announce; the rest go by label
 PLUMBING_OBJECTS = (0, 1, 2)  # Security, Server, Access Control: LwM2M's own, not the device's
@@ -124,6 +144,9 @@ class BridgeStats:
     requests: int = 0
     failed_requests: int = 0
     readings: int = 0
+    reconnects: int = 0  # connections made again after a loss
+    queued: int = 0  # messages that waited for the broker to come back
+    lost: int = 0  # messages dropped because the queue was full
 
 
 def _error_code(exc: Exception) -> int:
@@ -158,6 +181,10 @@ class SdfMqttBridge:
         announce_reads: tuple[int, ...] = ANNOUNCE_READS,
         announce_concurrency: int = 32,
         readings: bool = True,
+        reconnect_initial: float = 0.1,
+        reconnect_cap: float = 1.0,
+        session_expiry: int = 300,
+        outbox_limit: int = 10_000,
         log: logging.Logger | None = None,
     ):
         self.gateway = gateway
@@ -168,8 +195,20 @@ class SdfMqttBridge:
         self.readings_enabled = readings
         self.log = log or logging.getLogger("hil.gateway.sdf")
         self.stats = BridgeStats()
-        self.mqtt = MqttClient(broker_host, broker_port, client_id=client_id or f"nextgengw-bridge-{secrets.token_hex(4)}", on_message=self._on_message, log=self.log)
+        self.reconnect_initial = reconnect_initial
+        self.reconnect_cap = reconnect_cap
+        self.mqtt = MqttClient(
+            broker_host, broker_port, client_id=client_id or f"nextgengw-bridge-{secrets.token_hex(4)}",
+            on_message=self._on_message, session_expiry=session_expiry,
+            on_connection_lost=self._connection_lost, log=self.log,
+        )
+        self._outbox: deque[tuple[str, str, int, Any]] = deque()
+        self.outbox_limit = outbox_limit
+        self._lost = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closing = False
         self._remove_listener: Any = None
+        self._remove_report_listener: Any = None
         self._announcing: dict[str, asyncio.Task[None]] = {}
         self._announced: set[str] = set()
         self._known_links: dict[str, dict[int, list[int]]] = {}
@@ -194,16 +233,28 @@ class SdfMqttBridge:
         except MqttError:
             await self.mqtt.close()
             raise
+        self._supervisor = asyncio.get_running_loop().create_task(self._stay_connected(), name="sdf-bridge-reconnect")
         self._remove_listener = self.gateway.add_listener(self._on_registration)
+        add_report_listener = getattr(self.gateway, "add_report_listener", None)
+        if add_report_listener is not None and self.readings_enabled:
+            self._remove_report_listener = add_report_listener(self._on_report)
         for reg in list(self.gateway.registrations.values()):
             self._registered(reg)
         self.log.info("SDF/MQTT bridge on %s serving %s", self.broker_address, REQUEST_FILTER)
         return self
 
     async def close(self) -> None:
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+            self._supervisor = None
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
+        if self._remove_report_listener is not None:
+            self._remove_report_listener()
+            self._remove_report_listener = None
         pending = [*self._announcing.values(), *self._observing.values(), *self._tasks]
         if pending:
             # let device requests in flight finish: aiocoap mishandles an answer to a cancelled one
@@ -227,6 +278,63 @@ class SdfMqttBridge:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    # ------------------------------------------------------------------ the broker connection
+
+    def _connection_lost(self, reason: str) -> None:
+        if not self._closing:
+            self._lost.set()
+
+    async def _stay_connected(self) -> None:
+        """Reconnect after every loss, with back-off; subscribe again if the session is gone; flush the outbox."""
+        while True:
+            await self._lost.wait()
+            self._lost.clear()
+            lost_at = time.monotonic()
+            delay = self.reconnect_initial
+            while True:
+                try:
+                    await self.mqtt.reconnect(timeout=max(2.0, self.reconnect_cap))
+                    if not self.mqtt.session_present:
+                        await self.mqtt.subscribe(REQUEST_FILTER, qos=1, no_local=True)
+                    break
+                except MqttError as exc:
+                    self.log.info("SDF/MQTT bridge: broker at %s not back yet (%s); next try in %.2g s",
+                                  self.broker_address, exc, delay)
+                await asyncio.sleep(delay * random.uniform(1.0, 1.25))
+                delay = min(delay * 2, self.reconnect_cap)
+            self.stats.reconnects += 1
+            self.log.warning("SDF/MQTT bridge: reconnected to %s after %.2f s (%s, %d queued messages to send)",
+                             self.broker_address, time.monotonic() - lost_at,
+                             "session kept" if self.mqtt.session_present else "subscribed again", len(self._outbox))
+            self._flush()
+
+    def _publish(self, topic: str, payload: str, what: str, qos: int = 1, properties: Any = None) -> None:
+        """Publish now, or queue it until the broker is back (bounded; drops counted in ``stats.lost``)."""
+        if self.mqtt.connected and not self._outbox:
+            try:
+                self.mqtt.publish(topic, payload, qos=qos, properties=properties)
+                return
+            except MqttError:
+                pass  # the connection went while we were at it: queue
+        if len(self._outbox) >= self.outbox_limit:
+            dropped = self._outbox.popleft()
+            self.stats.lost += 1
+            if self.stats.lost == 1 or self.stats.lost % 1000 == 0:
+                self.log.warning("SDF/MQTT bridge: broker at %s away, queue full (%d): dropped %s (%d lost so far)",
+                                 self.broker_address, self.outbox_limit, dropped[0], self.stats.lost)
+        self._outbox.append((topic, payload, qos, properties))
+        self.stats.queued += 1
+        self.log.debug("queued %s for when %s is back", what, self.broker_address)
+
+    def _flush(self) -> None:
+        while self._outbox and self.mqtt.connected:
+            topic, payload, qos, properties = self._outbox[0]
+            try:
+                self.mqtt.publish(topic, payload, qos=qos, properties=properties)
+            except MqttError:
+                return  # lost again: the supervisor flushes after the next reconnect
+            self._outbox.popleft()
+
     # ------------------------------------------------------------------ registrations
 
     def _on_registration(self, event: RegistrationEvent) -> None:
@@ -234,8 +342,10 @@ class SdfMqttBridge:
             self._registered(event.registration)
         elif event.kind == "updated":
             self._updated(event.registration)
-        else:  # deregistered, expired
+        elif event.kind in GONE:
             self._gone(event.registration, event.kind)
+        else:  # unreachable, reachable
+            self._publish_reachability(event)
 
     def _registered(self, reg: Registration) -> None:
         self._schedule_announce(reg)
@@ -292,7 +402,7 @@ class SdfMqttBridge:
             return  # gone while we were reading it; its unregister is out already
         if not self._current(reg) or reg.endpoint in self._announce_next:
             return  # gone, registered anew, or about to be announced with newer links
-        self.mqtt.publish(ANNOUNCE_TOPIC, json.dumps(payload, separators=(",", ":")), qos=1)
+        self._publish(ANNOUNCE_TOPIC, json.dumps(payload, separators=(",", ":")), f"announce of {reg.endpoint}")
         self._announced.add(reg.endpoint)
         self.stats.announces += 1
         self.log.debug("announced %s", reg.endpoint)
@@ -332,11 +442,13 @@ class SdfMqttBridge:
             return await request()
 
     def _publish_unregister(self, endpoint: str) -> None:
-        if not self.mqtt.connected:
-            self.log.warning("cannot publish unregister of %s: not connected to %s", endpoint, self.broker_address)
-            return
-        self.mqtt.publish(UNREGISTER_TOPIC, endpoint, qos=1)
+        self._publish(UNREGISTER_TOPIC, endpoint, f"unregister of {endpoint}")
         self.stats.unregisters += 1
+
+    def _publish_reachability(self, event: RegistrationEvent) -> None:
+        reg = event.registration
+        body = {reg.endpoint: {"reachable": reg.reachable, "reason": event.reason, "timestamp": time.time()}}
+        self._publish(REACHABILITY_TOPIC, json.dumps(body, separators=(",", ":")), f"reachability of {reg.endpoint}")
 
     async def _unregister_acked(self, endpoint: str) -> None:
         await self.mqtt.publish_acked(UNREGISTER_TOPIC, endpoint, qos=1, timeout=5.0)
@@ -391,15 +503,22 @@ class SdfMqttBridge:
             value = note.value()
         except KeyError:
             return
-        path = note.path
+        assert note.path is not None
+        self._publish_value(note.endpoint, note.path, value, note.timestamp)
+
+    def _on_report(self, note: Notification) -> None:
+        if note.kind != "send":
+            return  # notifications come through the bridge's own observations
+        for path, value in note.content.items():
+            if path.ri is None and (path.obj, path.res) in READING_PATHS:
+                self._publish_value(note.endpoint, path, value, note.timestamp)
+
+    def _publish_value(self, endpoint: str, path: Path, value: Any, timestamp: float) -> None:
+        assert path.res is not None
         obj_name = sdf.object_name(path.obj)
-        reading_topic = request_topic(note.endpoint, obj_name, path.inst, PROPERTY, sdf.resource_name(path.obj, path.res))
-        body = {"value": value, obj_name: value, "timestamp": note.timestamp}
-        try:
-            self.mqtt.publish(reading_topic, json.dumps(body), qos=0)
-        except MqttError as exc:
-            self.log.warning("reading of %s%s not published: %s", note.endpoint, path, exc)
-            return
+        reading_topic = request_topic(endpoint, obj_name, path.inst, PROPERTY, sdf.resource_name(path.obj, path.res))
+        body = {"value": value, obj_name: value, "timestamp": timestamp}
+        self._publish(reading_topic, json.dumps(body), f"reading of {endpoint}{path}")
         self.stats.readings += 1
 
     # ------------------------------------------------------------------ requests
@@ -429,15 +548,12 @@ class SdfMqttBridge:
             level = logging.INFO if answer["response_code"] in SUCCESS_CODES else logging.WARNING
             self.log.log(level, "request on %s has no ResponseTopic; outcome not sent: %s", topic, answer)
             return
-        try:
-            self.mqtt.publish(
-                response_topic,
-                json.dumps(answer, separators=(",", ":")),
-                qos=1,
-                properties=publish_properties(correlation_data=correlation, content_type="application/json"),
-            )
-        except MqttError as exc:
-            self.log.warning("answer to %s on %s not sent: %s", topic, response_topic, exc)
+        self._publish(
+            response_topic,
+            json.dumps(answer, separators=(",", ":")),
+            f"answer to {topic}",
+            properties=publish_properties(correlation_data=correlation, content_type="application/json"),
+        )
 
     async def handle(self, topic: str, payload: bytes) -> dict[str, Any]:
         """Carry out one request and return the answer payload (raises for failures)."""

@@ -11,9 +11,11 @@ for anything raw.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
+import time
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Awaitable, Callable, Iterable, Mapping
@@ -21,13 +23,17 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 import aiocoap
 from aiocoap import Message
 from aiocoap.numbers.codes import Code
+from aiocoap.numbers.types import NON
 
 from ..lwm2m import codecs, tlv
-from ..lwm2m.codecs import LINK, OPAQUE, SENML_JSON, TEXT, TLV
+from ..lwm2m.codecs import LINK, OPAQUE, SENML_CBOR, SENML_JSON, TEXT, TLV
 from ..lwm2m.link import Link, parse_links
-from ..lwm2m.model import Content, LwM2MError, Path
+from ..lwm2m.model import DEFINITIONS, Content, LwM2MError, Path, ResourceType
+from ..progress import waiting
 from .answers import await_answer, decode, raise_for_code
-from .exchanges import Exchanges
+from .composite import CompositeObservation, describe, parse_paths, request_body
+from .formats import FormatChooser, Kind, kind_of, negotiate
+from .in_flight import InFlight
 from .errors import (
     GatewayDecodeError,
     GatewayError,
@@ -36,9 +42,15 @@ from .errors import (
     GatewayTransportError,
     UnknownEndpoint,
 )
-from .observe import Notification, Observation, ObservationRefused
+from .exchange import DeviceExchanges, TransmissionParameters
+from .observe import Notification, NotificationListener, Observation, ObservationRefused
+from .reachability import Reachability
 from .rd import RegistrationInterface
-from .registry import Registration, RegistrationEvent, Registry, Subscription
+from .registry import GONE, Registration, RegistrationEvent, Registry, Subscription
+from .send import SendInterface
+from .site import GatewaySite
+from .store import Deployment, GatewayStore
+from .transport import DatagramGuard, remote_for
 
 __all__ = [
     "Gateway",
@@ -54,6 +66,7 @@ __all__ = [
     "RegistrationEvent",
     "Response",
     "Subscription",
+    "TransmissionParameters",
     "UnknownEndpoint",
     "resolve_format",
 ]
@@ -69,13 +82,17 @@ FORMAT_NAMES: dict[str, int] = {
     "plain": TEXT,
     "senml": SENML_JSON,
     "senml+json": SENML_JSON,
+    "senml_json": SENML_JSON,
+    "cbor": SENML_CBOR,
+    "senml+cbor": SENML_CBOR,
+    "senml_cbor": SENML_CBOR,
     "opaque": OPAQUE,
     "link": LINK,
 }
 
 
 def resolve_format(fmt: Format) -> int | None:
-    """CoAP content format number from a number or a name (tlv, text, senml, opaque, link)."""
+    """CoAP content format number from a number or a name (tlv, text, senml, senml_cbor, opaque, link)."""
     if fmt is None or isinstance(fmt, int):
         return fmt
     try:
@@ -96,11 +113,6 @@ def disable_coap_port_sharing() -> None:
     os.environ.setdefault("AIOCOAP_REUSE_PORT", "0")
 
 
-def _format_or(fmt: Format, default: int) -> int:
-    number = resolve_format(fmt)
-    return default if number is None else number
-
-
 @dataclass(frozen=True)
 class Response:
     """A device's successful answer, for callers that want it raw."""
@@ -116,7 +128,17 @@ class Gateway:
     """LwM2M server on one UDP socket.
 
     ``expiry_grace`` is added to every lifetime before a silent registration
-    is dropped; ``request_timeout`` is the default for every device request.
+    is dropped. Requests to devices are paced by ``transmission`` (CoAP's
+    transmission parameters, RFC 7252 defaults; see
+    :mod:`hil.gateway.exchange`), and each waits ``request_timeout`` at most:
+    by default as long as all its retransmissions take. With ``database``
+    (a file path) registrations and deployments survive a restart
+    (:mod:`hil.gateway.store`).
+    ``registration_policy`` checks every Register and Update (e.g.
+    :class:`~hil.gateway.strict.StrictRegistration`); the default takes them all.
+
+    Content formats are chosen per registration (:mod:`hil.gateway.formats`)
+    unless the caller names one (``fmt=``), which is then used as it is.
     """
 
     def __init__(
@@ -125,18 +147,32 @@ class Gateway:
         port: int = 0,
         *,
         expiry_grace: float = 2.0,
-        request_timeout: float = 5.0,
+        request_timeout: float | None = None,
+        transmission: TransmissionParameters | None = None,
+        database: str | os.PathLike[str] | None = None,
         log: logging.Logger | None = None,
+        registration_policy: Any = None,
     ):
         self.log = log or logging.getLogger("hil.gateway")
         self._bind = (host, port)
-        self.request_timeout = request_timeout
+        self.transmission = transmission or TransmissionParameters()
+        self._tuning = self.transmission.tuning()
+        self.request_timeout = self.transmission.exchange_timeout if request_timeout is None else request_timeout
+        self.registration_policy = registration_policy
         self.registry = Registry(expiry_grace, self.log)
         self.registry.add_listener(self._on_registration_event)
+        self.formats = FormatChooser(self.log)
+        self.registry.add_listener(self.formats.on_registration)
+        self._report_listeners: list[NotificationListener] = []
+        self.sends = SendInterface(self.registry, self.report, self.log)
+        self.reachability = Reachability(self.registry, self.log)
         self._context: aiocoap.Context | None = None
+        self.exchanges: DeviceExchanges | None = None
+        self.datagrams: DatagramGuard | None = None
+        self.store = GatewayStore(database, self.log) if database is not None else None
         self._observations: set[Observation] = set()
         #: the requests in flight to each device (an emulated device's clock watches it)
-        self.exchanges = Exchanges()
+        self.in_flight = InFlight()
         self.host = host
         self.port = port
 
@@ -146,10 +182,14 @@ class Gateway:
         if self._context is not None:
             raise GatewayError(f"gateway already listening on {self.uri}")
         disable_coap_port_sharing()
-        site = RegistrationInterface(self.registry, self.log)
+        site = GatewaySite(RegistrationInterface(self.registry, self.log, self.registration_policy), self.sends, self.log)
         # udp6 only: the default transport list would also open TCP/TLS/WS listeners
         self._context = await aiocoap.Context.create_server_context(
             site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
+        )
+        self.exchanges = DeviceExchanges(self._context, self.transmission, self.log, on_silent=self.reachability.silent)
+        self.datagrams = DatagramGuard(
+            self._context, self.log, on_heard=self.reachability.heard, on_unreachable=self.reachability.unreachable
         )
         sock = self._context.request_interfaces[0].token_interface.message_interface.transport.get_extra_info("socket")
         self.port = sock.getsockname()[1]
@@ -159,12 +199,42 @@ class Gateway:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         except OSError as exc:
             self.log.debug("could not enlarge the receive buffer: %s", exc)
+        if self.store is not None:
+            self._restore(self.store.open())
+            self.registry.add_listener(self.store.on_registration_event)
         self.log.info("LwM2M server listening on %s", self.uri)
         return self
+
+    def _restore(self, stored: list[Registration]) -> None:
+        """Registrations from before a restart whose lifetime has not run out: reachable at once."""
+        now = time.time()
+        restored = 0
+        for reg in stored:
+            left = reg.updated_at + reg.lifetime + self.registry.expiry_grace - now
+            if left <= 0 or reg.endpoint in self.registry.by_endpoint:
+                continue
+            try:
+                remote = remote_for(self.context, *reg.address)
+            except OSError as exc:
+                self.log.warning("not restoring %s: its address %s: %s", reg.endpoint, reg.address_text, exc)
+                continue
+            self.registry.register(dataclasses.replace(reg, remote=remote), expires_in=left,
+                                   reason=f"restored from {self.store.path if self.store else 'the database'}")
+            restored += 1
+        if stored:
+            self.log.info("restored %d of %d stored registrations", restored, len(stored))
+
+    @property
+    def deployments(self) -> list[Deployment]:
+        """What the gateway put on its devices' object 9 (kept across restarts with ``database``)."""
+        return sorted(self.store.deployments.values(), key=lambda d: (d.endpoint, d.instance)) if self.store else []
 
     async def close(self) -> None:
         for obs in list(self._observations):
             obs.cancel("the gateway closed")
+        if self.store is not None:
+            self.registry.remove_listener(self.store.on_registration_event)  # closing is no de-registration
+            await self.store.close()
         self.registry.close()
         context, self._context = self._context, None
         if context is not None:
@@ -202,7 +272,8 @@ class Gateway:
             raise UnknownEndpoint(endpoint, self.registry.by_endpoint) from None
 
     async def wait_for_registration(self, endpoint: str, timeout: float = 10.0) -> Registration:
-        return await self.registry.wait_for(endpoint, timeout)
+        with waiting(f"{endpoint} to register at the gateway", timeout):
+            return await self.registry.wait_for(endpoint, timeout)
 
     def subscribe(self) -> Subscription:
         """Events from now on: ``async with gw.subscribe() as events: ev = await events.get()``."""
@@ -216,18 +287,48 @@ class Gateway:
         self.registry.remove_listener(listener)
 
     def _on_registration_event(self, event: RegistrationEvent) -> None:
-        if event.kind in ("deregistered", "expired"):
+        if event.kind in GONE:
             rid = event.registration.registration_id
             for obs in [o for o in self._observations if o.registration_id == rid]:
                 obs.cancel(f"the registration was {event.kind}: {event.reason}")
 
+    # ------------------------------------------------------------------ reports
+
+    def add_report_listener(self, listener: NotificationListener) -> Callable[[], None]:
+        """``listener(notification)`` for every notification of every observation and every Send
+        (``kind`` "send"); returns a function that removes it."""
+        self._report_listeners.append(listener)
+        return lambda: self._report_listeners.remove(listener) if listener in self._report_listeners else None
+
+    def report(self, notification: Notification) -> None:
+        for listener in list(self._report_listeners):
+            try:
+                listener(notification)
+            except Exception:
+                self.log.exception("report listener %r failed on %s from %s", listener, notification.kind, notification.endpoint)
+
+    # ------------------------------------------------------------------ formats
+
+    async def negotiate(self, endpoint: str, path: Path | None, kind: str, attempt: Callable[[int], Awaitable[Any]]) -> Any:
+        """``attempt(format)`` in the format chosen for ``endpoint``, once more in the next after a 4.06/4.15."""
+        return await negotiate(self.formats, self.registration(endpoint), path, kind, attempt)  # type: ignore[arg-type]
+
+    async def _in_format(self, endpoint: str, path: Path | None, kind: Kind, fmt: Format, attempt: Callable[[int], Awaitable[Any]]) -> Any:
+        explicit = resolve_format(fmt)
+        if explicit is not None:
+            return await attempt(explicit)
+        return await self.negotiate(endpoint, path, kind, attempt)
+
     # ------------------------------------------------------------------ device management
 
     async def read(self, endpoint: str, path: PathLike, fmt: Format = None, *, timeout: float | None = None) -> Content:
-        """Read ``path``; asks for TLV unless ``fmt`` says otherwise, decodes whatever format comes back."""
+        """Read ``path`` in ``fmt``, or in the format chosen for the device; decodes whatever format comes back."""
         path = Path.parse(path)
-        accept = _format_or(fmt, TLV)
-        response = await self._send(endpoint, "GET", path, "read", accept=accept, timeout=timeout)
+
+        async def attempt(accept: int) -> Message:
+            return await self._send(endpoint, "GET", path, "read", accept=accept, timeout=timeout)
+
+        response = await self._in_format(endpoint, path, kind_of(path), fmt, attempt)
         return decode(response, endpoint, path)
 
     async def read_raw(self, endpoint: str, path: PathLike, fmt: Format = None, *, timeout: float | None = None) -> Response:
@@ -249,8 +350,8 @@ class Gateway:
         """Write a value to a resource, or a ``{Path: value}`` dict below ``path``.
 
         ``replace`` sends PUT (Replace), otherwise POST (Partial Update).
-        Encoded as TLV unless ``fmt`` says otherwise; payloads over one block
-        go out with Block1.
+        Encoded in ``fmt``, or in the format chosen for the device; payloads
+        over one block go out with Block1.
         """
         path = Path.parse(path)
         if isinstance(value, Mapping):
@@ -262,11 +363,15 @@ class Gateway:
                     "pass a {Path: value} dict to write an instance"
                 )
             content = {path: value}
-        fmt_number = _format_or(fmt, TLV)
-        payload = codecs.encode(content, path, fmt_number)
-        await self._send(
-            endpoint, "PUT" if replace else "POST", path, "write", payload=payload, content_format=fmt_number, timeout=timeout
-        )
+
+        async def attempt(fmt_number: int) -> Message:
+            payload = codecs.encode(content, path, fmt_number)
+            return await self._send(
+                endpoint, "PUT" if replace else "POST", path, "write", payload=payload, content_format=fmt_number, timeout=timeout
+            )
+
+        kind = kind_of(path) if set(content) == {path} else "multi"
+        await self._in_format(endpoint, path, kind, fmt, attempt)
 
     async def execute(
         self, endpoint: str, path: PathLike, arg: str | bytes | None = None, *, timeout: float | None = None
@@ -284,12 +389,17 @@ class Gateway:
         content: Content | None = None,
         *,
         instance_id: int | None = None,
+        fmt: Format = None,
         timeout: float | None = None,
     ) -> Path:
         """Create an object instance; returns its path (from Location-Path, else the id asked for).
 
-        ``instance_id`` (or the instance in ``content``'s paths) is sent as an
-        Object Instance TLV; without either, the device picks the id.
+        In ``fmt``, or the format chosen for the device. ``instance_id`` (or
+        the instance in ``content``'s paths) goes in the payload: TLV wraps it
+        in an Object Instance TLV, SenML names it in every record (with no
+        values given, those of the object's mandatory resources at their
+        neutral values, so the id has a record to travel in); without
+        either, the device picks the id.
         """
         obj = Path.parse(obj_path)
         if obj.inst is not None:
@@ -302,17 +412,19 @@ class Gateway:
             raise ValueError(
                 f"create on {endpoint}{obj}: content spans instances {sorted(instances)}, expected one ({instance_id})"
             )
-        if instance_id is None:
-            payload = codecs.encode(content, Path(obj.obj, 0), TLV) if content else b""
-        else:
-            body = codecs.encode(content, Path(obj.obj, instance_id), TLV)
-            payload = tlv.frame(tlv.Kind.OBJECT_INSTANCE, instance_id, body)
-        response = await self._send(endpoint, "POST", obj, "create", payload=payload, content_format=TLV, timeout=timeout)
+
+        async def attempt(fmt_number: int) -> Message:
+            payload = _create_payload(obj, content, instance_id, fmt_number)
+            return await self._send(endpoint, "POST", obj, "create", payload=payload, content_format=fmt_number, timeout=timeout)
+
+        response = await self._in_format(endpoint, obj, "multi", fmt, attempt)
         created = self._created_path(endpoint, obj, response.opt.location_path)
+        if created is None and instance_id is not None:
+            created = Path(obj.obj, instance_id)
         if created is not None:
+            if self.store is not None:
+                self.store.on_device_request(endpoint, "POST", created)
             return created
-        if instance_id is not None:
-            return Path(obj.obj, instance_id)
         raise GatewayDecodeError(
             endpoint, str(obj), None, "the device created an instance without a Location-Path naming it"
         )
@@ -331,6 +443,40 @@ class Gateway:
     def observe(self, endpoint: str, path: PathLike, fmt: Format = None, *, timeout: float | None = None) -> Observation:
         """``async with gw.observe(ep, path) as obs`` or ``obs = await gw.observe(ep, path)``."""
         return Observation(self, endpoint, Path.parse(path), resolve_format(fmt), timeout)
+
+    # ------------------------------------------------------------------ composite operations (LwM2M 1.1)
+
+    async def read_composite(
+        self, endpoint: str, paths: Iterable[PathLike], fmt: Format = None, *, timeout: float | None = None
+    ) -> Content:
+        """Read-Composite: the values of every path (objects, instances, resources) in one request."""
+        targets = parse_paths(paths, endpoint)
+
+        async def attempt(fmt_number: int) -> Message:
+            return await self.read_composite_message(endpoint, targets, fmt_number, timeout)
+
+        response = await self._in_format(endpoint, None, "composite", fmt, attempt)
+        return decode(response, endpoint, None, describe(targets))
+
+    async def write_composite(self, endpoint: str, content: Mapping[PathLike, Any], fmt: Format = None, *, timeout: float | None = None) -> None:
+        """Write-Composite: ``{resource path: value}`` across instances and objects in one request."""
+        values = {Path.parse(k): v for k, v in content.items()}
+        if not values:
+            raise ValueError(f"write_composite on {endpoint} needs at least one value")
+        where = describe(values)
+
+        async def attempt(fmt_number: int) -> Message:
+            payload = codecs.encode(values, None, fmt_number)
+            return await self._send(endpoint, "iPATCH", None, "write-composite", payload=payload, content_format=fmt_number,
+                                    timeout=timeout, where=where)
+
+        await self._in_format(endpoint, None, "composite", fmt, attempt)
+
+    def observe_composite(
+        self, endpoint: str, paths: Iterable[PathLike], fmt: Format = None, *, timeout: float | None = None
+    ) -> CompositeObservation:
+        """Observe-Composite: ``async with gw.observe_composite(ep, [p1, p2]) as obs``; each notification holds every path."""
+        return CompositeObservation(self, endpoint, parse_paths(paths, endpoint), resolve_format(fmt), timeout)
 
     async def write_attributes(
         self,
@@ -395,7 +541,7 @@ class Gateway:
         self, pending: Awaitable[Message], endpoint: str, path: Path, operation: str, timeout: float | None
     ) -> Message:
         """The device's successful answer to ``pending``, or the :class:`GatewayError` it amounts to."""
-        with self.exchanges.track(endpoint):
+        with self.in_flight.track(endpoint):
             response = await await_answer(pending, endpoint, path, operation, self.request_timeout if timeout is None else timeout)
         raise_for_code(response, endpoint, path, operation)
         return response
@@ -403,6 +549,17 @@ class Gateway:
     async def read_message(self, endpoint: str, path: Path, operation: str, fmt: int | None, timeout: float | None) -> Message:
         """A plain read's successful answer, undecoded (aiocoap reassembles Block2)."""
         return await self._send(endpoint, "GET", path, operation, accept=fmt, timeout=timeout)
+
+    def observe_composite_request(self, endpoint: str, paths: tuple[Path, ...], fmt: int) -> tuple[str, Any]:
+        """FETCH / with Observe and the paths in SenML ``fmt``, outside aiocoap's blockwise layer."""
+        reg = self.registration(endpoint)
+        message = self._message(reg, "FETCH", None, payload=request_body(paths, fmt), content_format=fmt, accept=fmt, observe=True)
+        return reg.registration_id, self.context.request(message, handle_blockwise=False)
+
+    async def read_composite_message(self, endpoint: str, paths: tuple[Path, ...], fmt: int, timeout: float | None) -> Message:
+        """A Read-Composite's successful answer, undecoded."""
+        return await self._send(endpoint, "FETCH", None, "read-composite", payload=request_body(paths, fmt),
+                                content_format=fmt, accept=fmt, timeout=timeout, where=describe(paths))
 
     def track_observation(self, observation: Observation) -> bool:
         """Count ``observation`` as live (closing the gateway or the registration ends it); False if its registration is gone."""
@@ -412,13 +569,30 @@ class Gateway:
     def untrack_observation(self, observation: Observation) -> None:
         self._observations.discard(observation)
 
+    def deregister_observation(self, request: Any) -> None:
+        """RFC 7641 3.6: a GET with Observe=1 and the observation's token, sent once (non-confirmable).
+
+        Should it be lost, the device's next notification meets a Reset anyway.
+        """
+        original = getattr(getattr(request, "_pipe", None), "request", None)  # aiocoap keeps the message sent there
+        if original is None or self._context is None or not original.token:
+            return
+        message = Message(code=Code.GET, uri_path=original.opt.uri_path, observe=1)
+        if original.opt.accept is not None:
+            message.opt.accept = original.opt.accept
+        message.mtype, message.token, message.remote = NON, original.token, original.remote
+        try:
+            self._context.request_interfaces[0].token_interface.send_message(message, None)
+        except Exception as exc:  # the device is gone, the socket closing: the Reset path still holds
+            self.log.debug("observation of %s: deregistration not sent: %s", original.remote, exc)
+
     # ------------------------------------------------------------------ plumbing
 
     def _message(
         self,
         reg: Registration,
         method: str,
-        path: Path,
+        path: Path | None,
         *,
         payload: bytes = b"",
         content_format: int | None = None,
@@ -427,11 +601,12 @@ class Gateway:
         observe: bool = False,
     ) -> Message:
         try:
-            code = Code[method.upper()]
+            code = Code[method] if method == "iPATCH" else Code[method.upper()]
         except KeyError:
             raise ValueError(f"unknown CoAP method {method!r}") from None
         root = [s for s in reg.root_path.split("/") if s]
-        message = Message(code=code, payload=payload, uri_path=tuple(root + path.segments()))
+        # None: the client's LwM2M root itself, where composite operations go
+        message = Message(code=code, payload=payload, uri_path=tuple(root + (path.segments() if path is not None else [])))
         if content_format is not None:
             message.opt.content_format = content_format
         if accept is not None:
@@ -443,21 +618,27 @@ class Gateway:
             message.opt.observe = 0
         # the registration's own remote: same socket, same device address and port
         message.remote = reg.remote
+        message.transport_tuning = self._tuning
         return message
 
     async def _send(
         self,
         endpoint: str,
         method: str,
-        path: Path,
+        path: Path | None,
         operation: str,
         *,
         timeout: float | None = None,
+        where: str | None = None,
         **options: Any,
     ) -> Message:
         reg = self.registration(endpoint)
         message = self._message(reg, method, path, **options)
-        return await self.await_answer(self.context.request(message).response, endpoint, path, operation, timeout)
+        target = where if where is not None else (path if path is not None else "/")
+        response = await self.await_answer(self.context.request(message).response, endpoint, target, operation, timeout)  # type: ignore[arg-type]
+        if self.store is not None and path is not None and path.inst is not None:
+            self.store.on_device_request(endpoint, method.upper(), path, options.get("payload", b""), options.get("content_format"))
+        return response
 
     def _created_path(self, endpoint: str, obj: Path, location: tuple[str, ...]) -> Path | None:
         if not location:
@@ -475,6 +656,37 @@ class Gateway:
                 endpoint, str(obj), None, f"the device reported the new instance at {created}, not below {obj}"
             )
         return created
+
+
+def _create_payload(obj: Path, content: Content, instance_id: int | None, fmt: int) -> bytes:
+    if fmt in (TLV,):
+        if instance_id is None:
+            return codecs.encode(content, Path(obj.obj, 0), TLV) if content else b""
+        body = codecs.encode(content, Path(obj.obj, instance_id), TLV)
+        return tlv.frame(tlv.Kind.OBJECT_INSTANCE, instance_id, body)
+    if not content:
+        if instance_id is None:
+            return b""  # the device picks the id
+        content = _neutral_instance(obj.obj, instance_id)
+    return codecs.encode(content, obj, fmt)
+
+
+def _neutral_instance(obj: int, inst: int) -> Content:
+    """The mandatory readable resources of ``obj`` at their neutral values: what a fresh instance holds anyway."""
+    od = DEFINITIONS.get(obj)
+    neutral = {ResourceType.STRING: "", ResourceType.INTEGER: 0, ResourceType.FLOAT: 0.0, ResourceType.BOOLEAN: False,
+               ResourceType.TIME: 0, ResourceType.OPAQUE: b""}
+    content = {
+        Path(obj, inst, rd.id): neutral[rd.type]
+        for rd in (od.mandatory_resources if od else [])
+        if rd.type in neutral and not rd.multiple
+    }
+    if not content:
+        raise ValueError(
+            f"create of /{obj}/{inst} in SenML needs a value to carry the instance id, and object {obj} "
+            "has no mandatory single resource to send: give values, or create in TLV (fmt='tlv')"
+        )
+    return content
 
 
 def _attr_text(name: str, value: float) -> str:

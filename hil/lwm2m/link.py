@@ -115,15 +115,21 @@ def format_links(links: Iterable[Link]) -> str:
 
 
 def registration_links(
-    objects: dict[int, list[int]], versions: dict[int, str] | None = None
+    objects: dict[int, list[int]], versions: dict[int, str] | None = None, content_format: int | None = None
 ) -> str:
     """Register/Update payload: root link, then every object and its instances.
 
-    An object without instances appears as ``</9>``; a version from
-    ``versions`` adds ``</9>;ver=1.1`` ahead of the object's instances.
+    ``content_format`` is announced on the root link (``</>;rt="oma.lwm2m";ct=112``):
+    LwM2M 1.1 Core 6.2.1 lets a client name there the optional data format
+    it supports, so it is one beyond the mandatory ones or nothing. An object
+    without instances appears as ``</9>``; a version from ``versions`` adds
+    ``</9>;ver=1.1`` ahead of the object's instances.
     """
     versions = versions or {}
-    links = [Link("/", {"rt": LWM2M_ROOT_RT, "ct": "11542"})]
+    root: dict[str, str | None] = {"rt": LWM2M_ROOT_RT}
+    if content_format is not None:
+        root["ct"] = str(content_format)
+    links = [Link("/", root)]
     for obj in sorted(objects):
         instances = sorted(objects[obj])
         if obj in versions:
@@ -165,3 +171,18 @@ def available_instances(links: str | bytes | Iterable[Link]) -> dict[int, list[i
         if len(ids) > 1:
             instances.add(ids[1])
     return {obj: sorted(insts) for obj, insts in sorted(out.items())}
+
+
+def announced_formats(links: Iterable[Link]) -> tuple[int, ...]:
+    """Content formats a client names with ``ct`` on its LwM2M root link, in its order.
+
+    Both forms of RFC 7252 7.2.1 are read: ``ct=110`` and ``ct="110 112"``;
+    values that are not numbers are skipped.
+    """
+    for link in links:
+        rt = link.attrs.get("rt") or ""
+        if link.path.rstrip("/") == "" or LWM2M_ROOT_RT in rt.split():
+            ct = link.attrs.get("ct")
+            if ct:
+                return tuple(int(v) for v in ct.split() if v.isdigit())
+    return ()

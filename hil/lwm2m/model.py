@@ -3,8 +3,9 @@
 Two layers:
 
 * definitions (:class:`ObjectDef`, :class:`ResourceDef`): what an object looks
-  like (types, operations, multiplicity), keyed by object id in
-  :data:`DEFINITIONS`;
+  like (types, operations, multiplicity, mandatory resources), keyed by object
+  id in :data:`DEFINITIONS`, which is loaded from the data file generated from
+  the OMA LwM2M registry (``hil/resources/lwm2m_objects.json``);
 * content: a flat mapping ``{Path: value}`` of resource (or resource-instance)
   paths to typed Python values. Every codec encodes from and decodes to this
   flat form, so TLV, SenML and text all meet in one shape.
@@ -17,8 +18,9 @@ OBJLNK -> :class:`ObjLnk`, NONE (executable) -> no value.
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
-from typing import Any, Iterable, NamedTuple
+from typing import Any, NamedTuple
 
 
 class LwM2MError(Exception):
@@ -141,111 +143,80 @@ class ObjectDef:
     name: str
     multiple: bool
     resources: dict[int, ResourceDef] = field(default_factory=dict)
-    sdf_name: str = ""  # name used by the SDF/MQTT bridge, when FITA has one
+    version: str = "1.0"  # the object version the definition describes
+    mandatory: bool = False
 
     def resource(self, rid: int) -> ResourceDef | None:
         return self.resources.get(rid)
 
+    @property
+    def mandatory_resources(self) -> list[ResourceDef]:
+        return [rd for rd in self.resources.values() if rd.mandatory]
 
-def _obj(oid: int, name: str, multiple: bool, res: Iterable[ResourceDef], sdf_name: str = "") -> ObjectDef:
-    return ObjectDef(oid, name, multiple, {r.id: r for r in res}, sdf_name)
 
-
-S, I, F, B, O, T, L, N = (
-    ResourceType.STRING,
-    ResourceType.INTEGER,
-    ResourceType.FLOAT,
-    ResourceType.BOOLEAN,
-    ResourceType.OPAQUE,
-    ResourceType.TIME,
-    ResourceType.OBJLNK,
-    ResourceType.NONE,
-)
-R = ResourceDef
-
-DEFINITIONS: dict[int, ObjectDef] = {
-    o.id: o
-    for o in [
-        _obj(1, "LwM2M Server", True, [
-            R(0, "Short Server ID", I, "R", mandatory=True),
-            R(1, "Lifetime", I, "RW", mandatory=True),
-            R(2, "Default Minimum Period", I, "RW"),
-            R(3, "Default Maximum Period", I, "RW"),
-            R(4, "Disable", N, "E"),
-            R(6, "Notification Storing", B, "RW", mandatory=True),
-            R(7, "Binding", S, "RW", mandatory=True),
-            R(8, "Registration Update Trigger", N, "E", mandatory=True),
-        ]),
-        _obj(3, "Device", False, [
-            R(0, "Manufacturer", S, "R"),
-            R(1, "Model Number", S, "R"),
-            R(2, "Serial Number", S, "R"),
-            R(3, "Firmware Version", S, "R"),
-            R(4, "Reboot", N, "E", mandatory=True),
-            R(5, "Factory Reset", N, "E"),
-            R(9, "Battery Level", I, "R"),
-            R(11, "Error Code", I, "R", multiple=True, mandatory=True),
-            R(13, "Current Time", T, "RW"),
-            R(14, "UTC Offset", S, "RW"),
-            R(15, "Timezone", S, "RW"),
-            R(16, "Supported Binding and Modes", S, "R", mandatory=True),
-            R(17, "Device Type", S, "R"),
-            R(18, "Hardware Version", S, "R"),
-            R(19, "Software Version", S, "R"),
-            R(21, "Memory Total", I, "R", units="kB"),
-        ], sdf_name="Device"),
-        _obj(4, "Connectivity Monitoring", False, [
-            R(0, "Network Bearer", I, "R", mandatory=True),
-            R(1, "Available Network Bearer", I, "R", multiple=True, mandatory=True),
-            R(2, "Radio Signal Strength", I, "R", mandatory=True),
-            R(4, "IP Addresses", S, "R", multiple=True, mandatory=True),
-            R(5, "Router IP Addresses", S, "R", multiple=True),
-        ], sdf_name="Connectivity_Monitoring"),
-        _obj(9, "LWM2M Software Management", True, [
-            R(0, "PkgName", S, "R", mandatory=True),
-            R(1, "PkgVersion", S, "R", mandatory=True),
-            R(2, "Package", O, "W"),
-            R(3, "Package URI", S, "W"),
-            R(4, "Install", N, "E", mandatory=True),
-            R(6, "Uninstall", N, "E", mandatory=True),
-            R(7, "Update State", I, "R", mandatory=True),
-            R(9, "Update Result", I, "R", mandatory=True),
-            R(10, "Activate", N, "E", mandatory=True),
-            R(11, "Deactivate", N, "E", mandatory=True),
-            R(12, "Activation State", B, "R", mandatory=True),
-        ], sdf_name="LWM2M_Software_Management"),
-        _obj(15, "DevCapMgmt", True, [
-            R(0, "Property", S, "R", mandatory=True),
-            R(1, "Group", I, "R", mandatory=True),
-            R(2, "Description", S, "R"),
-            R(3, "Attached", B, "R"),
-            R(4, "Enabled", B, "R", mandatory=True),
-        ], sdf_name="DevCapMgmt"),
-        _obj(3303, "Temperature", True, [
-            R(5700, "Sensor Value", F, "R", mandatory=True),
-            R(5701, "Sensor Units", S, "R"),
-            R(5601, "Min Measured Value", F, "R"),
-            R(5602, "Max Measured Value", F, "R"),
-            R(5750, "Application Type", S, "RW"),
-        ], sdf_name="Temperature"),
-        _obj(3300, "Generic Sensor", True, [
-            R(5700, "Sensor Value", F, "R", mandatory=True),
-            R(5701, "Sensor Units", S, "R"),
-            R(5750, "Application Type", S, "RW"),
-        ], sdf_name="Generic_Sensor"),
-        _obj(35001, "Data Route", True, [
-            R(0, "Origin_URI", S, "RW", mandatory=True),
-            R(1, "Destination_URI", S, "RW", mandatory=True),
-        ], sdf_name="Data_Route"),
-        _obj(35003, "Software Package Monitoring", True, [
-            R(27400, "Software Package", L, "R", mandatory=True),
-            R(27401, "CPU Usage", S, "R"),
-            R(27402, "Memory Usage", S, "R"),
-            R(27403, "Uptime", S, "R"),
-            R(27404, "Error", S, "R"),
-        ], sdf_name="Software_Package_Monitoring"),
-    ]
+# OMA registry type names -> the types the codecs speak. Unsigned Integer
+# travels as an Integer in every format; a Corelnk is its link-format text.
+_OMA_TYPES: dict[str, ResourceType] = {
+    "String": ResourceType.STRING,
+    "Integer": ResourceType.INTEGER,
+    "Unsigned Integer": ResourceType.INTEGER,
+    "Float": ResourceType.FLOAT,
+    "Boolean": ResourceType.BOOLEAN,
+    "Opaque": ResourceType.OPAQUE,
+    "Time": ResourceType.TIME,
+    "Objlnk": ResourceType.OBJLNK,
+    "Corelnk": ResourceType.STRING,
+    "": ResourceType.NONE,
 }
+
+
+def load_definitions(data: dict[str, Any], source: str = "the object definitions") -> dict[int, ObjectDef]:
+    """Object definitions from the shape ``scripts/lwm2m_objects/generate.py`` writes."""
+    out: dict[int, ObjectDef] = {}
+    try:
+        for obj in data["objects"]:
+            resources = {}
+            for res in obj["resources"]:
+                if res["type"] not in _OMA_TYPES:
+                    raise LwM2MError(f"{source}: /{obj['id']}/{res['id']} has unknown type {res['type']!r}")
+                resources[res["id"]] = ResourceDef(
+                    res["id"], res["name"], _OMA_TYPES[res["type"]], res["operations"],
+                    multiple=res["multiple"], mandatory=res["mandatory"], units=res["units"],
+                )
+            out[obj["id"]] = ObjectDef(obj["id"], obj["name"], obj["multiple"], resources, obj["version"], obj["mandatory"])
+    except (KeyError, TypeError) as exc:
+        raise LwM2MError(f"{source}: malformed object definition data ({type(exc).__name__}: {exc})") from None
+    return out
+
+
+def _shipped_definitions() -> tuple[dict[int, ObjectDef], dict[str, Any]]:
+    from ..resources import lwm2m_objects
+
+    path = lwm2m_objects()
+    data = json.loads(path.read_text(encoding="utf-8"))
+    return load_definitions(data, str(path)), data["source"]
+
+
+#: Every object the harness knows, generated from the OMA LwM2M registry (see
+#: ``scripts/lwm2m_objects``); DEFINITIONS_SOURCE names the registry commit.
+DEFINITIONS, DEFINITIONS_SOURCE = _shipped_definitions()
+
+
+def value_type(value: Any) -> ResourceType | None:
+    """The type a decoded value carries itself (for resources no definition knows)."""
+    if isinstance(value, bool):
+        return ResourceType.BOOLEAN
+    if isinstance(value, ObjLnk):
+        return ResourceType.OBJLNK
+    if isinstance(value, int):
+        return ResourceType.INTEGER
+    if isinstance(value, float):
+        return ResourceType.FLOAT
+    if isinstance(value, str):
+        return ResourceType.STRING
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ResourceType.OPAQUE
+    return None
 
 
 def resource_def(path: Path) -> ResourceDef | None:

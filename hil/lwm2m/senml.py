@@ -1,4 +1,4 @@
-"""SenML JSON (content format 110) as LwM2M 1.1 uses it.
+"""SenML JSON (content format 110) as LwM2M 1.1 uses it, and what SenML CBOR shares with it.
 
 A pack is a JSON array of records; a record's name is the current base name
 ``bn`` (which persists until a later record changes it) followed by its
@@ -13,7 +13,7 @@ import binascii
 import json
 import math
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from .model import CodecError, Content, LwM2MError, ObjLnk, Path, ResourceType, resource_def, resource_type
 from .tlv import as_objlnk, infer_type
@@ -56,7 +56,7 @@ def _value_field(value: Any, rtype: ResourceType | None, where: Path) -> tuple[s
     if rtype is ResourceType.OPAQUE:
         if not isinstance(value, (bytes, bytearray, memoryview)):
             raise CodecError(f"{where}: bytes expected for an opaque resource, got {type(value).__name__}")
-        return "vd", base64.urlsafe_b64encode(bytes(value)).decode("ascii").rstrip("=")
+        return "vd", bytes(value)
     if rtype is ResourceType.OBJLNK:
         return "vlo", str(as_objlnk(value, where))
     if rtype is ResourceType.NONE:
@@ -66,16 +66,21 @@ def _value_field(value: Any, rtype: ResourceType | None, where: Path) -> tuple[s
     raise CodecError(f"{where}: unsupported resource type {rtype!r}")
 
 
-def encode_records(content: Content, base: Path) -> list[dict[str, Any]]:
-    """SenML records (JSON-ready dicts) for ``content`` at ``base``."""
-    base = Path.parse(base)
+def encode_records(content: Content, base: Path | None) -> list[dict[str, Any]]:
+    """SenML records for ``content`` at ``base``: dicts keyed by SenML label, ``vd`` as bytes.
+
+    ``base`` None (a composite answer or a Send) names every record in full.
+    """
     content = {Path.parse(k): v for k, v in content.items()}
     for key in content:
         if key.res is None:
             raise CodecError(f"content key {key} is not a resource or resource instance path")
-        if not base.contains(key):
+        if base is not None and not Path.parse(base).contains(key):
             raise CodecError(f"content key {key} is not below the base path {base}")
     records: list[dict[str, Any]] = []
+    if base is None:
+        return [_with_value({"n": str(key)}, key, content[key]) for key in sorted(content)]
+    base = Path.parse(base)
     if list(content) == [base]:
         bn, keys = str(base), [base]
     else:
@@ -87,17 +92,29 @@ def encode_records(content: Content, base: Path) -> list[dict[str, Any]]:
         rel = "/".join(key.segments()[base.depth :])
         if rel:
             record["n"] = rel
-        rd = resource_def(key)
-        field = _value_field(content[key], rd.type if rd else None, key)
-        if field is not None:
-            record[field[0]] = field[1]
-        records.append(record)
+        records.append(_with_value(record, key, content[key]))
     return records
+
+
+def _with_value(record: dict[str, Any], key: Path, value: Any) -> dict[str, Any]:
+    rd = resource_def(key)
+    field = _value_field(value, rd.type if rd else None, key)
+    if field is not None:
+        record[field[0]] = field[1]
+    return record
 
 
 def encode_content(content: Content, base: Path) -> bytes:
     records = encode_records(content, base)
+    for record in records:
+        if "vd" in record:
+            record["vd"] = base64.urlsafe_b64encode(record["vd"]).decode("ascii").rstrip("=")
     return json.dumps(records, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def encode_paths(paths: list[Path]) -> bytes:
+    """The request payload of Read-/Observe-Composite: one record naming each path."""
+    return json.dumps([{"n": str(Path.parse(p))} for p in paths], separators=(",", ":")).encode("utf-8")
 
 
 # --------------------------------------------------------------------------
@@ -148,47 +165,101 @@ def decode_content(payload: bytes, base: Path | None, types: TypeLookup = resour
 
     ``base`` None accepts any path (a Read-Composite answer spans objects).
     """
-    base = None if base is None else Path.parse(base)
+    text = _utf8(payload)
+    return content_of(((pos, record) for pos, record in _records(text)), base, types, lambda pos, m: _at(text, pos, m))
+
+
+def decode_paths(payload: bytes) -> list[Path]:
+    """The paths a Read-/Observe-Composite request names (records with a name and no value)."""
+    text = _utf8(payload)
+    return paths_of(_records(text), lambda pos, m: _at(text, pos, m))
+
+
+def _utf8(payload: bytes) -> str:
     try:
-        text = bytes(payload).decode("utf-8")
+        return bytes(payload).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CodecError(f"SenML JSON is not valid UTF-8 ({exc.reason})", exc.start) from None
-    out: Content = {}
+
+
+# --------------------------------------------------------------------------
+# shared by SenML JSON and SenML CBOR: records (label -> value) to content
+
+Fail = Callable[[Any, str], CodecError]  # (where the record is, message) -> error to raise
+
+
+def _names(records: Iterable[tuple[Any, Any]], fail: Fail, record_kind: str) -> Iterator[tuple[Any, int, dict[str, Any], str, float | int]]:
+    """(position, index, record, full name, base value in force) of each record."""
     bn = ""
     bv: float | int = 0
-    for index, (pos, record) in enumerate(_records(text)):
+    for index, (pos, record) in enumerate(records):
         where = f"record {index}"
         if not isinstance(record, dict):
-            raise _at(text, pos, f"{where}: a SenML record must be a JSON object, got {type(record).__name__}")
+            raise fail(pos, f"{where}: a SenML record must be a {record_kind}, got {type(record).__name__}")
         if "bn" in record:
             if not isinstance(record["bn"], str):
-                raise _at(text, pos, f"{where}: bn must be a string, got {record['bn']!r}")
+                raise fail(pos, f"{where}: bn must be a string, got {record['bn']!r}")
             bn = record["bn"]
         if "bv" in record:
             if not _is_number(record["bv"]):
-                raise _at(text, pos, f"{where}: bv must be a number, got {record['bv']!r}")
+                raise fail(pos, f"{where}: bv must be a number, got {record['bv']!r}")
             bv = record["bv"]
         n = record.get("n", "")
         if not isinstance(n, str):
-            raise _at(text, pos, f"{where}: n must be a string, got {n!r}")
+            raise fail(pos, f"{where}: n must be a string, got {n!r}")
         name = bn + n
         if not name:
-            raise _at(text, pos, f"{where}: SenML record without name (no bn in force and no n)")
-        try:
-            path = Path.parse(name)
-        except LwM2MError as exc:
-            raise _at(text, pos, f"{where}: {exc}") from None
-        if path.res is None or not name.startswith("/"):
-            raise _at(text, pos, f"{where}: name {name!r} must be an absolute resource or resource instance path")
+            raise fail(pos, f"{where}: SenML record without name (no bn in force and no n)")
+        yield pos, index, record, name, bv
+
+
+def _path(name: str, pos: Any, where: str, fail: Fail) -> Path:
+    try:
+        path = Path.parse(name)
+    except LwM2MError as exc:
+        raise fail(pos, f"{where}: {exc}") from None
+    if not name.startswith("/"):
+        raise fail(pos, f"{where}: name {name!r} must be an absolute path")
+    return path
+
+
+def content_of(
+    records: Iterable[tuple[Any, Any]], base: Path | None, types: TypeLookup, fail: Fail, record_kind: str = "JSON object"
+) -> Content:
+    """Flat content of decoded SenML records (``vd`` a base64url string or bytes)."""
+    base = None if base is None else Path.parse(base)
+    out: Content = {}
+    for pos, index, record, name, bv in _names(records, fail, record_kind):
+        where = f"record {index}"
+        path = _path(name, pos, where, fail)
+        if path.res is None:
+            raise fail(pos, f"{where}: name {name!r} must be an absolute resource or resource instance path")
         if base is not None and not base.contains(path):
-            raise _at(text, pos, f"{where}: {path} is not below the requested path {base}")
+            raise fail(pos, f"{where}: {path} is not below the requested path {base}")
         if path in out:
-            raise _at(text, pos, f"{where}: {path} appears twice")
+            raise fail(pos, f"{where}: {path} appears twice")
         rtype = types(Path(path.obj, path.inst, path.res))
         try:
             out[path] = _record_value(record, rtype, bv)
         except ValueError as exc:
-            raise _at(text, pos, f"{where} ({path}): {exc}") from None
+            raise fail(pos, f"{where} ({path}): {exc}") from None
+    return out
+
+
+def paths_of(records: Iterable[tuple[Any, Any]], fail: Fail, record_kind: str = "JSON object") -> list[Path]:
+    """Paths named by records without values (a composite request); at least one."""
+    out: list[Path] = []
+    for pos, index, record, name, _ in _names(records, fail, record_kind):
+        where = f"record {index}"
+        present = [f for f in _VALUE_FIELDS if f in record]
+        if present:
+            raise fail(pos, f"{where}: a composite request names paths only, got {', '.join(present)}")
+        path = _path(name, pos, where, fail)
+        if path in out:
+            raise fail(pos, f"{where}: {path} appears twice")
+        out.append(path)
+    if not out:
+        raise fail(0, "a composite request must name at least one path")
     return out
 
 
@@ -237,9 +308,12 @@ def _record_value(record: dict[str, Any], rtype: ResourceType, bv: float | int) 
         if rtype is ResourceType.BOOLEAN or natural:
             return raw
     elif field == "vd":
-        if not isinstance(raw, str):
+        if isinstance(raw, (bytes, bytearray)):  # SenML CBOR carries a byte string
+            if rtype is ResourceType.OPAQUE:
+                return bytes(raw)
+        elif not isinstance(raw, str):
             raise ValueError(f"vd must be a base64url string, got {raw!r}")
-        if rtype is ResourceType.OPAQUE:
+        elif rtype is ResourceType.OPAQUE:
             return _b64url(raw)
     elif field == "vlo":
         m = _OBJLNK.fullmatch(raw) if isinstance(raw, str) else None

@@ -178,8 +178,19 @@ def decode_content(payload: bytes, base: Path, types: TypeLookup = resource_type
         text = bytes(payload).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CodecError(f"text is not valid UTF-8 ({exc.reason})", exc.start) from None
-    rtype = types(Path(base.obj, base.inst, base.res))
-    return {base: decode_text(text, rtype)}
+    res_path = Path(base.obj, base.inst, base.res)
+    if types is resource_type and resource_def(res_path) is None:
+        return {base: _natural(text)}
+    return {base: decode_text(text, types(res_path))}
+
+
+def _natural(text: str) -> Any:
+    """A resource no definition knows: a number when the text is one, else the text itself."""
+    if _INT.fullmatch(text) and int(text) in _INT64:
+        return int(text)
+    if _FLOAT.fullmatch(text) and math.isfinite(float(text)):
+        return float(text)
+    return text
 
 
 def encode_opaque(content: Content, base: Path) -> bytes:

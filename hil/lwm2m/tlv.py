@@ -24,6 +24,7 @@ from .model import (
     ResourceType,
     resource_def,
     resource_type,
+    value_type,
 )
 
 TypeLookup = Callable[[Path], ResourceType]
@@ -130,22 +131,12 @@ def as_objlnk(value: Any, where: Path) -> ObjLnk:
 
 
 def infer_type(value: Any, where: Path) -> ResourceType:
-    # bool before int: bool is an int subclass.
-    if isinstance(value, bool):
-        return ResourceType.BOOLEAN
-    if isinstance(value, ObjLnk):
-        return ResourceType.OBJLNK
-    if isinstance(value, int):
-        return ResourceType.INTEGER
-    if isinstance(value, float):
-        return ResourceType.FLOAT
-    if isinstance(value, str):
-        return ResourceType.STRING
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return ResourceType.OPAQUE
     if value is None:
         return ResourceType.NONE
-    raise CodecError(f"{where}: no LwM2M type for a {type(value).__name__} value {value!r}")
+    rtype = value_type(value)
+    if rtype is None:
+        raise CodecError(f"{where}: no LwM2M type for a {type(value).__name__} value {value!r}")
+    return rtype
 
 
 def decode_value(data: bytes, rtype: ResourceType, offset: int) -> Any:

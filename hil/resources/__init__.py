@@ -8,7 +8,9 @@ one as a subpackage of this one (setup.py maps them)::
     firmware/  -> hil.resources.firmware   the reference firmware's sources and Makefile
     services/  -> hil.resources.services   the project's sample services
 
-and the SDK's header and link script live in :mod:`hil.sdk`. Everything the
+the SDK's header and link script live in :mod:`hil.sdk`, and the LwM2M
+object definitions generated from the OMA registry in this package itself
+(``lwm2m_objects.json``), as does the live fleet page (``fleet_page/``). Everything the
 library, the CLI and the plugin read at run time is looked up here, so it is
 found the same way in an installed wheel and in the editable install of a
 checkout, never through paths relative to the repository.
@@ -63,3 +65,13 @@ def sdk_include_dir() -> Path:
 def sdk_link_script() -> Path:
     """``module.ld``, the link script of a service module."""
     return _on_disk(files("hil.sdk") / "module.ld", "the SDK's link script")
+
+
+def lwm2m_objects() -> Path:
+    """The LwM2M object definitions (JSON), generated from the OMA registry by ``scripts/lwm2m_objects``."""
+    return _on_disk(files("hil.resources") / "lwm2m_objects.json", "the LwM2M object definitions")
+
+
+def fleet_page_file(name: str) -> Path:
+    """A file of the live fleet page the gateway serves: ``index.html``, ``fleet.js``, ``fleet.css``."""
+    return _on_disk(files("hil.resources") / "fleet_page" / name, f"the fleet page's {name}")

@@ -17,11 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..boards import Board, BoardError
+from ..boards import Board, BoardError, Capabilities
 from ..console import Console, Shell
 from ..infra.process import MissingBinaryError
+from ..lwm2m import Path as LwPath
 from ..net import SlipBridge
-from .errors import TargetConfigError, TargetError, TargetUnavailable
+from ..progress import waiting
+from ..service.manifest import Manifest
+from ..service.sdk_api import ValueType
+from .errors import CapabilityMissing, TargetConfigError, TargetError, TargetUnavailable
+from .host_commands import run_host_command
 from .slip import SlipUplink
 from .virtual_time import EmulatorClock, ExchangeSource, TimeGovernor, wait_device_time
 
@@ -52,6 +57,9 @@ def reference_build(board: Board) -> ReferenceBuild | None:
     return ReferenceBuild(name)
 
 
+STIMULUS_TIMEOUT = 60.0  # seconds a board's stimulus command may take
+
+
 @dataclass
 class TargetConfig:
     """What a backend needs to bring one device up."""
@@ -79,6 +87,12 @@ class Target(abc.ABC):
     tools: ClassVar[tuple[tuple[str, str], ...]] = ()
     #: the backend loads a firmware file itself (an emulator), so the board's ``firmware`` field applies
     loads_firmware: ClassVar[bool] = False
+    #: the node takes the reference firmware's shell commands (``sensor set``, ``embserve service
+    #: input``) unless its board file says otherwise; a board on a serial port runs whatever was flashed
+    reference_shell: ClassVar[bool] = True
+
+    #: the firmware file the device runs, once started (None: the simulator, or a board flashed beforehand)
+    firmware: Path | None = None
 
     @classmethod
     def check_tools(cls) -> None:
@@ -102,6 +116,9 @@ class Target(abc.ABC):
         self.console = Console(f"{config.endpoint} console", config.log_dir / f"{config.endpoint}.console.log")
         self.console.fail_on("HardFault in main", "Kernel panic", "ZEPHYR FATAL ERROR")
         self.shell = Shell(self.console, prompt)
+        #: the board file, or the target's defaults when the node has none
+        self.board = config.board or Board(name="(no board file)", arch="-", backends=(self.name,))
+        self.capabilities: Capabilities = self.board.capabilities(self.reference_shell)
 
     @property
     def endpoint(self) -> str:
@@ -176,17 +193,91 @@ class Target(abc.ABC):
         """What IoTNetEMU does after boot: point the device's LwM2M client at the gateway."""
         await self.shell.exec(f"embserve connector lwm2m server_add {server_uri} {self.endpoint}", timeout)
 
+    # -- what a test may do to the node: the board file's capabilities ----------
+
+    def can_inject(self, sensor: str) -> bool:
+        """The firmware takes a value for ``sensor`` from its shell (``sensor set``)."""
+        return sensor in self.capabilities.inject
+
+    def can_set_sensor(self, sensor: str) -> bool:
+        """:meth:`set_sensor` can put a value on ``sensor``: by the bench's stimulus, or by injecting it."""
+        return self.capabilities.can_set(sensor)
+
+    def sensor_tolerance(self, sensor: str) -> float:
+        """How far a reading may be from the value :meth:`set_sensor` set."""
+        return self.board.stimulus_tolerance if sensor in self.capabilities.stimulus else 0.01
+
     async def set_sensor(self, name: str, value: float, timeout: float = 5.0) -> None:
+        """Put ``value`` on the sensor: the board's stimulus command when it has one, else ``sensor set``.
+
+        :class:`CapabilityMissing` when the board has neither.
+        """
+        stimulus = self.capabilities.stimulus.get(name)
+        if stimulus is not None:
+            await run_host_command(self.endpoint, f"stimulus-{name}", stimulus,
+                                   {"value": value, "sensor": name, "board": self.board.name},
+                                   log_dir=self.config.log_dir, timeout=STIMULUS_TIMEOUT)
+            await asyncio.sleep(self.board.stimulus_settle)
+            return
+        if not self.can_inject(name):
+            raise CapabilityMissing(
+                f"board {self.board.name} cannot set sensor {name!r}: its firmware takes no injected {name} values"
+                f" (board file field 'inject': {sorted(self.capabilities.inject)}) and the board file names no"
+                f" stimulus.{name} command"
+            )
         out = await self.shell.exec(f"sensor set {name} {value}", timeout)
         errors = [line for line in out if "error" in line.lower() or "not found" in line.lower()]
         if errors:
             raise TargetError(f"{self.endpoint}: sensor set {name} {value} failed: {errors[0]}")
 
-    def govern_time(self, exchanges: ExchangeSource) -> None:
-        """Let the device's idle time be skipped whenever ``exchanges`` (the gateway's) has nothing in flight
-        with it; a target without virtual time ignores this."""
+    async def set_service_input(self, instance: int, key: str, value: float, *, manifest: Manifest | None = None,
+                                gateway: Any = None, timeout: float = 5.0) -> list[str]:
+        """Write input ``key`` of the service at ``/9/instance`` the way the board file says.
+
+        ``shell``: the board's ``service_input_command`` (returns the lines it
+        printed); ``lwm2m``: a Write, through ``gateway``, of the resource the
+        service's ``manifest`` maps the input to (returns ``[]``); ``none``, or
+        an input the manifest maps to nothing: :class:`CapabilityMissing`.
+        """
+        way = self.capabilities.service_input
+        if way == "shell":
+            command = self.capabilities.service_input_command.format(instance=instance, key=key, value=value)
+            return await self.shell.exec(command, timeout)
+        if way == "lwm2m":
+            if manifest is None or gateway is None:
+                raise TargetError(f"{self.endpoint}: writing input {key!r} over LwM2M needs the service's manifest"
+                                  f" and the gateway")
+            path, typed = self._mapped_input(manifest, key, value, gateway)
+            await gateway.write(self.endpoint, path, typed, timeout=timeout)
+            return []
+        raise CapabilityMissing(f"board {self.board.name} has no way to write service inputs"
+                                f" (board file field 'service_input' is {way!r})")
+
+    def _mapped_input(self, manifest: Manifest, key: str, value: float, gateway: Any) -> tuple[LwPath, float | int]:
+        """The resource a service input is mapped to on this node, and the value in the input's type."""
+        spec = manifest.input(key)
+        if spec is None:
+            declared = ", ".join(s.key for s in manifest.inputs) or "none"
+            raise TargetError(f"{self.endpoint}: {manifest.name} declares no input {key!r} (inputs: {declared})")
+        if not spec.mappings:
+            raise CapabilityMissing(
+                f"board {self.board.name} writes service inputs over LwM2M (service_input = \"lwm2m\"), but"
+                f" {manifest.name} v{manifest.version} maps input {key!r} to no resource (its data_model_mapping is empty)"
+            )
+        mapping = spec.mappings[0]
+        # "x" is the instance the node chose; the first one it registers (as for readings).
+        instances = gateway.registration(self.endpoint).available_instances.get(mapping.obj, [])
+        if not instances:
+            raise TargetError(f"{self.endpoint}: input {key!r} of {manifest.name} is mapped to {mapping},"
+                              f" but the node registers no /{mapping.obj} instance")
+        typed = int(value) if spec.type is ValueType.INT else float(value)
+        return LwPath(mapping.obj, instances[0], mapping.res), typed
+
+    def govern_time(self, in_flight: ExchangeSource) -> None:
+        """Let the device's idle time be skipped whenever ``in_flight`` (the gateway's ``Gateway.in_flight``)
+        counts nothing in flight with it; a target without virtual time ignores this."""
         if self.governor is not None:
-            self.governor.watch(exchanges)
+            self.governor.watch(in_flight)
 
     def device_time_of(self, notification: Any) -> float | None:
         """The device time at which the message carrying ``notification`` left the device, when the
@@ -213,7 +304,8 @@ class Target(abc.ABC):
 
     async def __aenter__(self) -> "Target":
         try:
-            await self.start()
+            with waiting(f"{self.endpoint} to boot on {self.name}"):
+                await self.start()
         except BaseException:
             await self.stop()
             raise
@@ -228,7 +320,8 @@ class Target(abc.ABC):
 
 _TARGETS: dict[str, type[Target]] = {}
 # Backends are imported on first use so a missing optional tool never breaks the others.
-_MODULES = {"sim": "hil.targets.sim", "qemu": "hil.targets.qemu", "renode": "hil.targets.renode", "serial": "hil.targets.serial"}
+_MODULES = {"sim": "hil.targets.sim", "qemu": "hil.targets.qemu", "renode": "hil.targets.renode", "serial": "hil.targets.serial",
+            "labgrid": "hil.targets.labgrid"}
 
 
 def register_target(cls: type[Target]) -> type[Target]:

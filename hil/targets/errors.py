@@ -14,3 +14,11 @@ class TargetUnavailable(TargetError):
 class TargetConfigError(TargetError):
     """The configuration cannot work (no firmware, a board the backend cannot drive): every device of the
     session would fail the same way, so the pytest plugin stops the session with this one line."""
+
+
+class CapabilityMissing(TargetError):
+    """The board cannot do what was asked (set a sensor, write a service input); its board file says so.
+
+    The pytest plugin turns it into a skip with this message: a test needing
+    what the bench lacks is skipped, never failed.
+    """

@@ -39,10 +39,7 @@ import asyncio
 import codecs
 import contextlib
 import ipaddress
-import os
 import re
-import shlex
-import signal
 import threading
 import time
 from pathlib import Path
@@ -53,6 +50,7 @@ import serial.tools.list_ports
 
 from ..net import SerialLink
 from .base import Target, TargetConfig, TargetError, register_target
+from .host_commands import run_host_command
 from .slip import SlipUplink
 
 READ_TIMEOUT = 0.05  # the reader thread notices a stop request within this
@@ -135,6 +133,8 @@ class SerialTarget(Target):
     """A board on a serial port; see the module docs."""
 
     name = "serial"
+    # Whatever the bench flashed: no `sensor set` or `embserve service input` unless the board file says so.
+    reference_shell = False
 
     def __init__(self, config: TargetConfig):
         super().__init__(config)
@@ -193,23 +193,26 @@ class SerialTarget(Target):
 
         self.boot.restart()
         flashed = await self._flash()
+        how = await self._reset()
+        if how is None:
+            how = "flashing" if flashed else "attaching (no reset configured: a newline was sent every second)"
+        await self._wait_for_boot(self.settings["boot_timeout"], poke=how.startswith("attaching"), how=how)
+        self.console.drain()
+        if self.uplink is not None:
+            await self.uplink.bring_up_interface(self.shell)
+
+    async def _reset(self) -> str | None:
+        """Reset the board as configured; how it was done, or None when nothing resets it."""
         reset = self.settings["reset"]
         if reset in ("dtr", "rts"):
             self.boot.restart()
             await asyncio.to_thread(self._pulse, reset, self.settings["reset_pulse"])
-            how = f"a {reset.upper()} pulse"
-        elif reset == "command":
+            return f"a {reset.upper()} pulse"
+        if reset == "command":
             self.boot.restart()
             await self._run_command("reset", self.settings["reset_command"], RESET_COMMAND_TIMEOUT)
-            how = "the reset command"
-        elif flashed:
-            how = "flashing"
-        else:
-            how = "attaching (no reset configured: a newline was sent every second)"
-        await self._wait_for_boot(self.settings["boot_timeout"], poke=reset == "none" and not flashed, how=how)
-        self.console.drain()
-        if self.uplink is not None:
-            await self.uplink.bring_up_interface(self.shell)
+            return "the reset command"
+        return None
 
     def _open(self) -> serial.SerialBase:
         url = self.url
@@ -248,6 +251,7 @@ class SerialTarget(Target):
         if not firmware.is_file():
             raise TargetError(f"{self.endpoint}: firmware {firmware} does not exist; nothing to flash")
         await self._run_command("flash", command, self.settings["flash_timeout"], firmware=firmware)
+        self.firmware = firmware
         return True
 
     def _pulse(self, line: str, seconds: float) -> None:
@@ -266,36 +270,8 @@ class SerialTarget(Target):
     async def _run_command(self, kind: str, template: str, timeout: float, **values: Any) -> None:
         """Run a board's reset or flash command; its output goes to <endpoint>.<kind>.log."""
         board = self.config.board.name if self.config.board else ""
-        fields = {"port": shlex.quote(self.url or ""), "board": shlex.quote(board)}
-        fields.update({k: shlex.quote(str(v)) for k, v in values.items()})
-        try:
-            command = template.format(**fields)
-        except (KeyError, IndexError, ValueError) as e:
-            raise TargetError(f"{self.endpoint}: {kind} command {template!r} has a bad placeholder: {e}") from None
-        log_path = self.config.log_dir / f"{self.endpoint}.{kind}.log"
-        with open(log_path, "ab") as log:
-            log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {kind}: {command}\n".encode())
-            log.flush()
-            proc = await asyncio.create_subprocess_shell(
-                command, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-            )
-            try:
-                code = await asyncio.wait_for(proc.wait(), timeout)
-            except BaseException as e:  # timeout, or cancelled: never leave it running
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
-                if isinstance(e, asyncio.TimeoutError):
-                    raise TargetError(
-                        f"{self.endpoint}: {kind} command did not finish within {timeout:g} s: {command}"
-                        f"\n{_tail(log_path)}\n(full log: {log_path})"
-                    ) from None
-                raise
-        if code != 0:
-            raise TargetError(
-                f"{self.endpoint}: {kind} command exited with code {code}: {command}"
-                f"\n{_tail(log_path)}\n(full log: {log_path})"
-            )
+        await run_host_command(self.endpoint, kind, template, {"port": self.url or "", "board": board, **values},
+                               log_dir=self.config.log_dir, timeout=timeout)
 
     async def _wait_for_boot(self, timeout: float, *, poke: bool, how: str) -> None:
         loop = asyncio.get_running_loop()
@@ -422,10 +398,3 @@ def _is_local_only(host: str) -> bool:
         return False
     return address.is_loopback or address.is_unspecified
 
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_bytes()[-8192:].decode("utf-8", errors="replace")
-    except OSError as e:
-        return f"    | <no log: {e}>"
-    return "\n".join(f"    | {line}" for line in text.splitlines()[-lines:]) or "    | <no output>"

@@ -9,7 +9,7 @@ ahead while the host (a slower, shared machine) worked, those timers would
 run out early. So the rule, which :class:`TimeGovernor` enforces per device:
 
     skip idle time only while the gateway has no exchange in flight with the
-    device (:class:`hil.gateway.exchanges.Exchanges`) and the device's last
+    device (:class:`hil.gateway.in_flight.Exchanges`) and the device's last
     message has had ``settle`` wall seconds to reach the gateway and be
     answered; otherwise keep device time to the host's pace.
 
@@ -67,9 +67,9 @@ class EmulatorClock(Protocol):
 
 
 class ExchangeSource(Protocol):
-    """The gateway's exchanges in flight, per endpoint (:class:`hil.gateway.exchanges.Exchanges`)."""
+    """The gateway's exchanges in flight, per endpoint (:class:`hil.gateway.in_flight.Exchanges`)."""
 
-    def in_flight(self, endpoint: str) -> int: ...
+    def count(self, endpoint: str) -> int: ...
 
     def add_listener(self, listener: Callable[[str, int], None]) -> Callable[[], None]: ...
 
@@ -119,7 +119,7 @@ class TimeGovernor:
 
     def allowed(self) -> bool:
         """The rule, now."""
-        if self._exchanges is None or self._exchanges.in_flight(self.endpoint):
+        if self._exchanges is None or self._exchanges.count(self.endpoint):
             return False
         return time.monotonic() - self._last_sent >= self.settle
 
@@ -140,7 +140,7 @@ class TimeGovernor:
             if wanted != self.skipping:
                 self.skipping = self.clock.set_skipping(wanted)
                 self.switches += 1
-            if not self.skipping and self._exchanges is not None and not self._exchanges.in_flight(self.endpoint):
+            if not self.skipping and self._exchanges is not None and not self._exchanges.count(self.endpoint):
                 self._look_again(self.settle - (time.monotonic() - self._last_sent))
         except Exception as e:  # never into the gateway's request that called us: say so where waits look
             self.error = e

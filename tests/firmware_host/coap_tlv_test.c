@@ -765,6 +765,50 @@ static void test_unanswered_con_notification_ends_observation(void)
     CHECK(coap_observer(0) == NULL);
 }
 
+static void test_full_observer_table_evicts_the_least_recently_heard(void)
+{
+    /* observers that left without cancelling (8 observe/cancel cycles on a quiet value) */
+    uint8_t d[COAP_MAX_DATAGRAM];
+    reset(fake_handler);
+    coap_msg_t req;
+    for (int i = 0; i < COAP_MAX_OBSERVERS; i++) {
+        int n = build_request(d, COAP_CON, COAP_GET, (uint16_t)(0x0D00 + i), "/3303/0/5700", NULL, 0, 0, 0);
+        d[4] = (uint8_t)(0x10 + i); /* a token of its own */
+        coap_parse(&req, d, (size_t)n);
+        CHECK(coap_observe_add(&PEER, &req, "/3303/0/5700", COAP_CF_LWM2M_TLV, (uint32_t)i * 1000) >= 0);
+    }
+    /* the one heard from most recently stays: its notification refreshes it */
+    coap_pdu_t p;
+    coap_pdu_init(&p, COAP_NON, COAP_205_CONTENT, 0, NULL, 0, NULL, 0);
+    coap_notify(coap_observer(0), &p, 20000);
+    int n = build_request(d, COAP_CON, COAP_GET, 0x0DFF, "/3303/0/5700", NULL, 0, 0, 0);
+    d[4] = 0x99;
+    coap_parse(&req, d, (size_t)n);
+    CHECK(coap_observe_add(&PEER, &req, "/3303/0/5700", COAP_CF_LWM2M_TLV, 30000) >= 0); /* not refused */
+    int tokens[256] = { 0 };
+    for (int i = 0; i < COAP_MAX_OBSERVERS; i++)
+        if (coap_observer(i))
+            tokens[coap_observer(i)->token[0]] = 1;
+    CHECK(tokens[0x99] && tokens[0x10] && !tokens[0x11]); /* 0x11 was the least recently heard */
+    CHECK_EQ(coap_stats()->observers_evicted, 1);
+}
+
+static void test_quiet_observation_gets_a_confirmable_notification_after_a_while(void)
+{
+    uint8_t d[COAP_MAX_DATAGRAM];
+    reset(fake_handler);
+    int n = build_request(d, COAP_CON, COAP_GET, 0x0E00, "/3/0", NULL, 0, 0, 0);
+    coap_msg_t req;
+    coap_parse(&req, d, (size_t)n);
+    coap_observe_add(&PEER, &req, "/3/0", COAP_CF_LWM2M_TLV, 0);
+    coap_pdu_t p;
+    coap_pdu_init(&p, COAP_NON, COAP_205_CONTENT, 0, NULL, 0, NULL, 0);
+    coap_notify(coap_observer(0), &p, 1000);
+    CHECK_EQ(last_sent().type, COAP_NON);
+    coap_notify(coap_observer(0), &p, 1000 + COAP_OBS_CON_MS); /* the second one, but a minute later */
+    CHECK_EQ(last_sent().type, COAP_CON);
+}
+
 static void test_observe_remove_by_token_and_path(void)
 {
     uint8_t d[COAP_MAX_DATAGRAM];
@@ -1086,6 +1130,8 @@ int main(int argc, char **argv)
     test_message_ids_and_tokens_differ();
     test_observe_notifications();
     test_unanswered_con_notification_ends_observation();
+    test_full_observer_table_evicts_the_least_recently_heard();
+    test_quiet_observation_gets_a_confirmable_notification_after_a_while();
     test_observe_remove_by_token_and_path();
     test_tlv_spec_vector_decodes();
     test_tlv_values_round_trip();

@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bootseed.h"
 #include "coap.h"
 #include "lwm2m.h"
 #include "net.h"
@@ -69,6 +70,8 @@ int net_parse_ip(const char *s, uint32_t *ip)
 }
 uint32_t fw_millis(void) { return g_now; }
 void board_reset(void) { longjmp(g_reset, 1); }
+/* as under Renode's virtual time: nothing differs between boots but what survives in RAM */
+uint32_t board_entropy(void) { return 0; }
 static float g_temperature = 21.0f;
 int sensor_get(const char *name, float *v)
 {
@@ -257,10 +260,31 @@ static int schedule(int answer)
     return 0;
 }
 
+/* "boots N": N warm boots at the same fake time, each printing its Register's
+ * "<boot count> <message id> <token hex>": every boot must pick new ones. */
+static int boots(long n)
+{
+    for (long b = 0; b < n; b++) {
+        g_now = 1000;
+        lwm2m_init();
+        lwm2m_server_add("coap://10.0.2.2:5683", "booter");
+        coap_msg_t m;
+        if (coap_parse(&m, g_last, g_last_len) != COAP_PARSE_OK || m.code != COAP_POST)
+            return 2;
+        printf("%lu %u ", (unsigned long)boot_count(), m.mid);
+        for (int i = 0; i < m.tkl; i++)
+            printf("%02x", m.token[i]);
+        printf("\n");
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 2 && strcmp(argv[1], "schedule") == 0)
         return schedule(strcmp(argv[2], "answer") == 0);
+    if (argc > 2 && strcmp(argv[1], "boots") == 0)
+        return boots(strtol(argv[2], NULL, 10));
 
     long iterations = argc > 1 ? strtol(argv[1], NULL, 10) : 100000;
     if (argc > 2)

@@ -237,6 +237,22 @@ async def test_observe_temperature_follows_sensor_set(node: Node, gateway: Gatew
     assert extremes[Path(3303, 0, 5602)] == 30.25
 
 
+async def test_departed_observers_and_cancel_cycles_never_lock_observe_out(node: Node, gateway: Gateway) -> None:
+    # Observers that leave without a word (a raw peer that never answers again), more than the 8 slots ...
+    peer = RawPeer(gateway.registration(ENDPOINT).address)
+    try:
+        for i in range(12):
+            request = coap_message(0x300 + i, 1, [(6, b""), (11, b"3"), (11, b"0"), (11, b"1")], token=bytes([0x30, i]))
+            answer = await peer.exchange(request)
+            assert answer is not None and answer[1] == 0x45 and answer[6] >> 4 == 6, answer  # 2.05 with Observe (option 6)
+    finally:
+        peer.close()
+    # ... and the gateway's own observe/cancel cycles on a value that never changes
+    for _ in range(12):
+        async with gateway.observe(ENDPOINT, "/3/0/1") as obs:  # ObservationRefused when no slot is left
+            assert (await asyncio.wait_for(anext(obs), 5)).value() == "mps2-an385"
+
+
 # --------------------------------------------------------------------------- software management
 
 

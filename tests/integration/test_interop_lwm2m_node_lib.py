@@ -23,6 +23,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path as FsPath
 from typing import Any
 
+import cbor2
 import pytest
 from conftest import wait_until
 
@@ -44,6 +45,7 @@ pytestmark = [
 
 WAIT = 10.0  # bound for every wait; a healthy run needs milliseconds
 TLV = "application/vnd.oma.lwm2m+tlv"
+SENML_CBOR = "application/senml+cbor"
 
 
 class Peer:
@@ -166,7 +168,7 @@ async def test_node_registers_to_lib_server_as_lwm2m_1_1(tmp_path):
         assert registration["binding"] == "U"
         assert registration["lifetime"] == str(node.lifetime)
         links = registration["links"].split(",")
-        assert links[0] == '</>;rt="oma.lwm2m";ct=11542'  # root: TLV is the node's preferred format
+        assert links[0] == '</>;rt="oma.lwm2m";ct=112'  # root: the optional format the node prefers, SenML CBOR
         assert {"</1/0>", "</3/0>", "</4/0>", "</3303/0>"} <= set(links)
         await node.wait_registered(WAIT)
     # leaving the node de-registers it at the library's server
@@ -175,12 +177,18 @@ async def test_node_registers_to_lib_server_as_lwm2m_1_1(tmp_path):
 
 async def test_lib_server_reads_device_type_in_each_format(tmp_path):
     async with node_on_lib_server(tmp_path, "interop-read") as (_, server, _registration):
-        # the library sends no Accept by default: the node answers TLV
+        # the library sends no Accept by default: the node answers its preferred format, SenML CBOR
         default = await server.call(op="read", endpoint="interop-read", path="/3/0/17")
         assert default["ok"], default
-        assert default["response"]["contentFormat"] == TLV
+        assert default["response"]["contentFormat"] == SENML_CBOR
+        # one record: {-2 (bn): "/3/0/17", 3 (vs): "embServe Node"}
+        assert cbor2.loads(bytes.fromhex(default["response"]["payloadHex"])) == [{-2: "/3/0/17", 3: "embServe Node"}]
+
+        tlv = await server.call(op="read", endpoint="interop-read", path="/3/0/17", accept=TLV)
+        assert tlv["ok"], tlv
+        assert tlv["response"]["contentFormat"] == TLV
         # Resource TLV: type 0b11, 8-bit id, 8-bit length -> 0xC8, id 17, length 13
-        assert bytes.fromhex(default["response"]["payloadHex"]) == bytes([0xC8, 17, 13]) + b"embServe Node"
+        assert bytes.fromhex(tlv["response"]["payloadHex"]) == bytes([0xC8, 17, 13]) + b"embServe Node"
 
         text = await server.call(op="read", endpoint="interop-read", path="/3/0/17", accept="text/plain")
         assert text["ok"], text

@@ -95,8 +95,10 @@ async def test_gateway_reads_the_device_objects(gateway, node):
 
 async def test_content_formats_of_reads(gateway, node):
     plain = await gateway.read_raw("node1", "/3/0/17", fmt=None)
-    assert plain.content_format == codecs.TLV  # no Accept: TLV, for a single resource too
-    assert codecs.decode(plain.payload, Path(3, 0, 17), codecs.TLV) == {Path(3, 0, 17): "embServe Node"}
+    assert plain.content_format == codecs.SENML_CBOR  # no Accept: the node's preferred format, single resources too
+    assert codecs.decode(plain.payload, Path(3, 0, 17), codecs.SENML_CBOR) == {Path(3, 0, 17): "embServe Node"}
+    tlv = await gateway.read_raw("node1", "/3/0/17", fmt="tlv")
+    assert codecs.decode(tlv.payload, Path(3, 0, 17), codecs.TLV) == {Path(3, 0, 17): "embServe Node"}
     text = await gateway.read_raw("node1", "/3/0/17", fmt="text")
     assert (text.content_format, text.payload) == (codecs.TEXT, b"embServe Node")
     senml = await gateway.read("node1", "/3303/0", fmt="senml")

@@ -63,6 +63,25 @@ async def test_reference_firmware_registers_over_slip_on_renode(firmware_elf: Pa
     assert "Registration Done (EP='node1')" in console
 
 
+async def test_reboot_on_renode_registers_again(firmware_elf: Path, tmp_path: Path) -> None:
+    """Under virtual time every boot is the same; only the boot counter in .noinit RAM gives the
+    Register after a warm reset a new message ID and token, so the gateway sees a new registration."""
+    async with Gateway(host="127.0.0.1", port=0) as gateway, renode_target(tmp_path, firmware_elf) as target:
+        await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
+        first = await gateway.wait_for_registration("node1", timeout=30)
+        async with gateway.subscribe() as events:
+            await target.reboot()
+            seen = []
+            while not any(e.kind == "registered" for e in seen):
+                seen.append(await events.get(timeout=30))
+        again = gateway.registration("node1")
+        assert again.registration_id != first.registration_id, seen
+        assert (await gateway.read("node1", "/3/0/1"))[LwPath(3, 0, 1)] == "mps2-an385"
+    console = (tmp_path / "node1.console.log").read_text()
+    assert "boot 1 since power-up" in console and "boot 2 since power-up" in console, console[-2000:]
+    assert console.count("Registration Done (EP='node1')") == 2
+
+
 async def test_ethernet_without_a_network_model_is_refused(firmware_elf: Path, tmp_path: Path) -> None:
     target = RenodeTarget(TargetConfig(endpoint="node1", log_dir=tmp_path, board=get_board("mps2_an385"),
                                        firmware=firmware_elf, options={"net": "eth"}))

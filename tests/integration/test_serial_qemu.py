@@ -32,6 +32,8 @@ from hil.targets.base import TargetConfig
 from hil.targets.serial import SerialTarget
 
 GUEST_HOST_ALIAS = "10.0.2.2"  # the host's loopback as QEMU user networking shows it to the guest
+#: a bench whose board runs the reference firmware: `sensor set` and shell inputs, declared (a serial board has neither by default)
+REFERENCE_BENCH = 'inject = ["temperature"]\nservice_input = "shell"\n'
 
 pytestmark = pytest.mark.emulation
 
@@ -91,15 +93,16 @@ async def test_serial_target_reaches_qemu_over_rfc2217(pty_board: QemuMachine, g
 
 
 async def run_hil_suite(tmp_path: Path, board: QemuMachine, port: str, *extra: str,
-                        gateway_host: str | None = GUEST_HOST_ALIAS) -> tuple[int, str]:
-    """tests/hil in a child pytest with --target serial; the bench's board file is a user board file."""
+                        gateway_host: str | None = GUEST_HOST_ALIAS, capabilities: str = REFERENCE_BENCH) -> tuple[int, str]:
+    """tests/hil in a child pytest with --target serial; the bench's board file is a user board file
+    with the given ``capabilities`` fields."""
     boards = tmp_path / "lab-boards"
     boards.mkdir()
     (boards / "mps2_an385_bench.toml").write_text(
         'name = "mps2_an385_bench"\n'
         'description = "reference firmware on QEMU, console on a pty, reset through the QEMU monitor"\n'
         'arch = "armv7-m"\nbackends = ["serial"]\nboot_timeout = 15\n'
-        f"reset_command = {board.reset_command!r}\n"
+        f"reset_command = {board.reset_command!r}\n" + capabilities
     )
     env = dict(os.environ, EMBSERVE_HIL_BOARDS=str(boards))
     host = ["--gateway-host", gateway_host] if gateway_host else []
@@ -116,8 +119,8 @@ async def hil_suite_over_the_pty(pty_board: QemuMachine, tmp_path: Path) -> None
     assert code == 0 and "4 passed" in out, out[-4000:]
 
 # The full-suite run over the pty is test_serial_slip_qemu.py's
-# test_hil_suite_passes_over_the_pty_and_on_the_slip_port: both rigs wait out
-# the service's first period in real time, so they run side by side there.
+# test_hil_suite_on_four_bench_rigs_at_once: the rigs wait out the service's
+# first period in real time, so they run side by side there.
 
 
 async def test_remote_bench_over_rfc2217_runs_a_hil_test(pty_board: QemuMachine, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from capability_rigs import production_firmware_bench, stimulus_bench
 from test_serial_qemu import firmware_elf, gateway, hil_suite_over_the_pty, pty_board, run_hil_suite  # noqa: F401  (fixtures shared with the console-only rig)
 
 from hil.boards import get_board
@@ -88,11 +89,12 @@ async def test_board_without_network_registers_through_its_slip_port(
     assert f"{SLIP_PEER} -> 127.0.0.1:{gateway.port}" in slip_log and "closed:" in slip_log
 
 
-@pytest.mark.slow  # each suite waits out the service's 30 s default period in real time, three times
-async def test_hil_suite_passes_over_the_pty_and_on_the_slip_port(
-    pty_board: QemuMachine, slip_board: QemuMachine, tmp_path: Path  # noqa: F811
+@pytest.mark.slow  # each suite waits out the service's 30 s default period in real time, several times
+async def test_hil_suite_on_four_bench_rigs_at_once(
+    firmware_elf: Path, pty_board: QemuMachine, slip_board: QemuMachine, tmp_path: Path  # noqa: F811
 ) -> None:
-    """The full tests/hil on two bench rigs at once: console-only over a pty, and a board without a network."""
+    """tests/hil on four bench rigs at once: the reference firmware console-only over a pty, a board without a
+    network, and (capability_rigs.py) the production-firmware stand-in and a lab with a stimulus."""
 
     async def on_slip_port() -> None:
         assert slip_board.slip_pty
@@ -107,4 +109,6 @@ async def test_hil_suite_passes_over_the_pty_and_on_the_slip_port(
 
     pty_rig = tmp_path / "pty"
     pty_rig.mkdir()
-    await asyncio.gather(hil_suite_over_the_pty(pty_board, pty_rig), on_slip_port())
+    await asyncio.gather(hil_suite_over_the_pty(pty_board, pty_rig), on_slip_port(),
+                         production_firmware_bench(firmware_elf, tmp_path / "production"),
+                         stimulus_bench(firmware_elf, tmp_path / "stimulus"))

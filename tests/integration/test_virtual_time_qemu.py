@@ -36,7 +36,7 @@ def qemu_target(tmp_path: Path, elf: Path, **options) -> QemuTarget:
 
 
 async def registered(target: QemuTarget, gateway: Gateway) -> None:
-    target.govern_time(gateway.exchanges)
+    target.govern_time(gateway.in_flight)
     await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
     await gateway.wait_for_registration("node1", timeout=30)
 

@@ -28,9 +28,10 @@ const server = lwm2m.server;
 
 // node-coap only sends and parses the formats it has been told about, and the
 // library tells it only of 1541. An answer in any other format (the node's
-// TLV when no Accept is given) makes node-coap throw from its socket handler
-// and the whole process dies; so register the LwM2M 1.1 formats here.
+// SenML CBOR when no Accept is given) makes node-coap throw from its socket
+// handler and the whole process dies; so register the LwM2M 1.1 formats here.
 coap.registerFormat('application/senml+json', 110);
+coap.registerFormat('application/senml+cbor', 112);
 coap.registerFormat('application/vnd.oma.lwm2m+tlv', 11542);
 coap.registerFormat('application/vnd.oma.lwm2m+json', 11543);
 

@@ -390,7 +390,7 @@ def test_shipped_suite_runs_from_the_installed_package(pytest_runs: dict[str, tu
     code, out = pytest_runs["suite-sim"]
     assert code == 0, out[-5000:]
     assert re.search(r"^=+ 4 passed", summary(out)), out[-3000:]
-    for name in ("deploy_reports_readings", "readings_follow_injected_values", "rate_input_changes_period",
+    for name in ("deploy_reports_readings", "readings_follow_the_sensor", "rate_input_changes_period",
                  "remove_stops_readings"):
         assert re.search(rf"^PASSED .*::test_{name}$", out, re.M), f"test_{name} did not pass:\n{out[-3000:]}"
 

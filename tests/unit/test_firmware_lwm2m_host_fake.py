@@ -26,7 +26,7 @@ import pytest
 REPO = FsPath(__file__).resolve().parents[2]
 FIRMWARE_SRC = REPO / "firmware" / "src"
 SOURCE = REPO / "tests" / "firmware_host" / "lwm2m_host_fake.c"
-FIRMWARE_FILES = ["coap.c", "tlv.c", "lwm2m.c", "objects.c"]
+FIRMWARE_FILES = ["coap.c", "tlv.c", "lwm2m.c", "objects.c", "bootseed.c"]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined"]
 TICK_MS = 10  # the fake clock's step
 
@@ -106,3 +106,13 @@ def test_fake_network_updates_come_before_the_lifetime_ends_and_deregister_close
     # lifetime 300 s: update at 207 s, leaving room for a full retransmission series (~93 s)
     assert all(abs(i - 207000) <= TICK_MS for i in intervals), intervals
     assert deregister[1] == "0.04"
+
+
+def test_fake_network_every_warm_boot_registers_with_a_new_message_id_and_token(host_client: FsPath) -> None:
+    # The fake board has no entropy at all and every boot happens at the same fake time, as under
+    # Renode's virtual time: only the boot counter and seed kept in .noinit RAM tell the boots apart.
+    run = subprocess.run([str(host_client), "boots", "50"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    rows = [line.split() for line in run.stdout.splitlines()]
+    assert [int(count) for count, _, _ in rows] == list(range(1, 51))
+    assert len({mid for _, mid, _ in rows}) == 50 and len({token for _, _, token in rows}) == 50, rows

@@ -153,5 +153,6 @@ def test_errors_name_what_failed():
 def test_resolve_format_names_and_numbers():
     assert resolve_format("TLV") == 11542 and resolve_format("senml") == 110 and resolve_format("text") == 0
     assert resolve_format(1542) == 1542 and resolve_format(None) is None
-    with pytest.raises(ValueError, match="unknown content format 'cbor'"):
-        resolve_format("cbor")
+    assert resolve_format("senml_cbor") == resolve_format("cbor") == 112
+    with pytest.raises(ValueError, match="unknown content format 'exi'"):
+        resolve_format("exi")

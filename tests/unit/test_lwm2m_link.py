@@ -4,18 +4,31 @@ from __future__ import annotations
 
 import pytest
 
-from hil.lwm2m.link import Link, available_instances, format_links, parse_links, registration_links
+from hil.lwm2m.link import Link, announced_formats, available_instances, format_links, parse_links, registration_links
 from hil.lwm2m.model import CodecError
 
 
 def test_registration_payload():
     text = registration_links({3303: [0], 1: [0], 9: [], 3: [0]})
-    assert text == '</>;rt="oma.lwm2m";ct=11542,</1/0>,</3/0>,</9>,</3303/0>'
+    assert text == '</>;rt="oma.lwm2m",</1/0>,</3/0>,</9>,</3303/0>'  # nothing beyond the default: no ct
+
+
+def test_registration_payload_announces_one_format_on_the_root():
+    text = registration_links({3: [0]}, content_format=112)
+    assert text == '</>;rt="oma.lwm2m";ct=112,</3/0>'
+    assert announced_formats(parse_links(text)) == (112,)
+
+
+def test_announced_formats_in_both_forms_of_rfc7252():
+    assert announced_formats(parse_links('</>;ct="110 112",</3/0>')) == (110, 112)
+    assert announced_formats(parse_links('</lwm2m>;rt="oma.lwm2m";ct=11543,</lwm2m/3/0>')) == (11543,)
+    assert announced_formats(parse_links('</3/0>,</1/0>')) == ()
+    assert announced_formats(parse_links('</>;rt="oma.lwm2m";ct="x 110"')) == (110,)
 
 
 def test_registration_payload_with_versions_and_several_instances():
     text = registration_links({9: [1001, 1000], 1: [0]}, versions={1: "1.1", 9: "1.0"})
-    assert text == '</>;rt="oma.lwm2m";ct=11542,</1>;ver=1.1,</1/0>,</9>;ver=1.0,</9/1000>,</9/1001>'
+    assert text == '</>;rt="oma.lwm2m",</1>;ver=1.1,</1/0>,</9>;ver=1.0,</9/1000>,</9/1001>'
 
 
 def test_registration_payload_round_trips_to_available_instances():

@@ -286,9 +286,9 @@ async def test_fake_renode_brings_the_board_up_and_runs_virtual_time(tmp_path: P
 async def test_fake_renode_skips_idle_time_only_while_the_gateway_has_nothing_in_flight(
     tmp_path: Path, fake_renode: Path, firmware: Path
 ) -> None:
-    from hil.gateway.exchanges import Exchanges
+    from hil.gateway.in_flight import InFlight
 
-    exchanges = Exchanges()
+    exchanges = InFlight()
     async with renode_target(tmp_path, firmware) as target:
         assert target.clock is not None
         target.govern_time(exchanges)

@@ -3,7 +3,7 @@
 FakeMonitorClock stands in for an emulator's monitor: it records every
 switch the governor makes, can refuse to start skipping (a message from the
 device still unaccounted for), and reports messages leaving the device. The
-exchanges are the gateway's real counter (hil.gateway.exchanges), driven by
+exchanges are the gateway's real counter (hil.gateway.in_flight), driven by
 hand. The real clocks run in tests/integration (QEMU) and, with Renode
 installed, tests/integration/test_renode_*.py.
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
-from hil.gateway.exchanges import Exchanges
+from hil.gateway.in_flight import InFlight
 from hil.targets.virtual_time import (
     TimeGovernor,
     TxLog,
@@ -81,7 +81,7 @@ async def test_no_skipping_without_exchanges_to_watch_with_fake_monitor(clock: F
 
 
 async def test_skips_once_nothing_is_in_flight_with_fake_monitor(clock: FakeMonitorClock) -> None:
-    exchanges = Exchanges()
+    exchanges = InFlight()
     governor = TimeGovernor(clock, "node1", settle=SETTLE)
     governor.watch(exchanges)
     assert clock.skipping and governor.skipping  # nothing in flight, nothing sent: at once
@@ -90,7 +90,7 @@ async def test_skips_once_nothing_is_in_flight_with_fake_monitor(clock: FakeMoni
 
 
 async def test_no_skip_while_an_exchange_is_in_flight_with_fake_monitor(clock: FakeMonitorClock) -> None:
-    exchanges = Exchanges()
+    exchanges = InFlight()
     governor = TimeGovernor(clock, "node1", settle=SETTLE)
     governor.watch(exchanges)
     assert clock.skipping
@@ -108,7 +108,7 @@ async def test_no_skip_while_an_exchange_is_in_flight_with_fake_monitor(clock: F
 
 
 async def test_another_devices_exchange_does_not_hold_this_one_with_fake_monitor(clock: FakeMonitorClock) -> None:
-    exchanges = Exchanges()
+    exchanges = InFlight()
     governor = TimeGovernor(clock, "node1", settle=SETTLE)
     governor.watch(exchanges)
     with exchanges.track("node2"):
@@ -118,7 +118,7 @@ async def test_another_devices_exchange_does_not_hold_this_one_with_fake_monitor
 
 
 async def test_message_from_the_device_holds_skipping_until_settled_with_fake_monitor(clock: FakeMonitorClock) -> None:
-    exchanges = Exchanges()
+    exchanges = InFlight()
     governor = TimeGovernor(clock, "node1", settle=SETTLE)
     governor.watch(exchanges)
     clock.message_leaves()
@@ -140,7 +140,7 @@ async def test_message_from_the_device_holds_skipping_until_settled_with_fake_mo
 async def test_clock_refusing_to_skip_is_asked_again_after_the_settle_time_with_fake_monitor(
     clock: FakeMonitorClock,
 ) -> None:
-    exchanges = Exchanges()
+    exchanges = InFlight()
     governor = TimeGovernor(clock, "node1", settle=SETTLE)
     clock.pending_message = True  # it left just as the governor wanted to skip
     governor.watch(exchanges)
@@ -154,7 +154,7 @@ async def test_clock_failure_never_reaches_the_gateway_with_fake_monitor(clock: 
     def broken(on: bool) -> bool:
         raise ConnectionError("the emulator went away")
 
-    exchanges = Exchanges()
+    exchanges = InFlight()
     governor = TimeGovernor(clock, "node1", settle=SETTLE)
     governor.watch(exchanges)
     clock.set_skipping = broken  # type: ignore[method-assign]

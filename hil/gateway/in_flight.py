@@ -1,4 +1,4 @@
-"""How many exchanges the gateway has in flight with each device, for whoever must not disturb them.
+"""How many requests the gateway has in flight with each device, for whoever must not disturb them.
 
 An exchange is in flight from the moment the gateway sends a request to a
 device until the device's answer (or the error it amounts to) is back: a
@@ -22,14 +22,14 @@ from collections.abc import Callable, Iterator
 ExchangeListener = Callable[[str, int], None]
 
 
-class Exchanges:
+class InFlight:
     """Per endpoint, the gateway's exchanges in flight; listeners hear every change."""
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
         self._listeners: list[ExchangeListener] = []
 
-    def in_flight(self, endpoint: str) -> int:
+    def count(self, endpoint: str) -> int:
         return self._counts.get(endpoint, 0)
 
     @contextlib.contextmanager
