@@ -266,9 +266,11 @@ class QemuClock:
             # QEMU stamps frames with the wall clock's second at its start plus virtual time; the frame left
             # during the slice that just ended, so the origin is the one whole second that fits.
             self._pcap_origin = math.ceil(pcap_seconds - self.device_now - 1e-6)
-        if frame[12:14] != b"\x08\x00":
+        if frame[12:14] != b"\x08\x00" or len(frame) < 18:
             return True
-        key, starts = classify_packet(frame[14:])
+        # A short frame is padded to Ethernet's 60 bytes: the packet is as long as its header says.
+        packet = frame[14 : 14 + int.from_bytes(frame[16:18], "big")]
+        key, starts = classify_packet(packet)
         if key is not None:
             self.txlog.record(key, pcap_seconds - self._pcap_origin)
         return starts
