@@ -22,6 +22,8 @@ from . import resources
 
 #: the ``firmware`` field's value for the embServe reference firmware, built
 #: from the sources shipped with embserve-hil (:mod:`hil.reference_firmware`)
+#: for the board of the same name; ``"reference:<board>"`` names the build of
+#: another board (a lab's own board file for hardware the firmware supports)
 REFERENCE_FIRMWARE = "reference"
 BACKENDS = ("sim", "qemu", "renode", "serial")
 RESETS = ("none", "dtr", "rts", "command")
@@ -60,13 +62,14 @@ class Board:
     platform: str = "zephyr/arm/v7"
     sensors: tuple[str, ...] = ("temperature",)
     description: str = ""
-    firmware: str | None = None  # default firmware: a path (see resolve_path()) or REFERENCE_FIRMWARE
+    firmware: str | None = None  # default firmware: a path (see resolve_path()), REFERENCE_FIRMWARE[:board]
     network: str | None = None  # "lan9118", "ethernet", "slip", "board" (the board's own network)
     qemu_machine: str | None = None
     renode_platform: str | None = None  # .repl: a path, or "@platforms/..." inside Renode
     renode_script: str | None = None  # .resc that starts the board by hand in Renode
     renode_ethernet: str | None = None  # Renode peripheral with an Ethernet model, e.g. "sysbus.ethernet"
     renode_slip_uart: str | None = None  # Renode UART carrying the node's SLIP link, e.g. "uart1" (``sysbus.`` implied)
+    renode_tap: str | None = None  # host TAP device the board's Renode switch joins (Ethernet to the gateway)
     reset: str = "none"  # "none", "dtr", "rts" (pulse the modem line) or "command"
     reset_command: str | None = None  # shell command; {port}, {board}
     reset_pulse: float = 0.1  # seconds the DTR/RTS line is held active
@@ -124,8 +127,19 @@ class Board:
         return found
 
     @property
+    def reference_firmware_board(self) -> str | None:
+        """The board whose reference firmware build this board runs (``firmware = "reference"``: its
+        own name; ``"reference:<board>"``: that board's), or None when the field names a file or nothing."""
+        if self.firmware == REFERENCE_FIRMWARE:
+            return self.name
+        prefix = f"{REFERENCE_FIRMWARE}:"
+        if self.firmware and self.firmware.startswith(prefix):
+            return self.firmware[len(prefix):]
+        return None
+
+    @property
     def uses_reference_firmware(self) -> bool:
-        return self.firmware == REFERENCE_FIRMWARE
+        return self.reference_firmware_board is not None
 
     @property
     def renode_console(self) -> str:
@@ -163,7 +177,7 @@ _NUMBER = (int, float)
 _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "console": str, "prompt": str, "baudrate": int, "platform": str, "sensors": list,
     "description": str, "firmware": str, "network": str, "qemu_machine": str,
-    "renode_platform": str, "renode_script": str, "renode_ethernet": str, "renode_slip_uart": str,
+    "renode_platform": str, "renode_script": str, "renode_ethernet": str, "renode_slip_uart": str, "renode_tap": str,
     "reset": str, "reset_command": str, "reset_pulse": _NUMBER, "flash": str,
     "flash_timeout": _NUMBER, "boot_timeout": _NUMBER,
     "inject": list, "service_input": str, "service_input_command": str, "temperature_range": list,
@@ -242,6 +256,10 @@ def _check(path: Path, board: dict[str, Any]) -> None:
     for key in COMMAND_PLACEHOLDERS:
         if key in board:
             _check_command(path, key, board[key])
+    firmware = board.get("firmware", "")
+    if firmware.startswith(f"{REFERENCE_FIRMWARE}:") and not firmware.partition(":")[2].strip():
+        raise BoardError(f"board file {path}: field 'firmware' is {firmware!r}: name the board after 'reference:'"
+                         " (or write \"reference\" for this board's own build)")
     if board.get("labgrid_flash") == LABGRID_FLASH_COMMAND and "labgrid_flash_command" not in board:
         raise BoardError(f"board file {path}: field 'labgrid_flash' is 'command' but field 'labgrid_flash_command' is missing")
     if "labgrid_flash" in board and not board["labgrid_flash"].strip():

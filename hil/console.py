@@ -64,6 +64,8 @@ class Console:
         self._failure: str | None = None
         self.writer: Callable[[bytes], Awaitable[None]] | None = None
         self.listeners: list[Callable[[str], None]] = []
+        # What the backend can add to a timeout or failure message (an emulator's log and its last warnings).
+        self.diagnostics: list[Callable[[], str]] = []
         self.bytes_in = 0
 
     # -- input from the device ------------------------------------------------
@@ -114,7 +116,9 @@ class Console:
             raise ConsoleFailure(f"{self.name}: console printed {self._failure!r}{self._where()}")
 
     def _where(self) -> str:
-        return f" (full console log: {self.log_path})" if self.log_path else ""
+        where = f" (full console log: {self.log_path})" if self.log_path else ""
+        notes = [note for note in (diagnose() for diagnose in self.diagnostics) if note]
+        return "".join([where, *(f"\n{note}" for note in notes)])
 
     def tail(self, n: int = 15) -> str:
         lines = [line.text for line in list(self.history)[-n:]]

@@ -45,7 +45,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator, Iterator, NoReturn
+from typing import TYPE_CHECKING, AsyncIterator, Callable, Iterator, NoReturn
 
 import pytest
 import pytest_asyncio
@@ -65,7 +65,9 @@ from .targets.base import (
     TargetUnavailable,
     get_target_class,
     known_targets,
+    reference_build,
 )
+from .targets.errors import TargetConfigError
 
 DEFAULT_BOARD = DEFAULT_BOARDS
 LOG_KEY = pytest.StashKey[Path]()
@@ -93,6 +95,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--net", default=None, choices=["eth", "slip"],
                     help="how an emulated node reaches the gateway: eth (LAN9118) or slip (UART1 through the SLIP bridge);"
                          " default: the target's choice for the board (QEMU eth, Renode eth if modelled, else slip)")
+    group.addoption("--renode-tap", default=None, metavar="TAP",
+                    help="Renode target: host TAP device the board's Ethernet reaches the gateway through"
+                         " (default: the board file's renode_tap; without one, boards with a SLIP UART use SLIP)")
+    group.addoption("--device-time", default="virtual", choices=["virtual", "real"],
+                    help="emulated targets (QEMU, Renode): virtual device time, whose idle time is skipped while the"
+                         " gateway has nothing in flight with the node (default), or real time at the host's pace")
     group.addoption("--nodes", type=int, default=1, help="number of nodes the `nodes` fixture brings up")
     group.addoption("--deploy-via", default="lwm2m", choices=["lwm2m", "mqtt", "rest"],
                     help="path the deployer takes to the gateway")
@@ -491,25 +499,39 @@ def hil_target_class(hil_target_name: str) -> type[Target]:
 
 
 @pytest.fixture(scope="session")
-def hil_reference_firmware(pytestconfig: pytest.Config) -> Path:
-    """The reference firmware, built from the shipped sources into the per-user cache once (then reused)."""
+def hil_reference_firmware(pytestconfig: pytest.Config) -> Callable[[str], Path]:
+    """``hil_reference_firmware(board)``: the reference firmware for that board, built from the shipped
+    sources into the per-user cache once (then reused)."""
     from .reference_firmware import FirmwareError, reference_firmware
 
-    try:
-        return reference_firmware(announce=lambda line: _terminal_line(pytestconfig, line))
-    except FirmwareError as e:
-        _fail(str(e))
+    built: dict[str, Path] = {}
+
+    def for_board(name: str) -> Path:
+        if name not in built:
+            try:
+                built[name] = reference_firmware(board=name, announce=lambda line: _terminal_line(pytestconfig, line))
+            except FirmwareError as e:
+                _fail(str(e))
+        return built[name]
+
+    return for_board
 
 
 @pytest.fixture
-def hil_firmware(pytestconfig: pytest.Config, request: pytest.FixtureRequest, hil_target_class: type[Target],
-                 board: Board | None) -> Path | None:
-    """The firmware the node runs: ``--firmware``, else the reference firmware when the board file names it."""
+def hil_firmware(pytestconfig: pytest.Config, hil_reference_firmware: Callable[[str], Path],
+                 hil_target_class: type[Target], board: Board | None) -> Path | None:
+    """The firmware the node runs: ``--firmware``, else the reference firmware's build for the board when
+    the board file names it (``firmware = "reference"``)."""
     explicit = pytestconfig.getoption("--firmware")
     if explicit:
         return Path(explicit).resolve()
-    if hil_target_class.loads_firmware and board is not None and board.uses_reference_firmware:
-        return request.getfixturevalue("hil_reference_firmware")
+    if hil_target_class.loads_firmware and board is not None:
+        try:
+            build = reference_build(board)
+        except TargetConfigError as e:
+            stop_on_config_error(e)
+        if build is not None:
+            return hil_reference_firmware(build.board)
     return None  # the target resolves what the board file names, and says so when it is missing
 
 
@@ -526,7 +548,8 @@ def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Pa
         options={"sim_speed": pytestconfig.getoption("--sim-speed"), "net": pytestconfig.getoption("--net"),
                  "gdb_announce": lambda command: _terminal_line(
                      pytestconfig, f"embserve-hil: {endpoint} waits for the debugger; attach with:\n  {command}"),
-                 **(extra or {})},
+                 "renode_tap": pytestconfig.getoption("--renode-tap"),
+                 "virtual_time": pytestconfig.getoption("--device-time") == "virtual", **(extra or {})},
         timeline=recorder.timeline if recorder is not None else None,
         capture=recorder.capture if recorder is not None else None,
         gdb_port=pytestconfig.getoption("--hil-gdb"),
@@ -599,19 +622,30 @@ class NodeHandle:
         return self.target.time_scale
 
 
+def stop_on_config_error(error: TargetConfigError) -> NoReturn:
+    """A configuration that cannot work fails every test the same way: end the session with one line."""
+    pytest.exit(f"embserve-hil: {error}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout: float = 30.0, recorder=None):
     """Start a target, bootstrap it through its shell, wait for its registration."""
     try:
         cls = get_target_class(target_name)
     except TargetUnavailable as e:
         pytest.skip(str(e))
-    target = cls(config)
+    try:
+        target = cls(config)
+        target.check_config()
+    except TargetConfigError as e:
+        stop_on_config_error(e)
     if recorder is not None:
         recorder.add_device(target)
     try:
         await target.__aenter__()
     except (BoardError, MissingBinaryError) as e:
         _fail(str(e))  # bad board file input, or a missing tool: one line
+    # Idle device time may be skipped from now on, whenever the gateway has nothing in flight with the node.
+    target.govern_time(gateway.in_flight)
     try:
         await target.bootstrap(target.device_server_uri(gateway.host, gateway.port))
         await gateway.wait_for_registration(config.endpoint, timeout=timeout)
@@ -789,8 +823,13 @@ def readings(request: pytest.FixtureRequest, gateway, hil_test_record):
     collectors: list[ReadingCollector] = []
 
     def make(node: NodeHandle | str, path: str | None = None, **kwargs) -> ReadingCollector:
-        ep = node if isinstance(node, str) else node.endpoint
-        c = ReadingCollector(gateway, ep, path, **kwargs)
+        if isinstance(node, str):
+            c = ReadingCollector(gateway, node, path, **kwargs)
+        else:
+            # Readings carry the device time their message left at, when the target's clock saw it leave.
+            if node.target.has_device_time:
+                kwargs.setdefault("device_time", node.target.device_time_of)
+            c = ReadingCollector(gateway, node.endpoint, path, **kwargs)
         collectors.append(c)
         hil_test_record.watch(c)
         return c

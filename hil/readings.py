@@ -6,19 +6,31 @@ notification with its arrival time, so a test can wait for N readings, for a
 value, or look at the spacing between them. A device that pushes its
 readings with LwM2M 1.1 Send instead is heard the same way: every Send from
 the node that carries the path is a reading too.
+
+A reading also carries the device time at which it was produced, when
+something can tell: ``device_time``, a callable given the notification
+(``Target.device_time_of``: the emulator's clock when the message left the
+device; a source that reads a time the firmware sends, such as SenML's, fits
+the same slot). It may answer later than the notification arrives (an
+emulator's log is read on its own schedule), so readings without it are
+looked up again whenever they are used. :meth:`ReadingCollector.intervals`
+uses device times when every reading in question has one: then the spacing
+is the device's, whatever the host did meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from .lwm2m import Path
 from .progress import waiting
 
 TEMPERATURE_VALUE = (3303, 5700)
+#: wall seconds a wait gives device times that are not known yet before it returns without them
+STAMP_WAIT = 0.25
 
 
 class ReadingTimeout(AssertionError):
@@ -30,6 +42,10 @@ class Reading:
     value: Any
     time: float  # wall clock (time.time()) when the gateway received it
     path: Path
+    device_time: float | None = None  # device seconds when the device sent it, when known
+
+
+DeviceClock = Callable[[Any], "float | None"]  # a notification -> the device time it was sent at, or None
 
 
 class ReadingCollector:
@@ -43,9 +59,11 @@ class ReadingCollector:
     """
 
     def __init__(self, gateway: Any, endpoint: str, path: str | Path | None = None, *, include_initial: bool = False,
-                 resource: tuple[int, int] = TEMPERATURE_VALUE):
+                 resource: tuple[int, int] = TEMPERATURE_VALUE, device_time: DeviceClock | None = None):
         self.gateway = gateway
         self.resource = resource
+        self.device_time = device_time
+        self._unstamped: dict[int, Any] = {}  # index in readings -> its notification, while its device time is unknown
         self.endpoint = endpoint
         self._path = Path.parse(path) if path is not None else None
         self.include_initial = include_initial
@@ -94,12 +112,24 @@ class ReadingCollector:
             self._add(notification, False)
 
     def _add(self, notification: Any, initial: bool) -> None:
-        reading = Reading(notification.value(self._path), notification.timestamp, self._path)
+        stamp = self.device_time(notification) if self.device_time is not None else None
+        reading = Reading(notification.value(self._path), notification.timestamp, self._path, stamp)
         if initial and not self.include_initial:
             self.initial = reading
         else:
+            if stamp is None and self.device_time is not None:
+                self._unstamped[len(self.readings)] = notification
             self.readings.append(reading)
         self._changed.set()
+
+    def _stamp(self) -> None:
+        """Device times that were not known when their readings arrived."""
+        assert self.device_time is not None or not self._unstamped
+        for index, notification in list(self._unstamped.items()):
+            stamp = self.device_time(notification)  # type: ignore[misc]
+            if stamp is not None:
+                self.readings[index] = replace(self.readings[index], device_time=stamp)
+                del self._unstamped[index]
 
     async def stop(self) -> None:
         if self._remove_report_listener is not None:
@@ -134,7 +164,18 @@ class ReadingCollector:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except asyncio.TimeoutError:
                 pass
+        await self._await_stamps()
         return list(self.readings)
+
+    async def _await_stamps(self, timeout: float = STAMP_WAIT) -> None:
+        """Give device times that are not known yet a moment to arrive (an emulator notes them on its own
+        schedule, within a fraction of a second)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        self._stamp()
+        while self._unstamped and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+            self._stamp()
 
     async def wait(self, count: int, timeout: float) -> list[Reading]:
         """Wait until ``count`` readings (in total) have arrived."""
@@ -158,17 +199,44 @@ class ReadingCollector:
         return [r.value for r in self.readings]
 
     def intervals(self, readings: list[Reading] | None = None) -> list[float]:
-        rs = self.readings if readings is None else readings
+        """Seconds between consecutive readings: in device time when every one of them carries it,
+        else in wall-clock time at the gateway (multiply by the target's ``time_scale`` for device time)."""
+        self._stamp()
+        if readings is None:
+            rs = self.readings
+        else:
+            rs = [self._current(r) for r in readings]
+        if rs and all(r.device_time is not None for r in rs):
+            return [b.device_time - a.device_time for a, b in zip(rs, rs[1:])]  # type: ignore[operator]
         return [b.time - a.time for a, b in zip(rs, rs[1:])]
 
+    def device_intervals(self, readings: list[Reading] | None = None, *, time_scale: float = 1.0) -> list[float]:
+        """Device seconds between consecutive readings: their device times when every one carries
+        it, else the wall-clock intervals times ``time_scale`` (the target's device seconds per wall second)."""
+        self._stamp()
+        rs = self.readings if readings is None else [self._current(r) for r in readings]
+        stamped = bool(rs) and all(r.device_time is not None for r in rs)
+        return [d if stamped else d * time_scale for d in self.intervals(rs)]
+
+    def _current(self, reading: Reading) -> Reading:
+        """``reading`` as the collector holds it now (its device time may have been found since)."""
+        for held in self.readings:
+            if held.time == reading.time and held.value == reading.value and held.path == reading.path:
+                return held
+        return reading
+
     def summary(self) -> str:
+        self._stamp()
         if not self.readings:
             return f"{self.endpoint} {self._path}: no readings"
-        t0 = self.readings[0].time
-        shown = ", ".join(f"{r.value:.2f}@+{r.time - t0:.2f}s" if isinstance(r.value, float) else f"{r.value}@+{r.time - t0:.2f}s"
+        device = all(r.device_time is not None for r in self.readings)
+        when: Callable[[Reading], float] = (lambda r: r.device_time) if device else (lambda r: r.time)  # type: ignore[assignment,return-value]
+        t0 = when(self.readings[0])
+        shown = ", ".join(f"{r.value:.2f}@+{when(r) - t0:.2f}s" if isinstance(r.value, float) else f"{r.value}@+{when(r) - t0:.2f}s"
                           for r in self.readings)
         n = len(self.readings)
-        return f"{self.endpoint} {self._path}: {n} reading{'' if n == 1 else 's'} (value@wall-clock offset): {shown}"
+        clock = "device-time" if device else "wall-clock"
+        return f"{self.endpoint} {self._path}: {n} reading{'' if n == 1 else 's'} (value@{clock} offset): {shown}"
 
 
 def check_real_sensor(values: list[float], *, plausible: tuple[float, float], constant: bool, what: str) -> None:

@@ -1,11 +1,13 @@
 """The reference embServe firmware, built from the sources that ship in the package.
 
 :func:`reference_firmware` returns the ELF of the reference firmware for
-mps2-an385, built with the shipped Makefile into the per-user cache,
-``$XDG_CACHE_HOME/embserve-hil/firmware/<key>/embserve.elf``, where the key
-hashes the sources, the make variables and the compiler's version. The first
-use builds (about 15 s on two cores), later ones reuse; ``announce`` is told
-which, in one line.
+one board (``firmware/src/boards/<board>/``: :func:`firmware_boards`),
+built with the shipped Makefile (``make BOARD=<board> NET=<net>``) into the
+per-user cache, ``$XDG_CACHE_HOME/embserve-hil/firmware/<key>/embserve.elf``,
+where the key hashes what that build reads (the Makefile, the link scripts,
+the common sources and that board's directory), the make variables and the
+compiler's version. The first use builds (about 15 s on two cores), later
+ones reuse; ``announce`` is told which, in one line.
 
 A cache entry only ever appears whole: the build runs in a ``.building-*``
 directory beside it, which gets a manifest (the key and the ELF's SHA-256)
@@ -38,7 +40,9 @@ NET_MODES = ("eth", "slip")
 #: what a build needs from Debian, named together in the error when any part is missing
 APT_PACKAGES = ("gcc-arm-none-eabi", "picolibc-arm-none-eabi", "libnewlib-arm-none-eabi")
 BUILD_TIMEOUT = 600.0
-_SOURCE_SUFFIXES = (".c", ".h", ".S")
+#: the board a build is for when nobody says: QEMU's mps2-an385
+DEFAULT_BOARD = "mps2_an385"
+_SOURCE_SUFFIXES = (".c", ".h", ".S", ".ld", ".mk")
 _KEEP = (ELF_NAME, "embserve.map")  # what an entry keeps of the build directory
 
 
@@ -50,10 +54,21 @@ def cache_root() -> Path:
     return user_cache_dir("firmware")
 
 
-def source_files(src: Path) -> list[Path]:
-    """What the build reads: the Makefile, the link script and every source under ``src/``."""
-    files = [src / "Makefile", src / "link.ld"]
-    files += sorted(p for p in (src / "src").rglob("*") if p.suffix in _SOURCE_SUFFIXES and p.is_file())
+def firmware_boards(src: Path) -> list[str]:
+    """The boards the reference firmware's sources in ``src`` build for (``src/boards/<board>/``)."""
+    return sorted(p.name for p in (src / "src" / "boards").iterdir() if (p / "board.mk").is_file())
+
+
+def source_files(src: Path, board: str = DEFAULT_BOARD) -> list[Path]:
+    """What the build for ``board`` reads: the Makefile, the top-level link scripts, every source under
+    ``src/`` outside ``src/boards/``, and everything of ``src/boards/<board>/`` (its link script too)."""
+    boards = src / "src" / "boards"
+    files = [src / "Makefile", *sorted(src.glob("*.ld"))]
+    files += sorted(
+        p for p in (src / "src").rglob("*")
+        if p.suffix in _SOURCE_SUFFIXES and p.is_file()
+        and (not p.is_relative_to(boards) or p.is_relative_to(boards / board))
+    )
     return files
 
 
@@ -77,10 +92,12 @@ def check_toolchain(cross: str = CROSS) -> str:
 
 
 def build_key(src: Path, make_vars: dict[str, str], compiler: str) -> str:
+    """The cache key of one build: the compiler, the make variables (``BOARD`` picks the board's
+    sources) and every file that build reads."""
     digest = hashlib.sha256(compiler.encode() + b"\0")
     for name in sorted(make_vars):
         digest.update(f"{name}={make_vars[name]}\0".encode())
-    for path in source_files(src):
+    for path in source_files(src, make_vars.get("BOARD", DEFAULT_BOARD)):
         digest.update(path.relative_to(src).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:20]
 
@@ -139,12 +156,13 @@ def _stderr_line(line: str) -> None:
 def reference_firmware(
     net: str = "eth",
     *,
+    board: str = DEFAULT_BOARD,
     cache_dir: str | os.PathLike[str] | None = None,
     src: str | os.PathLike[str] | None = None,
     announce: Callable[[str], None] = _stderr_line,
     timeout: float = BUILD_TIMEOUT,
 ) -> Path:
-    """The reference firmware's ELF for ``net`` (the interface up after boot), built on first use.
+    """The reference firmware's ELF for ``board`` and ``net`` (the interface up after boot), built on first use.
 
     ``src`` defaults to the sources shipped in the package, ``cache_dir`` to
     :func:`cache_root`.
@@ -152,26 +170,30 @@ def reference_firmware(
     if net not in NET_MODES:
         raise FirmwareError(f"net={net!r}: the reference firmware is built for {' or '.join(NET_MODES)}")
     src = Path(src) if src is not None else resources.firmware_dir()
+    known = firmware_boards(src)
+    if board not in known:
+        raise FirmwareError(f"board {board!r}: the reference firmware is built for {', '.join(known)}, not for it")
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    make_vars = {"NET": net, "CROSS": CROSS}
+    make_vars = {"BOARD": board, "NET": net, "CROSS": CROSS}
+    what = f"BOARD={board} NET={net}"
     key = build_key(src, make_vars, check_toolchain())
     entry = root / key
     if entry_is_complete(entry, key):
-        announce(f"embserve-hil: reusing the reference firmware (NET={net}) {entry / ELF_NAME}")
+        announce(f"embserve-hil: reusing the reference firmware ({what}) {entry / ELF_NAME}")
         return entry / ELF_NAME
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(root)
     if entry.exists():
         announce(f"embserve-hil: {entry} is an incomplete build; removing it")
         _remove(entry)
-    announce(f"embserve-hil: building the reference firmware (NET={net}) into {entry} ...")
+    announce(f"embserve-hil: building the reference firmware ({what}) into {entry} ...")
     building = root / f".building-{os.getpid()}-{key}-{uuid.uuid4().hex[:8]}"
     try:
         _make(src, building, make_vars, timeout)
         for item in building.iterdir():
             if item.name not in _KEEP:
                 shutil.rmtree(item) if item.is_dir() else item.unlink()
-        manifest = {"key": key, "net": net, "sha256": _sha256(building / ELF_NAME), "sources": str(src)}
+        manifest = {"key": key, "board": board, "net": net, "sha256": _sha256(building / ELF_NAME), "sources": str(src)}
         with open(building / MANIFEST_NAME, "w") as out:
             json.dump(manifest, out, indent=1)
             out.flush()

@@ -11,6 +11,7 @@
 
 int main(void)
 {
+    board_init();
     uart_init();
     printf("*** Booting %s v%s ***\n", FW_NAME, FW_VERSION);
     /* The scheduler must exist before the first tick reaches sched_tick(). */

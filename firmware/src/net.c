@@ -1,10 +1,10 @@
-/* ARP, IPv4, UDP and ICMP echo over eth0 (LAN9118) or sl0 (SLIP); main loop only, so no locking. */
+/* ARP, IPv4, UDP and ICMP echo over eth0 (the board's Ethernet) or sl0 (SLIP); main loop only, so no locking. */
 #include "net.h"
 
 #include <stdio.h>
 #include <string.h>
 
-#include "lan9118.h"
+#include "board.h"
 #include "slip.h"
 #include "systick.h"
 
@@ -615,9 +615,13 @@ static void set_static_ipv4(struct netif *nif, const char *ip, const char *netma
 
 void net_init(void)
 {
-    int rc = lan9118_init(&eth0);
+    int rc = board_eth_init(&eth0);
     if (rc != 0) {
-        printf("net: LAN9118 not found (error %d); eth0 is unavailable\n", rc);
+#ifdef BOARD_ETH_NAME
+        printf("net: %s not found (error %d); eth0 is unavailable\n", BOARD_ETH_NAME, rc);
+#else
+        printf("net: this board has no Ethernet; eth0 is unavailable\n");
+#endif
     } else {
         net_add_netif(&eth0);
         /* QEMU user networking (slirp) defaults; the shell can override them. */

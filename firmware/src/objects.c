@@ -16,10 +16,10 @@
 #include "systick.h"
 
 #define MANUFACTURER     "embserve-hil"
-#define MODEL            "mps2-an385"
-#define SERIAL_NUMBER    "AN385-0001"
+#define MODEL            BOARD_MODEL
+#define SERIAL_NUMBER    BOARD_SERIAL_NUMBER
 #define DEVICE_TYPE      "embServe Node"
-#define MEMORY_TOTAL_KB  4096      /* data SSRAM: 4 MiB (an Integer in LwM2M; the SDF bridge shows it as a string) */
+#define MEMORY_TOTAL_KB  BOARD_MEMORY_KB /* an Integer in LwM2M; the SDF bridge shows it as a string */
 #define BEARER_ETHERNET  41
 #define SENSOR_POLL_MS   20u
 #define REBOOT_DELAY_MS  100u     /* lets the 2.04 of the Reboot execute leave first */

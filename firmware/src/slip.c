@@ -1,8 +1,9 @@
-/* SLIP framing on UART1. Runs in the main loop only (net_service), so no locking. */
+/* SLIP framing on the SLIP UART (UART1 on mps2-an385). Runs in the main loop only (net_service), so no locking. */
 #include "slip.h"
 
 #include <string.h>
 
+#include "board.h"
 #include "uart.h"
 
 #define SLIP_END      0xC0u
@@ -121,7 +122,7 @@ int slip_init(struct netif *nif)
 {
     uart1_init();
     rx_restart();
-    nif->driver_name = "SLIP on UART1";
+    nif->driver_name = BOARD_SLIP_NAME;
     nif->link = NETIF_LINK_IP;
     memset(nif->mac, 0, sizeof nif->mac);
     nif->send = slip_send;

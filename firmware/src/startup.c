@@ -1,15 +1,14 @@
-/* Reset and vector table for mps2-an385; picolibc TLS and stdio setup. */
+/* Reset and the vector table (the board names its interrupt handlers); picolibc TLS and stdio setup. */
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "board.h"
-#include "systick.h"
 #include "uart.h"
 
 extern uint32_t __stack_top[];
 extern uint8_t __data_start[], __data_end[], __data_source[];
-extern uint8_t __bss_start[], __bss_end[];
+extern uint8_t __bss_start[], __bss_end[], __bss2_start[], __bss2_end[];
 extern uint8_t __tls_base[];
 
 void _init_tls(void *tls);
@@ -29,10 +28,8 @@ WEAK_HANDLER(SVC_Handler);
 WEAK_HANDLER(DebugMon_Handler);
 WEAK_HANDLER(PendSV_Handler);
 WEAK_HANDLER(SysTick_Handler);
-WEAK_HANDLER(UART0_RX_IRQHandler);
-WEAK_HANDLER(UART1_RX_IRQHandler);
-WEAK_HANDLER(UART2_RX_IRQHandler);
-WEAK_HANDLER(ETH_IRQHandler);
+#define DECLARE_BOARD_HANDLER(irq, name) WEAK_HANDLER(name);
+BOARD_IRQS(DECLARE_BOARD_HANDLER)
 
 /* Until the service runtime is linked in, module wrappers that read the
  * pointer at 0x28 get a function that answers "no module here". */
@@ -44,6 +41,11 @@ __attribute__((weak)) uint32_t rt_lot_base_for_pc(uint32_t pc)
 
 typedef void (*vector_t)(void);
 
+/* Every external interrupt goes to Default_Handler unless the board names a
+ * handler for it; the board's entries override the range on purpose. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Woverride-init"
+#define BOARD_VECTOR(irq, name) [16 + (irq)] = name,
 __attribute__((section(".vectors"), used))
 const vector_t vector_table[16 + IRQ_COUNT] = {
     [0] = (vector_t)(uintptr_t)__stack_top,
@@ -60,27 +62,23 @@ const vector_t vector_table[16 + IRQ_COUNT] = {
     [12] = DebugMon_Handler,
     [14] = PendSV_Handler,
     [15] = SysTick_Handler,
-    [16 + IRQ_UART0_RX] = UART0_RX_IRQHandler,
-    [16 + IRQ_UART1_RX] = UART1_RX_IRQHandler,
-    [16 + IRQ_UART2_RX] = UART2_RX_IRQHandler,
-    [16 + IRQ_ETHERNET] = ETH_IRQHandler,
-    [16 + 1] = Default_Handler, [16 + 3] = Default_Handler, [16 + 5] = Default_Handler,
-    [16 + 6] = Default_Handler, [16 + 7] = Default_Handler, [16 + 8] = Default_Handler,
-    [16 + 9] = Default_Handler, [16 + 10] = Default_Handler, [16 + 11] = Default_Handler,
-    [16 + 12] = Default_Handler, [16 + 14] = Default_Handler, [16 + 15] = Default_Handler,
-    [16 + 16] = Default_Handler, [16 + 17] = Default_Handler, [16 + 18] = Default_Handler,
-    [16 + 19] = Default_Handler, [16 + 20] = Default_Handler, [16 + 21] = Default_Handler,
-    [16 + 22] = Default_Handler, [16 + 23] = Default_Handler, [16 + 24] = Default_Handler,
-    [16 + 25] = Default_Handler, [16 + 26] = Default_Handler, [16 + 27] = Default_Handler,
-    [16 + 28] = Default_Handler, [16 + 29] = Default_Handler, [16 + 30] = Default_Handler,
-    [16 + 31] = Default_Handler,
+    [16 ... 16 + IRQ_COUNT - 1] = Default_Handler,
+    BOARD_IRQS(BOARD_VECTOR)
 };
+#pragma GCC diagnostic pop
 
 void Reset_Handler(void)
 {
+#ifdef __ARM_FP
+    /* CP10/CP11 full access before any floating-point instruction runs
+     * (lazy stacking, the reset default of FPCCR, stays on). */
+    SCB_CPACR |= 0xFu << 20;
+    __asm__ volatile("dsb\n isb" ::: "memory");
+#endif
     SCB_VTOR = (uint32_t)(uintptr_t)vector_table;
     memcpy(__data_start, __data_source, (size_t)(__data_end - __data_start));
     memset(__bss_start, 0, (size_t)(__bss_end - __bss_start));
+    memset(__bss2_start, 0, (size_t)(__bss2_end - __bss2_start));
     _init_tls(__tls_base);
     _set_tls(__tls_base);
     main();
@@ -99,13 +97,6 @@ void Default_Handler(void)
     uart_puts_polled(num);
     uart_puts_polled(" ***\r\n");
     board_reset();
-}
-
-uint32_t board_entropy(void)
-{
-    /* mps2-an385 has no RNG: the SysTick phase and the ticks since boot differ
-     * between power-ups on hardware and under QEMU, not under virtual time */
-    return (SYST_CVR << 8) ^ (fw_millis() * 2654435761u) ^ SYST_RVR;
 }
 
 void board_reset(void)

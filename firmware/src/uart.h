@@ -1,4 +1,5 @@
-/* CMSDK APB UARTs: UART0 is the console, UART1 the SLIP line.
+/* The console UART (port 0) and the SLIP line (port 1, "UART1"); the board
+ * says which of its UARTs they are.
  * Both receive by interrupt into a ring buffer and transmit polled. */
 #ifndef UART_H
 #define UART_H

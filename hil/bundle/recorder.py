@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from .. import __version__
 from ..faults import DeviceFault
 from ..net.capture import COAP_PORT, PacketCapture
+from ..secret import redact, redact_text
 from ..service import symbols
 from ..service.manifest import ManifestError, parse_manifest
 from .schema import Bundle, FirmwareRecord, ServiceRecord, sha256_file
@@ -99,7 +100,7 @@ class Recorder:
             test={"nodeid": self.nodeid, "outcome": outcome, "message": message, "duration": round(duration, 3)},
             target=self.target,
             board=_board(self.board),
-            options=_plain(self.options),
+            options=_plain(redact(self.options)),  # passwords, tokens and keys never reach a bundle
             seed=self.seed,
             endpoints=[d.endpoint for d in self.devices] or sorted({s.endpoint for s in self.timeline.steps}),
             firmware=self._firmware(),
@@ -153,7 +154,8 @@ class Recorder:
                 continue
             target = Path("consoles") / Path(log).name
             (directory / target.parent).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(log, directory / target)
+            # A console may have echoed a credential given on its command line.
+            (directory / target).write_text(redact_text(Path(log).read_text(errors="replace")))
             consoles[device.endpoint] = str(target)
         return consoles
 

@@ -82,6 +82,9 @@ class Notification:
     sequence: int | None  # the Observe option value; None on a final notification and a Send
     content_format: int | None
     kind: str = "notify"  # "notify" or "send"
+    #: the CoAP message it came in (ID, token): how the emulator's side finds when it left the device
+    message_id: int | None = None
+    token: bytes = b""
 
     def value(self, path: Path | str | None = None) -> Any:
         """The value at ``path`` (default: the observed path itself)."""
@@ -298,6 +301,8 @@ class Observation:
             timestamp=time.time(),
             sequence=sequence,
             content_format=None if ct is None else int(ct),
+            message_id=response.mid,
+            token=bytes(response.token or b""),
         )
         self.latest = note
         self.received += 1

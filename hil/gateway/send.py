@@ -77,5 +77,6 @@ class SendInterface:
         if not content:
             raise Rejected(Code.BAD_REQUEST, f"Send from {reg.endpoint} carries no value")
         self.received += 1
-        self.report(Notification(reg.endpoint, None, content, time.time(), None, fmt, kind="send"))
+        self.report(Notification(reg.endpoint, None, content, time.time(), None, fmt, kind="send",
+                                 message_id=request.mid, token=bytes(request.token or b"")))
         return Message(code=Code.CHANGED)

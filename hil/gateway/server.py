@@ -35,6 +35,7 @@ from ..progress import waiting
 from .answers import await_answer, decode, raise_for_code
 from .composite import CompositeObservation, describe, parse_paths, request_body
 from .formats import FormatChooser, Kind, kind_of, negotiate
+from .in_flight import InFlight
 from .errors import (
     GatewayDecodeError,
     GatewayError,
@@ -175,6 +176,8 @@ class Gateway:
         self.datagrams: DatagramGuard | None = None
         self.store = GatewayStore(database, self.log) if database is not None else None
         self._observations: set[Observation] = set()
+        #: the requests in flight to each device (an emulated device's clock watches it)
+        self.in_flight = InFlight()
         self.host = host
         self.port = port
         self.psk = psk
@@ -583,7 +586,8 @@ class Gateway:
         self, pending: Awaitable[Message], endpoint: str, path: Path, operation: str, timeout: float | None
     ) -> Message:
         """The device's successful answer to ``pending``, or the :class:`GatewayError` it amounts to."""
-        response = await await_answer(pending, endpoint, path, operation, self.request_timeout if timeout is None else timeout)
+        with self.in_flight.track(endpoint):
+            response = await await_answer(pending, endpoint, path, operation, self.request_timeout if timeout is None else timeout)
         raise_for_code(response, endpoint, path, operation)
         return response
 

@@ -7,7 +7,9 @@ and an async context manager; an ``atexit`` hook stops whatever is still
 alive when the interpreter exits without leaving the ``with`` block.
 
 Subclasses say how to configure the server for a port (:meth:`prepare`) and
-how to tell it is ready (:meth:`probe`). Ports come from the OS; because a
+how to tell it is ready (:meth:`probe`). One whose output can run away sets
+``log_limit``: its output then reaches the log through a pipe and
+:class:`~hil.infra.logcap.CappedLog`, which stops writing at that size. Ports come from the OS; because a
 port can be taken between choosing and binding it, a start that fails with
 "address already in use" is retried on a new port.
 """
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Self
 
+from .logcap import CappedLog
 from .ports import LOOPBACK, free_port
 
 
@@ -124,6 +127,8 @@ class ManagedProcess:
     binary_candidates: tuple[str, ...] = ()
     #: how often a start is retried when the port was taken meanwhile
     bind_attempts: int = 3
+    #: bytes of output the log keeps (None: all of it)
+    log_limit: int | None = None
 
     def __init__(
         self,
@@ -146,6 +151,7 @@ class ManagedProcess:
         self.log_path = _claim_log_path(self.log_dir, self.name)
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+        self.output: CappedLog | None = None  # with log_limit: the last run's output
 
     # --- to be provided by subclasses ------------------------------------
 
@@ -236,12 +242,15 @@ class ManagedProcess:
                 self._proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
-                    stdout=log,
+                    stdout=log if self.log_limit is None else subprocess.PIPE,
                     stderr=subprocess.STDOUT,
                     env=env,
                     cwd=self.log_dir,
                     start_new_session=True,  # own process group: stop kills all of it
                 )
+                if self.log_limit is not None:
+                    assert self._proc.stdout is not None
+                    self.output = CappedLog(self._proc.stdout, self.log_path, self.log_limit)
         with _live_lock:
             _live.add(self)
 
@@ -297,6 +306,8 @@ class ManagedProcess:
         else:
             self._signal_group(pgid, signal.SIGKILL)
         proc.wait(timeout=timeout)
+        if self.output is not None:
+            self.output.close(timeout)  # the pipe has ended with the process group
 
     @staticmethod
     def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -72,6 +72,7 @@ from .process import InfraError, ManagedProcess, NotReady, log_tail
 MACHINE = "mps2-an385"
 #: user-mode networking (slirp): guest 10.0.2.15/24, host reachable at 10.0.2.2
 USER_NIC = "user,model=lan9118"
+NETDEV = "net0"  # the user network's id, when something attaches to it
 ConsoleWiring = Literal["socket", "pty"]
 CONSOLE_WIRINGS = ("socket", "pty")
 #: QEMU names each pty with the chardev's label: serial0 is UART0, serial1 UART1
@@ -95,6 +96,9 @@ def qemu_arguments(
     host: str = "127.0.0.1",
     slip: bool = False,
     slip_port: int | None = None,
+    qmp_port: int | None = None,
+    paused: bool = False,
+    pcap: Path | None = None,
 ) -> list[str]:
     """Arguments after the binary name.
 
@@ -107,13 +111,18 @@ def qemu_arguments(
     ``slip``: UART1 carries the SLIP line, on a listening socket on
     ``slip_port`` (socket wiring; a ``slip_port`` implies ``slip``) or on a
     second pty.
+    ``qmp_port``: QMP (:mod:`hil.infra.qmp`) listens there, with ``nodelay``.
+    ``paused``: the CPU waits for QMP's ``cont`` (``-S``).
+    ``pcap``: every frame the board's NIC sends is written there (a
+    ``filter-dump`` on the netdev's receive queue), stamped with the virtual
+    clock: seconds since QEMU started (to the second) plus device time.
     """
     if console not in CONSOLE_WIRINGS:
         raise ValueError(f"console={console!r}: expected one of {', '.join(CONSOLE_WIRINGS)}")
     if nic is None:
         nic_value = "none"
     elif nic == "lan9118":
-        nic_value = USER_NIC
+        nic_value = USER_NIC + (f",id={NETDEV}" if pcap is not None else "")
     elif "," in nic or nic in ("none", "user"):
         nic_value = nic
     else:
@@ -126,6 +135,10 @@ def qemu_arguments(
         "-kernel", str(firmware),
         "-nic", nic_value,
     ]
+    if qmp_port is not None:
+        # Before the console's chardev: QEMU opens chardevs in order and waits at the console's wait=on.
+        args += ["-chardev", f"socket,id=qmp,host={host},port={qmp_port},server=on,wait=off,nodelay=on",
+                 "-mon", "chardev=qmp,mode=control"]
     if console == "pty":
         args += ["-serial", "pty"]
         if slip:
@@ -147,6 +160,13 @@ def qemu_arguments(
     args += ["-semihosting-config", "enable=on,target=native"]
     if icount:
         args += ["-icount", icount]
+    if paused:
+        args += ["-S"]
+    if pcap is not None:
+        if nic != "lan9118":
+            raise ValueError("pcap needs the board's NIC on user networking (nic='lan9118')")
+        # The netdev's receive queue: what the guest sends, not what it is sent.
+        args += ["-object", f"filter-dump,id=txdump,netdev={NETDEV},queue=rx,file={pcap}"]
     return args + list(extra_args)
 
 
@@ -195,6 +215,10 @@ class QemuMachine(ManagedProcess):
         name: str | None = None,
         ready_timeout: float = 10.0,
         term_timeout: float = 3.0,
+        qmp: bool = False,
+        paused: bool = False,
+        pcap: str | os.PathLike[str] | None = None,
+        niceness: int = 0,
     ) -> None:
         if name or console == "pty":
             self.name = name or "qemu-pty"  # per instance: names the log file
@@ -206,14 +230,19 @@ class QemuMachine(ManagedProcess):
         self.icount = icount
         self.extra_args = tuple(extra_args)
         self.machine = machine
+        self.qmp = qmp
+        self.paused = paused
+        self.pcap = Path(pcap) if pcap is not None else None
+        self.niceness = niceness
         # Validate the wiring and network choice now, not when the process starts.
         qemu_arguments(self.firmware, 0, console=console, nic=nic, icount=icount, machine=machine, slip=slip,
-                       slip_port=0 if slip and console == "socket" else None)
+                       slip_port=0 if slip and console == "socket" else None, pcap=self.pcap)
         # socket wiring
         self.console_socket: socket.socket | None = None
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.slip_port = 0
+        self.qmp_port = 0  # with qmp=True, where QMP listens (known once started)
         self.slip_socket: socket.socket | None = None
         self.slip_reader: asyncio.StreamReader | None = None
         self.slip_writer: asyncio.StreamWriter | None = None
@@ -222,6 +251,7 @@ class QemuMachine(ManagedProcess):
         self.slip_pty: str | None = None  # UART1, with slip=True
         self.returncode: int | None = None
         self.started_at: float | None = None  # time.monotonic() just before the process was spawned
+        self.started_wall: float | None = None  # time.time() then
 
     # --- ManagedProcess hooks --------------------------------------------
 
@@ -232,10 +262,17 @@ class QemuMachine(ManagedProcess):
         self.returncode = None
         # A new port each try: ManagedProcess retries when one was taken meanwhile.
         self.slip_port = free_port(self.host) if self.slip and self.wiring == "socket" else 0
+        self.qmp_port = free_port(self.host) if self.qmp else 0
+        if self.pcap is not None:
+            self.pcap.unlink(missing_ok=True)  # QEMU appends to what is there
         self.started_at = time.monotonic()
-        return [self.binary()] + qemu_arguments(
+        self.started_wall = time.time()
+        # Lower priority (nice): when the host is short of CPU, QEMU waits rather than its controller.
+        prefix = ["nice", "-n", str(self.niceness)] if self.niceness else []
+        return prefix + [self.binary()] + qemu_arguments(
             self.firmware, port, console=self.wiring, nic=self.nic, icount=self.icount, extra_args=self.extra_args,
             machine=self.machine, host=self.host, slip=self.slip, slip_port=self.slip_port or None,
+            qmp_port=self.qmp_port or None, paused=self.paused, pcap=self.pcap,
         )
 
     def probe(self) -> None:

@@ -1,8 +1,16 @@
 """Renode, headless: the process and a client for its monitor.
 
 :class:`RenodeProcess` runs ``renode --disable-xwt --plain --port N
---pid-file F`` with ``HOME`` pointed at a private directory (Renode writes
-``~/.config/renode``), and is ready once the monitor port answers.
+--pid-file F`` with ``HOME`` and ``TMPDIR`` pointed at private directories
+(Renode writes ``~/.config/renode``, and at start deletes every
+``$TMPDIR/renode-*`` directory that no live Renode owns: a shared TMPDIR
+would lose other programs' directories named like that). It is ready once
+the monitor port answers. Its output goes to the log through
+:class:`~hil.infra.logcap.CappedLog`: a firmware that runs away can make
+Renode print warnings at a huge rate, so the log stops at
+:data:`LOG_LIMIT` (and says so), keeping the last warnings for error
+messages (:meth:`RenodeProcess.diagnosis`). :data:`LOG_LEVEL` is the
+monitor's ``logLevel`` the target sets before it creates a machine.
 
 :class:`RenodeMonitor` is the conversation on that port. Renode's monitor is a
 telnet-style line editor: it opens with telnet option bytes (IAC DO BINARY,
@@ -40,6 +48,12 @@ ERROR = re.compile(
     r"|Error E\d+:|does not provide a field|Could not find|Unhandled exception|is not a valid",
     re.IGNORECASE,
 )
+#: seconds to wait for the monitor's greeting before asking for a prompt with an empty line
+GREETING_WAIT = 3.0
+#: bytes of Renode's output a log keeps: far more than a healthy run writes (a few KB)
+LOG_LIMIT = 16_000_000
+#: Renode's log level for the machine (0 debug, 1 info, 2 warning, 3 error): warnings stay visible
+LOG_LEVEL = 2
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]")
 IAC, SB, SE = 255, 250, 240
 _WILL_WONT_DO_DONT = (251, 252, 253, 254)
@@ -116,7 +130,15 @@ class RenodeMonitor:
             writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         monitor = cls(reader, writer, transcript=transcript)
         try:
-            await monitor._read_prompt(timeout, "the first prompt")
+            try:
+                await monitor._read_prompt(min(GREETING_WAIT, timeout), "the first prompt")
+            except RenodeError:
+                # Seen under load: Renode accepted the connection but never greeted it. An empty line
+                # makes its line editor print a prompt.
+                monitor._log("> (empty line: no greeting yet)\n")
+                writer.write(b"\n")
+                await writer.drain()
+                await monitor._read_prompt(timeout, "the first prompt (asked for with an empty line)")
         except BaseException:
             monitor.close()
             raise
@@ -191,11 +213,13 @@ class RenodeProcess(ManagedProcess):
     name = "renode"
 
     def __init__(self, *, log_dir: str | os.PathLike[str] | None = None, name: str | None = None,
-                 ready_timeout: float = 30.0, term_timeout: float = 5.0) -> None:
+                 ready_timeout: float = 30.0, term_timeout: float = 5.0, log_limit: int = LOG_LIMIT) -> None:
         if name:
-            self.name = name  # per instance: names the log, pid file and HOME of each Renode in a log directory
+            self.name = name  # per instance: names the log, pid file, HOME and TMPDIR of each Renode in a log directory
+        self.log_limit = log_limit
         super().__init__(log_dir=log_dir, ready_timeout=ready_timeout, term_timeout=term_timeout)
         self.home = self.log_dir / f"{self.name}-home"
+        self.tmp = self.log_dir / f"{self.name}-tmp"
         self.pid_file = self.log_dir / f"{self.name}.pid"
 
     def binary(self) -> str:
@@ -205,7 +229,26 @@ class RenodeProcess(ManagedProcess):
         env = dict(os.environ)
         self.home.mkdir(parents=True, exist_ok=True)
         env["HOME"] = str(self.home)  # Renode writes ~/.config/renode
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        env["TMPDIR"] = str(self.tmp)  # Renode's start-up clean-up deletes $TMPDIR/renode-* it does not own
         return env
+
+    def diagnosis(self, first: int = 3, last: int = 6) -> str:
+        """Where Renode's log is, whether it was cut, and its first and last warnings: for an error message."""
+        lines = [f"Renode log: {self.log_path}"]
+        if self.output is not None:
+            if self.output.cut:
+                lines[0] += f" ({self.output.describe_cut()})"
+            head, tail = self.output.first_warnings(first), self.output.last_warnings(last)
+        else:
+            found = [line for line in log_tail(self.log_path, 400).splitlines() if "WARNING" in line or "ERROR" in line]
+            head, tail = [], found[-last:]
+        if not tail:
+            return "\n".join([*lines, "no warnings in it"])
+        if head and head != tail[: len(head)]:
+            lines += ["its first warnings:", *(f"    | {line}" for line in head)]
+        lines += ["its last warnings:", *(f"    | {line}" for line in tail)]
+        return "\n".join(lines)
 
     def prepare(self, port: int) -> list[str]:
         return [self.binary(), "--disable-xwt", "--plain", "--port", str(port), "--pid-file", str(self.pid_file)]

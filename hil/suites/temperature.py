@@ -75,7 +75,7 @@ async def deploy_and_collect(deployer, node, ref, readings, *, need_rate: bool =
 
 
 def assert_period(node, collector, fresh, period_s: float) -> None:
-    intervals = [dt * node.time_scale for dt in collector.intervals(fresh)]
+    intervals = collector.device_intervals(fresh, time_scale=node.time_scale)
     assert all(0.5 * period_s < dt < 1.6 * period_s for dt in intervals), (
         f"intervals {intervals} (device s) for a period of {period_s:g} s"
     )
@@ -141,7 +141,7 @@ async def test_rate_input_changes_period(deployer, node, temperature_service, re
         # The service says so on the console; on a board its line may come after the shell's prompt.
         await node.console.expect(re.compile("too low", re.IGNORECASE), timeout=wall(node, 1))
     fresh = await collector.wait_more(3, timeout=wall(node, 4 * period))
-    still = [dt * node.time_scale for dt in collector.intervals(fresh)]
+    still = collector.device_intervals(fresh, time_scale=node.time_scale)
     assert all(dt > 0.5 * period for dt in still), f"period changed to {still} after a refused rate of 500 ms"
     await collector.stop()
 

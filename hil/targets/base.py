@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..boards import Board, Capabilities
+from ..boards import Board, BoardError, Capabilities
 from ..bundle.timeline import Timeline
 from ..console import Console, Shell
 from ..faults import FaultWatcher, gdb_symbol_script
@@ -30,9 +30,37 @@ from ..net import SlipBridge
 from ..progress import waiting
 from ..service.manifest import Manifest
 from ..service.sdk_api import ValueType
-from .errors import CapabilityMissing, TargetError, TargetUnavailable
+from .errors import CapabilityMissing, TargetConfigError, TargetError, TargetUnavailable
 from .host_commands import run_host_command
 from .slip import SlipUplink
+from .virtual_time import EmulatorClock, ExchangeSource, TimeGovernor, wait_device_time
+
+
+@dataclass(frozen=True)
+class ReferenceBuild:
+    """The reference firmware's build for ``board`` (``firmware/src/boards/<board>/``), made on first use."""
+
+    board: str
+
+
+def reference_build(board: Board) -> ReferenceBuild | None:
+    """The reference firmware build the board file names (``firmware = "reference"`` or
+    ``"reference:<board>"``), None when it names none; :class:`TargetConfigError` when the
+    shipped firmware has no such build."""
+    name = board.reference_firmware_board
+    if name is None:
+        return None
+    from .. import resources
+    from ..reference_firmware import firmware_boards
+
+    known = firmware_boards(resources.firmware_dir())
+    if name not in known:
+        raise TargetConfigError(
+            f"board file {board.source}: field 'firmware' is {board.firmware!r}, but the reference firmware has no"
+            f" build for board {name!r} (it builds for {', '.join(known)}; name one as \"reference:<board>\","
+            " or a firmware file)")
+    return ReferenceBuild(name)
+
 
 #: the board each target runs when none is named (serial needs one named)
 DEFAULT_BOARDS: dict[str, str | None] = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None,
@@ -73,7 +101,9 @@ class Target(abc.ABC):
     """One device, from power-on to power-off."""
 
     name: ClassVar[str]
-    #: device seconds per wall-clock second (> 1 when the backend fast-forwards)
+    #: device seconds per wall-clock second (> 1 when the backend fast-forwards at a fixed rate); a
+    #: backend in virtual time keeps 1 (its speed varies: waits stay upper bounds) and stamps readings
+    #: with device time instead (:meth:`device_time_of`)
     time_scale: float = 1.0
     #: system tools the backend runs, each with the Debian package that has it
     tools: ClassVar[tuple[tuple[str, str], ...]] = ()
@@ -96,6 +126,10 @@ class Target(abc.ABC):
 
     #: the node's network over a SLIP line through this host, when a backend gives it one
     uplink: SlipUplink | None = None
+    #: the device's clock, when the backend runs the device in virtual time (None: device time is the host's)
+    clock: EmulatorClock | None = None
+    #: switches the clock between skipping idle time and keeping the host's pace (hil.targets.virtual_time)
+    governor: TimeGovernor | None = None
 
     def __init__(self, config: TargetConfig):
         self.config = config
@@ -183,31 +217,48 @@ class Target(abc.ABC):
         Returns once the shell prompt is seen.
         """
 
+    def check_config(self) -> None:
+        """Cheap checks of the configuration, before anything starts; :class:`TargetConfigError` says what
+        is wrong. The default checks the firmware a backend that loads one would take."""
+        if self.loads_firmware:
+            self.check_firmware()
+
     @abc.abstractmethod
     async def stop(self) -> None:
         """Power off and release everything; safe to call twice and after a failed start."""
 
-    async def resolve_firmware(self) -> Path | None:
-        """The firmware to load: the configured one, else what the board file names (the
-        reference firmware is built on first use); None when neither names one."""
+    def check_firmware(self) -> Path | ReferenceBuild | None:
+        """Which firmware :meth:`resolve_firmware` will take, without building anything: the configured
+        file, the board file's, or a build of the reference firmware; None when neither names one.
+        :class:`TargetConfigError` when what is named does not exist."""
         if self.config.firmware:
             path = Path(self.config.firmware).resolve()
             if not path.is_file():
-                raise TargetError(f"{self.endpoint}: firmware {path} does not exist")
+                raise TargetConfigError(f"{self.endpoint}: firmware {path} does not exist")
             return path
         board = self.config.board
         if board is None or not board.firmware:
             return None
-        if board.uses_reference_firmware:
-            return await self.reference_firmware()
-        return board.existing_file("firmware")
+        try:
+            return reference_build(board) or board.existing_file("firmware")
+        except (BoardError, TargetConfigError) as e:
+            raise TargetConfigError(f"{self.endpoint}: {e}") from None
 
-    async def reference_firmware(self) -> Path:
-        """The reference firmware, from the per-user cache (built there on first use)."""
-        from ..reference_firmware import FirmwareError, reference_firmware
+    async def resolve_firmware(self) -> Path | None:
+        """The firmware to load: the configured one, else what the board file names (the
+        reference firmware is built for its board on first use); None when neither names one."""
+        firmware = self.check_firmware()
+        if isinstance(firmware, ReferenceBuild):
+            return await self.reference_firmware(firmware.board)
+        return firmware
+
+    async def reference_firmware(self, board: str | None = None) -> Path:
+        """The reference firmware for ``board`` (default: its first board, mps2-an385), from the
+        per-user cache (built there on first use)."""
+        from ..reference_firmware import DEFAULT_BOARD, FirmwareError, reference_firmware
 
         try:
-            return await asyncio.to_thread(reference_firmware)
+            return await asyncio.to_thread(reference_firmware, board=board or DEFAULT_BOARD)
         except FirmwareError as e:
             raise TargetError(f"{self.endpoint}: {e}") from None
 
@@ -311,11 +362,31 @@ class Target(abc.ABC):
         typed = int(value) if spec.type is ValueType.INT else float(value)
         return LwPath(mapping.obj, instances[0], mapping.res), typed
 
-    async def sleep_device(self, seconds: float) -> None:
-        """Let ``seconds`` of device time pass (backends with virtual time override this)."""
-        import asyncio
+    def govern_time(self, in_flight: ExchangeSource) -> None:
+        """Let the device's idle time be skipped whenever ``in_flight`` (the gateway's ``Gateway.in_flight``)
+        counts nothing in flight with it; a target without virtual time ignores this."""
+        if self.governor is not None:
+            self.governor.watch(in_flight)
 
-        await asyncio.sleep(seconds / self.time_scale)
+    @property
+    def has_device_time(self) -> bool:
+        """Whether :meth:`device_time_of` can stamp readings with device time."""
+        return self.clock is not None
+
+    def device_time_of(self, notification: Any) -> float | None:
+        """The device time at which the message carrying ``notification`` left the device, when the
+        backend saw it leave (a :class:`hil.readings.ReadingCollector`'s ``device_time``); else None."""
+        message_id = getattr(notification, "message_id", None)
+        if self.clock is None or message_id is None:
+            return None
+        return self.clock.message_time((message_id, notification.token))
+
+    async def sleep_device(self, seconds: float) -> None:
+        """Let ``seconds`` of device time pass: on the device's clock when it has one, else on the host's."""
+        if self.clock is not None:
+            await wait_device_time(self.clock, seconds)
+        else:
+            await asyncio.sleep(seconds / self.time_scale)
 
     async def reboot(self, timeout: float = 10.0) -> None:
         self.record("reboot")
@@ -344,6 +415,8 @@ class Target(abc.ABC):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self.governor is not None:
+            self.governor.close()
         await self.stop()
         self.console.close()
 

@@ -11,6 +11,11 @@ class TargetUnavailable(TargetError):
     """The backend cannot run on this machine (missing tool, missing board)."""
 
 
+class TargetConfigError(TargetError):
+    """The configuration cannot work (no firmware, a board the backend cannot drive): every device of the
+    session would fail the same way, so the pytest plugin stops the session with this one line."""
+
+
 class CapabilityMissing(TargetError):
     """The board cannot do what was asked (set a sensor, write a service input); its board file says so.
 

@@ -6,9 +6,22 @@ on the host's loopback through user networking at 10.0.2.2. With
 ``-no-reboot`` a guest reset ends QEMU; the target then powers the board up
 again and repeats the bootstrap commands, as FITA's IoTNetEMU does after boot.
 
-Options (``TargetConfig.options``): ``qemu_icount`` (e.g. ``"shift=auto"``
-for deterministic time), ``qemu_extra_args`` (a list), ``net``: ``"eth"``
-(default: LAN9118 on user networking) or ``"slip"``.
+Options (``TargetConfig.options``): ``virtual_time`` (default true),
+``qemu_icount`` (the ``-icount`` value), ``qemu_extra_args`` (a list),
+``net``: ``"eth"`` (default: LAN9118 on user networking) or ``"slip"``.
+
+Device time is virtual (:mod:`hil.targets.qemu_clock`) on boards whose
+clock the harness can read (the mps2 family), with the node on the LAN9118
+(``net`` ``"eth"``; over SLIP QEMU runs in real time: the host sees a SLIP
+frame's bytes only, too late to know its device time): QEMU runs with
+``-icount shift=5,sleep=off``, starts paused and is stepped through QMP;
+its idle time is skipped whenever the gateway has nothing in flight with
+the node (:meth:`Target.govern_time`), and readings carry the device time
+their message left at. With a debugger (``-gdb``/``-s`` in
+``qemu_extra_args``) the debugger owns stop and cont: QEMU runs in real
+time, unstepped, and device time (read, and stamped on readings) stands
+still while the debugger holds the CPU. With ``virtual_time`` false QEMU
+runs in real time as before.
 
 With ``net="slip"`` the board has no Ethernet (``-nic none``); UART1 is a
 second socket the harness connects to, and :class:`hil.targets.slip.SlipUplink`
@@ -28,8 +41,11 @@ from pathlib import Path
 
 from ..infra.ports import free_port
 from ..infra.qemu import QemuMachine
+from ..infra.qmp import QmpClient
 from .base import GDB_HOST, Target, TargetConfig, TargetError, register_target
+from .qemu_clock import FPGAIO_BASE, ICOUNT, QEMU_NICENESS, QemuClock
 from .slip import SlipUplink
+from .virtual_time import TimeGovernor
 
 #: where the guest sees the host under QEMU user networking
 HOST_FROM_GUEST = "10.0.2.2"
@@ -54,6 +70,19 @@ class QemuTarget(Target):
             raise TargetError(f"net={self.net!r}: the QEMU target supports {' or '.join(NET_MODES)}")
         self.qemu: QemuMachine | None = None
         self.uplink = SlipUplink(self.endpoint, config.log_dir, config.gateway_host) if self.net == "slip" else None
+        extra = tuple(config.options.get("qemu_extra_args", ()))
+        #: a debugger owns stop and cont (-gdb or -s): real time, device time only read
+        self.debugger = config.gdb_port is not None or any(arg in ("-gdb", "-s") for arg in extra)
+        self.qemu_clock: QemuClock | None = None
+        #: QEMU is stepped in virtual time: only through the LAN9118, whose frames QEMU itself stamps
+        #: (over SLIP the host sees bytes late by up to seconds of device time on a busy host: real time)
+        self.stepped = False
+        if config.options.get("virtual_time", True) and self.machine_name in FPGAIO_BASE:
+            self.qemu_clock = QemuClock(self.endpoint, FPGAIO_BASE[self.machine_name])
+            self.clock = self.qemu_clock
+            self.stepped = not self.debugger and self.net == "eth"
+            if self.stepped:
+                self.governor = TimeGovernor(self.qemu_clock, self.endpoint)
         self._pump: asyncio.Task | None = None
         self._bootstrap: list[str] = []
         self._stopping = False
@@ -79,18 +108,24 @@ class QemuTarget(Target):
         extra = tuple(self.config.options.get("qemu_extra_args", ()))
         gdb_port = self.config.gdb_port
         if gdb_port is not None:
-            # Halted at reset (-S) with the GDB server on loopback; time stays QEMU's own here.
+            # Halted at reset (-S) with the GDB server on loopback; the debugger owns stop and
+            # cont, so device time is QEMU's own (read, not stepped: self.debugger).
             gdb_port = gdb_port or free_port()
             extra += ("-gdb", f"tcp:{GDB_HOST}:{gdb_port}", "-S")
+        clocked, stepped = self.qemu_clock is not None, self.stepped
         self.qemu = QemuMachine(
             self.firmware,
             log_dir=self.config.log_dir,
-            icount=self.config.options.get("qemu_icount"),
+            icount=self.config.options.get("qemu_icount") or (ICOUNT if stepped else None),
             extra_args=extra,
             machine=self.machine_name,
             name=f"{self.endpoint}.qemu",
             nic=None if self.net == "slip" else "lan9118",
             slip=self.net == "slip",
+            qmp=clocked,
+            paused=stepped,  # the clock starts it
+            niceness=QEMU_NICENESS if stepped else 0,
+            pcap=self.config.log_dir / f"{self.endpoint}.tx.pcap" if clocked and self.net == "eth" else None,
         )
         await self._power_on(gdb_port)
 
@@ -101,6 +136,9 @@ class QemuTarget(Target):
         self._pump = asyncio.create_task(self._pump_console(), name=f"{self.endpoint} console")
         if gdb_port is not None:
             self._gdb_ready(gdb_port, self.firmware)
+        if self.qemu_clock is not None:
+            qmp = await asyncio.to_thread(QmpClient.connect, self.qemu.host, self.qemu.qmp_port, name=f"{self.endpoint} QEMU")
+            await self.qemu_clock.attach(qmp, pcap=self.qemu.pcap, drive=self.stepped, started_wall=self.qemu.started_wall)
         await self.console.expect_prompt(BOOT_TIMEOUT * (self.boot_wait_scale if gdb_port is not None else 1.0))
         if self.uplink is not None:
             self.uplink.attach(self.qemu.slip_link(f"{self.endpoint} UART1 ({self.qemu.host}:{self.qemu.slip_port})"))
@@ -131,6 +169,8 @@ class QemuTarget(Target):
         self._restart_error = None
         try:
             await self._stop_uplink()
+            if self.qemu_clock is not None:
+                await self.qemu_clock.detach()
             await self.qemu.stop_async()
             await self._power_on()
             for command in self._bootstrap:
@@ -170,6 +210,8 @@ class QemuTarget(Target):
     async def stop(self) -> None:
         self._stopping = True
         await self._stop_uplink()
+        if self.qemu_clock is not None:
+            await self.qemu_clock.detach()
         if self.qemu is not None:
             await self.qemu.stop_async()
         if self._pump is not None:

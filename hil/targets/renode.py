@@ -13,23 +13,34 @@ Bring-up, all through the monitor (see :mod:`hil.infra.renode`)::
                  emulation CreateTap "<tap>" "tap"; connector Connect host.tap switch]
     start
 
-The console socket (and the SLIP socket) is connected before ``start``, so
-the boot output is in the console log. Device time is Renode's virtual time:
-:meth:`sleep_device` pauses the machine and runs it for exactly that long
-(``emulation RunFor``), and a boot that times out says how much virtual time
-the machine had run.
+Before ``mach create`` the target sets Renode's ``logLevel`` (warnings and
+errors, :data:`hil.infra.renode.LOG_LEVEL`); Renode's log is capped
+(:data:`hil.infra.renode.LOG_LIMIT`), and a console timeout or failure
+names it and quotes its first and last warnings, where an emulated board
+says why it went quiet. The console socket (and the SLIP socket) is
+connected before ``start``, so the boot output is in the console log.
+Device time is Renode's virtual time. Right after ``start`` (option
+``virtual_time``, default true) :class:`~hil.targets.renode_clock.RenodeClock`
+takes it over, at the host's pace while the firmware boots; then idle time is skipped whenever the gateway has nothing in flight
+with the node (:meth:`Target.govern_time`), device time keeps the host's pace
+otherwise, and readings carry the device time their message left at. A boot
+that times out says how much virtual time the machine had run.
 
 How the node reaches the gateway (``options["net"]``): ``"eth"`` for boards
-with an Ethernet model (``renode_ethernet``; the default there), through a
-Renode switch and a host TAP device (option ``renode_tap``); ``"slip"`` for
-boards with a SLIP UART (``renode_slip_uart``; the default for boards without
-Ethernet, such as ``mps2_an385``, whose LAN9118 Renode does not model). With
-SLIP the harness runs :class:`hil.net.SlipBridge` over the UART's socket
-terminal, the target runs ``net iface slip`` after each boot, and the node is
-told the gateway is at 192.0.2.1 (or ``gateway_host``); see
+with an Ethernet model (``renode_ethernet``), through a Renode switch and a
+host TAP device (option ``renode_tap``, else the board's ``renode_tap``);
+``"slip"`` for boards with a SLIP UART (``renode_slip_uart``). By default a
+board with Ethernet uses it when there is a TAP device, and SLIP otherwise
+when it has a SLIP UART (``stm32f4_discovery``); boards without Ethernet
+(``nrf52840dk``, and ``mps2_an385``, whose LAN9118 Renode does not model)
+use SLIP. With SLIP the harness runs :class:`hil.net.SlipBridge` over the
+UART's socket terminal, the target runs ``net iface slip`` after each boot,
+and the node is told the gateway is at 192.0.2.1 (or ``gateway_host``); see
 :mod:`hil.targets.slip`.
 
-Options (``TargetConfig.options``): ``net``, ``renode_tap``, ``boot_timeout``.
+Options (``TargetConfig.options``): ``net``, ``renode_tap``, ``boot_timeout``, ``virtual_time``.
+:meth:`RenodeTarget.check_config` finds a configuration that cannot work
+(no firmware, no platform, a network the board lacks) before Renode starts.
 """
 
 from __future__ import annotations
@@ -39,27 +50,21 @@ import contextlib
 import re
 from pathlib import Path
 
-from ..boards import Board
+from ..boards import Board, BoardError
 from ..console import ConsoleTimeout
 from ..infra.ports import LOOPBACK, free_port
 from ..infra.process import InfraError, MissingBinaryError
-from ..infra.renode import RenodeError, RenodeMonitor, RenodeProcess, renode_binary
+from ..infra.renode import LOG_LEVEL, RenodeError, RenodeMonitor, RenodeProcess, renode_binary
 from ..net import open_tcp_link
 from .base import Target, TargetConfig, TargetError, TargetUnavailable, register_target
+from .errors import TargetConfigError
+from .renode_clock import RenodeClock
 from .slip import SlipUplink
+from .virtual_time import TimeGovernor
 
 BOOT_TIMEOUT = 30.0  # Renode needs ~2.5 s from launch to the first UART line; platforms with SVDs more
 COMMAND_TIMEOUT = 60.0  # LoadPlatformDescription retries SVD downloads when offline
 NET_MODES = ("eth", "slip")
-
-
-def run_for_argument(seconds: float) -> str:
-    """A TimeInterval as the monitor takes it: "HH:MM:SS.ffffff"."""
-    micros = round(seconds * 1_000_000)
-    hours, rest = divmod(micros, 3_600_000_000)
-    minutes, rest = divmod(rest, 60_000_000)
-    secs, micros = divmod(rest, 1_000_000)
-    return f'"{hours:02d}:{minutes:02d}:{secs:02d}.{micros:06d}"'
 
 
 def machine_name(endpoint: str) -> str:
@@ -99,14 +104,21 @@ def sysbus_name(peripheral: str) -> str:
     return peripheral if "." in peripheral else f"sysbus.{peripheral}"
 
 
-def default_net(board: Board | None) -> str | None:
-    """How a board on Renode reaches the gateway when nobody says: Ethernet if modelled, else SLIP if it has the UART."""
+def default_net(board: Board | None, tap: str | None = None) -> str | None:
+    """How a board on Renode reaches the gateway when nobody says.
+
+    Ethernet when modelled and there is a TAP device to reach the host
+    through, else SLIP when the board has the UART, else Ethernet (whose
+    bootstrap then says a TAP device is missing).
+    """
     if board is None:
         return None
-    if board.renode_ethernet:
+    if board.renode_ethernet and tap:
         return "eth"
     if board.renode_slip_uart:
         return "slip"
+    if board.renode_ethernet:
+        return "eth"
     return None
 
 
@@ -116,9 +128,11 @@ class RenodeTarget(Target):
     loads_firmware = True
 
     def __init__(self, config: TargetConfig):
-        net: str | None = config.options.get("net") or default_net(config.board)
+        board = config.board
+        self.tap: str | None = config.options.get("renode_tap") or (board.renode_tap if board else None)
+        net: str | None = config.options.get("net") or default_net(board, self.tap)
         if net is not None and net not in NET_MODES:
-            raise TargetError(f"net={net!r}: the Renode target supports {' or '.join(NET_MODES)}")
+            raise TargetConfigError(f"net={net!r}: the Renode target supports {' or '.join(NET_MODES)}")
         super().__init__(config)
         self.net = net
         self.process: RenodeProcess | None = None
@@ -129,33 +143,71 @@ class RenodeTarget(Target):
         self._bootstrap: list[str] = []  # repeated after a reboot
         self._lock = asyncio.Lock()  # one monitor conversation at a time
         self.firmware: Path | None = None  # known once started
+        self._clock_poll: asyncio.Task[None] | None = None
+        self.console.diagnostics.append(self._renode_diagnosis)
 
     def _platform(self) -> str:
         board = self.config.board
         if board is None or not board.renode_platform:
             name = board.name if board else "(none)"
-            raise TargetError(f"{self.endpoint}: board {name} has no renode_platform; Renode cannot run it")
+            raise TargetConfigError(f"{self.endpoint}: board {name} has no renode_platform; Renode cannot run it")
         if board.renode_platform.startswith("@"):
             return board.renode_platform  # inside Renode's own tree, e.g. @platforms/boards/...
-        return f"@{board.existing_file('renode_platform')}"
+        try:
+            return f"@{board.existing_file('renode_platform')}"
+        except BoardError as e:
+            raise TargetConfigError(f"{self.endpoint}: {e}") from None
 
     async def _firmware(self) -> Path:
         firmware = await self.resolve_firmware()
         if firmware is None:
-            board = self.config.board
-            raise TargetError(f"{self.endpoint}: no firmware: pass --firmware (board {board.name if board else '-'} names none)")
+            raise self._no_firmware()
         return firmware
+
+    def _no_firmware(self) -> TargetConfigError:
+        board = self.config.board
+        return TargetConfigError(
+            f"{self.endpoint}: no firmware: pass --firmware (board {board.name if board else '-'} names none)")
 
     def _slip_uart(self) -> str | None:
         if self.net != "slip":
             return None
         board = self.config.board
         if board is None or not board.renode_slip_uart:
-            raise TargetError(
+            raise TargetConfigError(
                 f"{self.endpoint}: net 'slip' needs a UART for the SLIP line, and board"
                 f" {board.name if board else '(none)'} names none (board file field renode_slip_uart, e.g. \"uart1\")"
             )
         return sysbus_name(board.renode_slip_uart)
+
+    def check_config(self) -> None:
+        self._platform(), self._slip_uart()
+        if self.check_firmware() is None:
+            raise self._no_firmware()
+        self._check_network()
+
+    def _check_network(self, server_uri: str = "the gateway") -> None:
+        """The node can reach the gateway the way :attr:`net` says; :class:`TargetConfigError` if not."""
+        board = self.config.board
+        name = board.name if board else "(none)"
+        if self.net is None:
+            raise TargetConfigError(
+                f"{self.endpoint}: board {name} has no network on Renode: no Ethernet model (renode_ethernet) and no"
+                f" SLIP UART (renode_slip_uart) in its board file, so the node cannot reach {server_uri}"
+            )
+        if self.net == "eth":
+            if board is None or not board.renode_ethernet:
+                raise TargetConfigError(
+                    f"{self.endpoint}: net 'eth' but board {name} has no Ethernet model on Renode (no renode_ethernet"
+                    f" in its board file; Renode has no LAN9118), so the node cannot reach {server_uri};"
+                    f" use net 'slip' (--net slip) on a board with a renode_slip_uart"
+                )
+            if not self.tap:
+                raise TargetConfigError(
+                    f"{self.endpoint}: the board's Ethernet is only on a Renode switch; to reach {server_uri}"
+                    f" give the target a host TAP device (--renode-tap, option renode_tap or the board's renode_tap,"
+                    f" e.g. 'tap0'), or use --net slip on a board with a renode_slip_uart"
+                )
 
     @classmethod
     def check_tools(cls) -> None:
@@ -181,11 +233,13 @@ class RenodeTarget(Target):
         transcript = self.config.log_dir / f"{self.endpoint}.renode-monitor.log"
         try:
             self.monitor = await RenodeMonitor.connect(self.process.host, self.process.port, transcript=transcript)
+            # Warnings and errors only: a runaway firmware can make the model warn at a huge rate (the log is capped too).
+            await self.monitor.execute(f"logLevel {LOG_LEVEL}", COMMAND_TIMEOUT)
             console_port = free_port()
             slip_port = free_port() if slip_uart else None
             before, after = bring_up_commands(
                 machine_name(self.endpoint), platform, firmware, board.renode_console, console_port,
-                ethernet=board.renode_ethernet if self.net == "eth" else None, tap=self.config.options.get("renode_tap"),
+                ethernet=board.renode_ethernet if self.net == "eth" else None, tap=self.tap,
                 slip_uart=slip_uart, slip_port=slip_port,
             )
             for command in before:
@@ -204,10 +258,12 @@ class RenodeTarget(Target):
                 after = [c for c in after if c != "start"] + [f"machine StartGdbServer {gdb_port} true"]
             for command in after:
                 await self.monitor.execute(command, COMMAND_TIMEOUT)
+            if self.config.options.get("virtual_time", True):
+                await self._take_over_time(board)  # while the firmware boots
             if gdb_port is not None:
                 self._gdb_ready(gdb_port, firmware)
         except (RenodeError, OSError) as e:
-            raise TargetError(f"{self.endpoint}: {e}\n(Renode log: {self.process.log_path}; monitor transcript: {transcript})") from e
+            raise TargetError(f"{self.endpoint}: {e}\n{self.process.diagnosis()}\n(monitor transcript: {transcript})") from e
         timeout = float(self.config.options.get("boot_timeout", max(BOOT_TIMEOUT, board.boot_timeout))) * self.boot_wait_scale
         try:
             await self.console.expect_prompt(timeout, self.shell.prompt)
@@ -215,6 +271,30 @@ class RenodeTarget(Target):
             # Wall-clock time says little about a slow emulation: say how far the machine got.
             raise ConsoleTimeout(f"{e}\nRenode's virtual time then: {await self._virtual_time()}") from e
         await self._after_boot()
+
+    async def _take_over_time(self, board: Board) -> None:
+        """From now on the harness's clock drives the machine's time (see hil.targets.renode_clock);
+        until the gateway's exchanges are known it keeps the host's pace."""
+        if self.net == "slip" and board.renode_slip_uart:
+            peripheral, kind = sysbus_name(board.renode_slip_uart), "slip"
+        elif self.net == "eth" and board.renode_ethernet:
+            peripheral, kind = sysbus_name(board.renode_ethernet), "eth"
+        else:
+            return  # no network to watch for messages leaving: the machine keeps the host's pace
+        clock = RenodeClock(self.command, self.config.log_dir, self.endpoint, peripheral, kind)
+        await clock.attach()
+        self.clock = clock
+        self.governor = TimeGovernor(clock, self.endpoint)
+        self._clock_poll = asyncio.create_task(self._poll_clock(clock), name=f"{self.endpoint} Renode clock")
+
+    async def _poll_clock(self, clock: RenodeClock) -> None:
+        while True:
+            clock.poll()
+            await asyncio.sleep(0.01)
+
+    def _renode_diagnosis(self) -> str:
+        """For console timeouts and failures: Renode's log and its warnings, where the cause usually is."""
+        return self.process.diagnosis() if self.process is not None else ""
 
     async def _after_boot(self) -> None:
         if self.uplink is not None:
@@ -247,15 +327,12 @@ class RenodeTarget(Target):
             except RenodeError as e:
                 raise TargetError(f"{self.endpoint}: {e}") from e
 
-    async def sleep_device(self, seconds: float) -> None:
-        """Exactly ``seconds`` of virtual time: pause, run for that long, carry on."""
-        await self.command("pause")
-        try:
-            await self.command(f"emulation RunFor {run_for_argument(seconds)}", timeout=COMMAND_TIMEOUT + 20 * seconds)
-        finally:
-            await self.command("start")
-
     async def stop(self) -> None:
+        poll, self._clock_poll = self._clock_poll, None
+        if poll is not None:
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
         if self.uplink is not None:
             await self.uplink.close()
         monitor, self.monitor = self.monitor, None
@@ -276,25 +353,7 @@ class RenodeTarget(Target):
             await asyncio.to_thread(process.stop)
 
     async def bootstrap(self, server_uri: str, timeout: float = 10.0) -> None:
-        board = self.config.board
-        name = board.name if board else "(none)"
-        if self.net is None:
-            raise TargetError(
-                f"{self.endpoint}: board {name} has no network on Renode: no Ethernet model (renode_ethernet) and no"
-                f" SLIP UART (renode_slip_uart) in its board file, so the node cannot reach the gateway at {server_uri}"
-            )
-        if self.net == "eth":
-            if board is None or not board.renode_ethernet:
-                raise TargetError(
-                    f"{self.endpoint}: net 'eth' but board {name} has no Ethernet model on Renode (no renode_ethernet"
-                    f" in its board file; Renode has no LAN9118), so the node cannot reach the gateway at {server_uri};"
-                    f" use net 'slip' (--net slip) on a board with a renode_slip_uart"
-                )
-            if not self.config.options.get("renode_tap"):
-                raise TargetError(
-                    f"{self.endpoint}: the board's Ethernet is only on a Renode switch; to reach the gateway at"
-                    f" {server_uri} give the target a host TAP device (option renode_tap, e.g. 'renode-tap0')"
-                )
+        self._check_network(f"the gateway at {server_uri}")
         if self.uplink is not None:
             await self.uplink.start_bridge(server_uri)
         self.record("bootstrap", server_uri=server_uri)

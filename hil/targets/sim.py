@@ -5,16 +5,24 @@ speaks LwM2M over real UDP on loopback, so everything above the target is
 the same as for an emulated or real board. Its clock runs ``speed`` times
 faster than the wall clock (option ``sim_speed``, default 10): a service's
 30 s period passes in 3 s, and waits in tests are scaled to match.
+
+Readings carry the device time they were produced at: the node's clock when
+the service wrote the observed resource (:meth:`SimTarget.device_time_of`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
+from typing import Any
 
 from ..device.clock import VirtualClock
+from ..lwm2m import Path as LwPath
 from .base import GDB_HOST, Target, TargetConfig, TargetError, register_target
 
 DEFAULT_SPEED = 10.0
+#: writes remembered per resource, to find the one a late notification carries
+WRITES_KEPT = 16
 BOOT_TIMEOUT = 10.0
 
 
@@ -25,9 +33,11 @@ class SimTarget(Target):
     def __init__(self, config: TargetConfig):
         super().__init__(config)
         self.time_scale = float(config.options.get("sim_speed", DEFAULT_SPEED))
-        self.clock: VirtualClock = config.options.get("clock") or VirtualClock(realtime=True, scale=self.time_scale)
+        self.node_clock: VirtualClock = config.options.get("clock") or VirtualClock(realtime=True, scale=self.time_scale)
         self.node = None
         self.gdb_server = None
+        #: resource path -> its latest (device time, value) writes
+        self._writes: dict[LwPath, deque[tuple[float, Any]]] = {}
 
     async def start(self) -> None:
         from ..device.node import Node
@@ -35,7 +45,9 @@ class SimTarget(Target):
         board = self.config.board
         sensors = dict(self.config.sensors) if self.config.sensors else None
         kwargs = {"sensors": sensors} if sensors is not None else {}
-        self.node = Node(self.endpoint, clock=self.clock, board=board.name if board else "sim", **kwargs)
+        self.node = Node(self.endpoint, clock=self.node_clock, board=board.name if board else "sim", **kwargs)
+        # Each boot builds a fresh object store: listen to each one.
+        self.node.add_boot_hook(lambda node: node.objects.add_listener(self._on_store_change))
         if self.config.gdb_port is not None:
             await self._serve_gdb(self.config.gdb_port)
         # Attach before boot: the banner is part of the console log.
@@ -68,7 +80,37 @@ class SimTarget(Target):
         self._gdb_ready(self.gdb_server.port, None)  # no ELF up front: GDB gets each service's as a library
 
     def device_time(self) -> float | None:
-        return self.clock.now()
+        return self.node_clock.now()
+
+    @property
+    def has_device_time(self) -> bool:
+        return True
+
+    def _on_store_change(self, change: Any) -> None:
+        path = change.path
+        if change.kind != "value" or path.res is None or self.node is None:
+            return
+        try:
+            value = self.node.objects.get(path)
+        except Exception:  # a multiple resource read as a whole, or gone again: nothing to stamp with
+            return
+        self._writes.setdefault(path, deque(maxlen=WRITES_KEPT)).append((self.node_clock.now(), value))
+
+    def device_time_of(self, notification: Any) -> float | None:
+        """When the service wrote the value ``notification`` carries (the latest such write), in device time."""
+        path = getattr(notification, "path", None)
+        writes = self._writes.get(path) if path is not None else None
+        if not writes:
+            return None
+        try:
+            value = notification.value(path)
+        except Exception:
+            return None
+        for when, written in reversed(writes):
+            if written == value or (isinstance(value, float) and isinstance(written, (int, float))
+                                    and abs(written - value) <= 1e-6 * max(1.0, abs(value))):
+                return when
+        return None
 
     async def stop(self) -> None:
         server, self.gdb_server = self.gdb_server, None
@@ -79,7 +121,7 @@ class SimTarget(Target):
             await node.aclose()
 
     async def sleep_device(self, seconds: float) -> None:
-        if self.clock.realtime:
-            await asyncio.sleep(seconds / self.clock.scale)
+        if self.node_clock.realtime:
+            await asyncio.sleep(seconds / self.node_clock.scale)
         else:
-            await self.clock.advance(seconds)
+            await self.node_clock.advance(seconds)

@@ -8,6 +8,7 @@ to the gateway over SLIP on UART1 (Renode has no LAN9118 model).
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -39,8 +40,10 @@ async def test_reference_firmware_boots_to_its_shell_on_renode(firmware_elf: Pat
         lines = await target.shell.exec("help")
         assert any(line.split()[:1] == ["sensor"] for line in lines), lines
         await target.set_sensor("temperature", 22.5)
-        await target.sleep_device(1.0)  # virtual time: pause, RunFor, start
-        assert (await target.shell.exec("help")) == lines  # the machine runs on after RunFor
+        before = await target.clock.device_time()
+        await target.sleep_device(1.0)  # on the device's clock (no gateway to watch: at the host's pace)
+        assert await target.clock.device_time() - before >= 1.0
+        assert (await target.shell.exec("help")) == lines  # the machine runs on
     console = (tmp_path / "node1.console.log").read_text()
     assert "*** Booting embServe reference firmware" in console
 
@@ -87,11 +90,16 @@ async def test_ethernet_without_a_network_model_is_refused(firmware_elf: Path, t
             await target.bootstrap("coap://127.0.0.1:5683")
 
 
-@pytest.mark.slow  # the suite waits out the service's 30 s default period three times
-def test_hil_suite_passes_on_renode(firmware_elf: Path, tmp_path: Path) -> None:
+def test_hil_suite_passes_on_renode_in_virtual_time(firmware_elf: Path, tmp_path: Path) -> None:
+    """The suite as a user runs it; the service's 30 s sleeps are skipped, its readings stamped inside Renode."""
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "tests/hil", "-q", "-p", "no:cacheprovider", "-rs", "--target", "renode",
-         "--board", "mps2_an385", "--firmware", str(firmware_elf), "--hil-log-dir", str(tmp_path / "hil-logs")],
+         "--board", "mps2_an385", "--firmware", str(firmware_elf), "--hil-log-dir", str(tmp_path / "hil-logs"),
+         "--hil-show-readings"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0 and "4 passed" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+    rate = re.search(r"^test_rate_input_changes_period: .*\(value@device-time offset\): (.*)$", run.stdout, re.M)
+    assert rate, run.stdout[-3000:]
+    offsets = [float(x) for x in re.findall(r"@\+([\d.]+)s", rate.group(1))]
+    assert [b - a for a, b in zip(offsets, offsets[1:])][-4:] == pytest.approx([2.0] * 4, abs=0.02), offsets

@@ -345,10 +345,20 @@ def test_command_line_from_the_installed_package(consumer: Consumer) -> None:
     assert code == 0, out + err
     elf = Path(out.strip())
     assert elf.is_file() and elf.is_relative_to(consumer.root / "cache" / "embserve-hil" / "firmware"), out
-    assert "embserve-hil: building the reference firmware (NET=eth)" in err or "reusing" in err, err
+    assert "embserve-hil: building the reference firmware (BOARD=mps2_an385 NET=eth)" in err or "reusing" in err, err
     code, out, err = consumer.run([cli, "firmware", "--print-path"], here)
     assert code == 0 and Path(out.strip()) == elf, out + err
-    assert f"embserve-hil: reusing the reference firmware (NET=eth) {elf}" in err, err
+    assert f"embserve-hil: reusing the reference firmware (BOARD=mps2_an385 NET=eth) {elf}" in err, err
+    # Another board's build, from the board directories and link scripts the package carries: its own entry.
+    code, out, err = consumer.run([cli, "firmware", "--board", "stm32f4_discovery", "--print-path"], here, timeout=600)
+    assert code == 0, out + err
+    stm32 = Path(out.strip())
+    assert stm32.is_file() and stm32.parent.parent == elf.parent.parent and stm32 != elf, out
+    assert b"stm32f4-discovery\0" in stm32.read_bytes(), "built from the STM32F4's board directory"
+    code, out, err = consumer.run([cli, "firmware", "--board", "esp32"], here)
+    assert code == 1 and err.strip().splitlines() == [
+        "embserve-hil firmware: board 'esp32': the reference firmware is built for mps2_an385, nrf52840dk,"
+        " stm32f4_discovery, not for it"], err
 
 
 # --------------------------------------------------------------------------- pytest, no configuration
@@ -367,7 +377,7 @@ def test_public_fixtures_on_qemu_with_the_reference_firmware(pytest_runs: dict[s
     assert re.search(r"^=+ 2 passed", summary(out)), out[-3000:]
     assert "board mps2_an385: reading 121.5" in out, out[-3000:]
     # Built by the command-line test or here, from the installed sources; said on the terminal either way.
-    assert re.search(r"embserve-hil: (building|reusing) the reference firmware \(NET=eth\)", out), out[-3000:]
+    assert re.search(r"embserve-hil: (building|reusing) the reference firmware \(BOARD=mps2_an385 NET=eth\)", out), out[-3000:]
 
 
 def test_readme_example_verbatim_on_the_simulator(pytest_runs: dict[str, tuple[int, str]]) -> None:
@@ -446,7 +456,8 @@ def test_user_boards_naming_missing_files_fail_in_one_line(consumer: Consumer) -
     for target, board, field, value in cases:
         code, out, err = consumer.run([str(consumer.venv / "bin" / "python"), "-m", "pytest", "-p", "no:cacheprovider",
                                        "test_lab.py", "--target", target, "--board", board], here, env=env)
-        assert code == 1, out + err
-        line = f"board file {lab / board}.toml: field '{field}' names '{value}', which does not exist"
-        assert re.search(rf"^E?\s*{re.escape(line)} \(looked for [^\n]*\)$", out, re.M), f"{line!r} not in:\n{out[-3000:]}"
+        # A configuration every test would fail the same way ends the session, once, with one line.
+        assert code == pytest.ExitCode.USAGE_ERROR, out + err
+        line = f"embserve-hil: node1: board file {lab / board}.toml: field '{field}' names '{value}', which does not exist"
+        assert len(re.findall(rf"{re.escape(line)} \(looked for [^\n]*\)", out)) == 1, f"{line!r} not once in:\n{out[-3000:]}"
         assert "Traceback" not in out and "another exception occurred" not in out, out[-3000:]

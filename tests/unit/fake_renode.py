@@ -7,7 +7,12 @@ monitor with telnet option bytes, echoes, colours its prompt ``(monitor)`` /
 ``(<machine>)``, reports bad commands in text (``There was an error executing
 command ...``), serves raw-byte socket terminals, and on ``start`` boots a
 tiny shell on the console UART. Every monitor command is appended to
-``$FAKE_RENODE_LOG`` so a test can check the conversation.
+``$FAKE_RENODE_LOG`` so a test can check the conversation (after a first
+line with its ``HOME`` and ``TMPDIR``). ``logLevel N`` is taken in any
+state, as Renode takes it. With ``$FAKE_RENODE_WARNINGS`` set to a number of
+bytes, ``start`` makes it print that much of "[WARNING]" lines on stdout
+instead of booting, as Renode does when a firmware for another board runs
+away.
 
 A UART connected to a terminal named ``slip`` is the node's SLIP line, and
 the tiny shell plays the reference firmware's part on it (the real SLIP codec
@@ -16,6 +21,14 @@ and IPv4/UDP builder from ``hil.net``): ``net iface slip`` brings ``sl0`` up
 sends one UDP datagram ``register EP`` to the URI's host and port, and every
 UDP datagram that comes back is printed on the console as
 ``[net] udp from HOST:PORT: PAYLOAD``.
+
+The harness's clock (hil/targets/renode_clock.py) is faked as far as its
+monitor side goes: ``include`` of its script, ``hil_clock PERIPHERAL KIND
+FLAG LOG``, the quantum and advance-immediately switches, and the device time
+query. Device time runs at the host's pace while the flag file exists and 50
+times faster while it does not, as the real script makes Renode do; every
+datagram the fake firmware sends on the SLIP line is written to the log with
+its device time (as the script's hook does) and creates the flag.
 """
 
 from __future__ import annotations
@@ -46,6 +59,26 @@ class Machine:
         self.connected: dict[str, str] = {}  # uart -> terminal
         self.started = False
         self.virtual_time = 0.0
+        self.clock: tuple[str, str] | None = None  # the harness's clock script: (flag file, tx log)
+        self.advance_immediately = False
+        self._since = time.monotonic()
+
+    def now(self) -> float:
+        """Device time: the host's pace, or 50 times that while the harness's clock lets it skip."""
+        wall = time.monotonic()
+        if self.started:
+            skipping = self.clock is not None and self.advance_immediately and not os.path.exists(self.clock[0])
+            self.virtual_time += (wall - self._since) * (50.0 if skipping else 1.0)
+        self._since = wall
+        return self.virtual_time
+
+    def sent(self, datagram: bytes) -> None:
+        """What the clock script's hook does when a packet leaves: log its device time, then keep pace."""
+        if self.clock is not None:
+            flag, log = self.clock
+            with open(log, "a") as f:
+                f.write(f"{self.now():.9f} 1 -\n")  # not CoAP: it starts an exchange, as far as the hook can tell
+            open(flag, "a").close()
 
 
 class FakeRenode:
@@ -77,17 +110,22 @@ class FakeRenode:
         if line == "quit":
             self.quit.set()
             return ""
+        if re.fullmatch(r"logLevel [0-3]", line):
+            return ""
         if m is None:
             return f"{RED}There was an error executing command '{line}'{RESET}\nNo machine selected."
         if m_ := re.fullmatch(r"machine LoadPlatformDescription @(\S+)", line):
             path = m_.group(1)
+            stock = {"sysbus.usart2", "sysbus.usart3", "sysbus.uart0", "sysbus.uart1", "sysbus.ethernet"}
             if path.startswith("platforms/"):
-                m.peripherals |= {"sysbus.usart2", "sysbus.uart0", "sysbus.ethernet"}
+                m.peripherals |= stock
                 return ""
             if not os.path.isfile(path):
                 return f"{RED}There was an error executing command '{line}'{RESET}\nCould not find file '{path}'"
             text = open(path).read()
             m.peripherals |= {f"sysbus.{name}" for name in re.findall(r"^(\w+):", text, re.M)}
+            if re.search(r'^using "platforms/', text, re.M):
+                m.peripherals |= stock  # one of Renode's own platforms, extended
             return ""
         if m_ := re.fullmatch(r"sysbus LoadELF @(.+)", line):
             if not os.path.isfile(m_.group(1)):
@@ -115,22 +153,33 @@ class FakeRenode:
             return ""
         if line.startswith(("emulation CreateSwitch", "emulation CreateTap")):
             return ""
+        if m_ := re.fullmatch(r"include @(\S+\.py)", line):
+            return "" if os.path.isfile(m_.group(1)) else f"{RED}There was an error executing command '{line}'{RESET}"
+        if m_ := re.fullmatch(r'hil_clock "(\S+)" "(slip|eth)" "(\S+)" "(\S+)"', line):
+            if m_.group(1) not in m.peripherals:
+                return f"{RED}There was an error executing command '{line}'{RESET}\nKeyNotFoundException"
+            m.now()
+            m.clock = (m_.group(3), m_.group(4))
+            return f"embserve-hil clock on {m_.group(1)} ({m_.group(2)})"
+        if re.fullmatch(r'emulation SetGlobalQuantum "[\d.]+"', line):
+            return ""
+        if m_ := re.fullmatch(r"emulation SetGlobalAdvanceImmediately (true|false)", line):
+            m.now()
+            m.advance_immediately = m_.group(1) == "true"
+            return ""
+        if line == 'python "print(self.Machine.ElapsedVirtualTime.TimeElapsed.TotalSeconds)"':
+            return f"{m.now():.4f}"
         if line == "start":
+            m.now()
             m.started = True
             threading.Thread(target=self.boot, daemon=True).start()
             return "Starting emulation..."
         if line == "pause":
+            m.now()
             m.started = False
             return ""
         if line == "machine ElapsedVirtualTime":
-            return f"{m.virtual_time:.6f}s (fake)"
-        if m_ := re.fullmatch(r'emulation RunFor "(\d+):(\d+):(\d+(?:\.\d+)?)"', line):
-            if m.started:
-                return (f"{RED}There was an error executing command '{line}'{RESET}\n"
-                        "This action is not available when emulation is already started")
-            h, mi, s = m_.groups()
-            m.virtual_time += int(h) * 3600 + int(mi) * 60 + float(s)
-            return ""
+            return f"{m.now():.6f}s (fake)"
         return f"{RED}There was an error executing command '{line}'{RESET}\nNo such command or device: {line.split()[0]}"
 
     # -- the UART side ----------------------------------------------------------
@@ -178,6 +227,8 @@ class FakeRenode:
             packet = build_udp(SLIP_IP, 56830, uri.hostname, uri.port or 5683, f"register {endpoint}".encode())
             # Line noise before the first frame, as a UART has after power-up.
             noise, self.line_noise = self.line_noise, b""
+            if self.machine is not None:
+                self.machine.sent(packet)
             self.slip_client.sendall(noise + slip_encode(packet))
         return "server_add: done\r\n"
 
@@ -201,9 +252,24 @@ class FakeRenode:
     def boot(self) -> None:
         while self.uart_client is None:  # the harness connects before start; allow for the race
             time.sleep(0.01)
+        if os.environ.get("FAKE_RENODE_WARNINGS"):
+            self.run_away(int(os.environ["FAKE_RENODE_WARNINGS"]))
+            return
         if os.environ.get("FAKE_RENODE_SILENT_UART"):
             return
         self.uart_client.sendall(b"*** Booting embServe reference firmware v0.1.0 ***\r\nuart:~$ ")
+
+    def run_away(self, size: int) -> None:
+        """A firmware for another board: the model warns about every access, the console stays silent."""
+        written, n = 0, 0
+        while written < size:
+            n += 1
+            line = (f"12:00:01.{n % 10000:04d} [WARNING] sysbus: [cpu: 0x{n:X}] ReadDoubleWord from non existing"
+                    f" peripheral at 0x{0x50000000 + n:X}.\n")
+            sys.stdout.write(line)
+            written += len(line)
+        sys.stdout.write("12:00:02.0000 [WARNING] cpu: CPU abort detected, halting.\n")
+        sys.stdout.flush()
 
     # -- the monitor side ----------------------------------------------------------
 
@@ -255,7 +321,7 @@ def main() -> int:
         with open(args.pid_file, "w") as f:
             f.write(str(os.getpid()))
     renode = FakeRenode(os.environ.get("FAKE_RENODE_LOG"))
-    renode.record(f"HOME={os.environ.get('HOME')}")
+    renode.record(f"HOME={os.environ.get('HOME')} TMPDIR={os.environ.get('TMPDIR')}")
     renode.serve_monitor(args.port)
     return 0
 

@@ -162,6 +162,17 @@ def test_shipped_boards_paths_resolve_inside_the_package() -> None:
     assert board.existing_file("renode_platform") == boards_dir().parent / "renode" / "mps2_an385.repl"
 
 
+def test_reference_firmware_names_the_boards_own_build_or_another_boards(tmp_path: Path) -> None:
+    assert {name: get_board(name).reference_firmware_board for name in ("mps2_an385", "nrf52840dk", "stm32f4_discovery")} == {
+        "mps2_an385": "mps2_an385", "nrf52840dk": "nrf52840dk", "stm32f4_discovery": "stm32f4_discovery"}
+    assert get_board("frdm_k64f").reference_firmware_board is None and not get_board("frdm_k64f").uses_reference_firmware
+    mine = load_board_file(write_board(tmp_path, "bench_nrf", GOOD.format(name="bench_nrf") + 'firmware = "reference:nrf52840dk"\n'))
+    assert mine.reference_firmware_board == "nrf52840dk" and mine.uses_reference_firmware
+    path = write_board(tmp_path, "half", GOOD.format(name="half") + 'firmware = "reference:"\n')
+    with pytest.raises(BoardError, match=r"field 'firmware' is 'reference:': name the board after 'reference:'"):
+        load_board_file(path)
+
+
 @pytest.mark.parametrize(("field", "value"), [("renode_platform", "renode/lab.repl"), ("firmware", "build/lab.elf")])
 def test_user_board_naming_a_missing_file_names_the_board_file_and_field(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: str

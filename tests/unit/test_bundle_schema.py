@@ -110,3 +110,25 @@ def test_service_json_not_matching_its_digest_names_both(tmp_path: Path) -> None
     with pytest.raises(BundleError) as e:
         bundle.service_json(bundle.services[0])
     assert bundle.services[0].sha256 in str(e.value) and hashlib.sha256(b"{}").hexdigest() in str(e.value)
+
+
+def test_recorder_keeps_secrets_out_of_the_bundle(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from hil.bundle import Recorder
+    from hil.secret import Secret
+
+    token = Secret("s3cr3t-api-token")
+    console = tmp_path / "node1.console.log"
+    console.write_text("boot\nlogin with s3cr3t-api-token\n")
+    device = SimpleNamespace(endpoint="node1", firmware_elf=None, console=SimpleNamespace(log_path=console),
+                             device_time=lambda: None, faults=SimpleNamespace(faults=[]))
+    recorder = Recorder(nodeid="t::x", target="sim",
+                        options={"hil_api_token": token, "mqtt_password": "plain-pw", "target": "sim"})
+    recorder.add_device(device)
+    path = recorder.write(tmp_path / "bundle", outcome="failed")
+    text = path.read_text()
+    assert "s3cr3t-api-token" not in text and "plain-pw" not in text
+    assert json.loads(text)["options"] == {"hil_api_token": "***", "mqtt_password": "***", "target": "sim"}
+    copied = (path.parent / json.loads(text)["consoles"]["node1"]).read_text()
+    assert copied == "boot\nlogin with ***\n"

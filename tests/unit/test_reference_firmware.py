@@ -6,6 +6,7 @@ each here), into a cache directory of the test's own.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -25,6 +26,7 @@ from hil.reference_firmware import (
     build_key,
     check_toolchain,
     entry_is_complete,
+    firmware_boards,
     reference_firmware,
 )
 
@@ -60,13 +62,13 @@ def test_first_use_builds_then_reuses(first_build: tuple[Path, list[str]]) -> No
     elf, said = first_build
     cache = elf.parent.parent
     assert elf.name == ELF_NAME
-    assert said[0].startswith(f"embserve-hil: building the reference firmware (NET=eth) into {elf.parent}")
+    assert said[0].startswith(f"embserve-hil: building the reference firmware (BOARD=mps2_an385 NET=eth) into {elf.parent}")
     assert elf.read_bytes()[:4] == b"\x7fELF" and entry_is_complete(elf.parent, elf.parent.name)
     assert entries(cache) == [elf.parent.name], "nothing but the entry is left behind"
     assert sorted(p.name for p in elf.parent.iterdir()) == sorted([ELF_NAME, MANIFEST_NAME, "embserve.map"])
 
     again, said = build(cache)
-    assert again == elf and said == [f"embserve-hil: reusing the reference firmware (NET=eth) {elf}"]
+    assert again == elf and said == [f"embserve-hil: reusing the reference firmware (BOARD=mps2_an385 NET=eth) {elf}"]
 
 
 def test_key_follows_sources_flags_and_compiler(tmp_path: Path) -> None:
@@ -83,6 +85,46 @@ def test_key_follows_sources_flags_and_compiler(tmp_path: Path) -> None:
     changed = build_key(src, {"NET": "eth"}, compiler)
     (src / "src" / "notes.txt").unlink()
     assert changed == build_key(src, {"NET": "eth"}, compiler), "only what the build reads counts"
+
+
+def test_key_is_per_board_and_follows_that_boards_files(tmp_path: Path) -> None:
+    src = tmp_path / "firmware"
+    shutil.copytree(resources.firmware_dir(), src, ignore=shutil.ignore_patterns("build", "__pycache__"))
+    assert firmware_boards(src) == ["mps2_an385", "nrf52840dk", "stm32f4_discovery"]
+    compiler = check_toolchain()
+
+    def keys() -> dict[str, str]:
+        return {board: build_key(src, {"BOARD": board, "NET": "eth"}, compiler) for board in firmware_boards(src)}
+
+    before = keys()
+    assert len(set(before.values())) == 3, "one entry per board"
+    assert before["mps2_an385"] == build_key(src, {"BOARD": "mps2_an385", "NET": "eth"}, compiler)
+    (src / "sections.ld").write_text((src / "sections.ld").read_text() + "\n/* changed */\n")
+    after_sections = keys()
+    assert all(after_sections[b] != before[b] for b in before), "sections.ld is in every board's link"
+    link = src / "src" / "boards" / "nrf52840dk" / "link.ld"
+    link.write_text(link.read_text() + "\n/* changed */\n")
+    after_link = keys()
+    assert after_link["nrf52840dk"] != after_sections["nrf52840dk"]
+    assert {b: after_link[b] for b in ("mps2_an385", "stm32f4_discovery")} == {
+        b: after_sections[b] for b in ("mps2_an385", "stm32f4_discovery")}, "another board's files do not count"
+    mk = src / "src" / "boards" / "stm32f4_discovery" / "board.mk"
+    mk.write_text(mk.read_text() + "\n# changed\n")
+    assert keys()["stm32f4_discovery"] != after_link["stm32f4_discovery"]
+
+
+def test_each_board_gets_its_own_build(tmp_path: Path) -> None:
+    said: list[str] = []
+    elf = reference_firmware("slip", board="nrf52840dk", cache_dir=tmp_path, announce=said.append)
+    assert said[0].startswith("embserve-hil: building the reference firmware (BOARD=nrf52840dk NET=slip)")
+    header = elf.read_bytes()
+    assert header[:4] == b"\x7fELF" and header[18:20] == (40).to_bytes(2, "little"), "an ARM ELF"
+    manifest = json.loads((elf.parent / MANIFEST_NAME).read_text())
+    assert (manifest["board"], manifest["net"]) == ("nrf52840dk", "slip")
+    assert b"nrf52840dk\0" in header and b"mps2-an385\0" not in header, "built from the nRF52840's board directory"
+    with pytest.raises(FirmwareError, match=r"board 'esp32': the reference firmware is built for mps2_an385, nrf52840dk,"
+                                            r" stm32f4_discovery, not for it"):
+        reference_firmware(board="esp32", cache_dir=tmp_path, announce=said.append)
 
 
 @pytest.mark.parametrize("damage", ["truncated ELF", "no manifest", "manifest of another build"])
@@ -150,8 +192,8 @@ def test_firmware_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsy
     captured = capsys.readouterr()
     elf = Path(captured.out.strip())
     assert elf.is_file() and elf.is_relative_to(tmp_path / "embserve-hil" / "firmware")
-    assert "building the reference firmware (NET=slip)" in captured.err
+    assert "building the reference firmware (BOARD=mps2_an385 NET=slip)" in captured.err
 
     assert cli_main(["firmware", "--net", "slip"]) == 0
     captured = capsys.readouterr()
-    assert captured.out.splitlines() == [f"embserve-hil: reusing the reference firmware (NET=slip) {elf}", str(elf)]
+    assert captured.out.splitlines() == [f"embserve-hil: reusing the reference firmware (BOARD=mps2_an385 NET=slip) {elf}", str(elf)]

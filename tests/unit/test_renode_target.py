@@ -21,9 +21,10 @@ import pytest
 
 from hil.boards import get_board, load_board_file
 from hil.console import ConsoleTimeout
-from hil.infra.renode import RenodeError, RenodeMonitor, TelnetText
+from hil.infra.renode import RenodeError, RenodeMonitor, RenodeProcess, TelnetText
 from hil.targets.base import (
     TargetConfig,
+    TargetConfigError,
     TargetError,
     TargetUnavailable,
     get_target_class,
@@ -32,7 +33,6 @@ from hil.targets.renode import (
     RenodeTarget,
     bring_up_commands,
     default_net,
-    run_for_argument,
 )
 
 FAKE_RENODE = Path(__file__).with_name("fake_renode.py")
@@ -150,11 +150,6 @@ def test_telnet_text_strips_negotiation_and_keeps_escaped_ff() -> None:
     assert text.feed(data[:5]) + text.feed(data[5:]) == "a\ufffdb" "c\n"
 
 
-def test_run_for_argument_is_a_time_interval() -> None:
-    assert run_for_argument(2.0) == '"00:00:02.000000"'
-    assert run_for_argument(3725.25) == '"01:02:05.250000"'
-
-
 def test_bring_up_sequence_connects_console_before_start(tmp_path: Path) -> None:
     before, after = bring_up_commands("node1", "@/r/mps2_an385.repl", Path("/fw/e.elf"), "sysbus.uart0", 4567,
                                       ethernet="sysbus.ethernet", tap="renode-tap0")
@@ -186,15 +181,19 @@ def test_bring_up_sequence_with_slip_creates_its_terminal_before_start() -> None
 def test_default_network_follows_the_board_file() -> None:
     assert default_net(get_board("mps2_an385")) == "slip"  # no LAN9118 on Renode: SLIP on UART1
     assert get_board("mps2_an385").renode_slip_uart == "uart1"
-    assert default_net(get_board("stm32f4_discovery")) == "eth"
-    assert default_net(get_board("nrf52840dk")) is None
+    assert default_net(get_board("nrf52840dk")) == "slip"  # no Ethernet on the nRF52840: SLIP on UARTE1
+    # The STM32F4's Ethernet reaches the host only through a TAP device; without one, SLIP on USART3.
+    assert default_net(get_board("stm32f4_discovery")) == "slip"
+    assert default_net(get_board("stm32f4_discovery"), tap="tap0") == "eth"
+    assert default_net(get_board("mps2_an385"), tap="tap0") == "slip"  # a TAP does not make a LAN9118
 
 
 def test_project_platform_wires_the_uarts_as_the_firmware_expects() -> None:
-    """renode/mps2_an385.repl against firmware/src/board.h: console and SLIP UART at the same addresses and IRQs."""
+    """renode/mps2_an385.repl against the firmware's board facts: console and SLIP UART at the same addresses and IRQs."""
     board = get_board("mps2_an385")
+    config = REPO / "firmware/src/boards/mps2_an385/board_config.h"
     facts = {name: int(value.rstrip("u"), 0) for name, value in re.findall(
-        r"#define ((?:UART[01]_BASE|IRQ_UART[01]_(?:RX|TX)))\s+(\w+)", (REPO / "firmware/src/board.h").read_text())}
+        r"#define ((?:UART[01]_BASE|IRQ_UART[01]_(?:RX|TX)))\s+(\w+)", config.read_text())}
     repl = board.resolve_path(board.renode_platform or "").read_text()
     uarts = {
         name: (int(address, 16), {line: int(irq) for line, irq in re.findall(r"(\w+Interrupt) -> nvic@(\d+)", body)})
@@ -241,13 +240,19 @@ async def test_fake_renode_brings_the_board_up_and_runs_virtual_time(tmp_path: P
     async with target:
         assert target.net == "slip"
         assert (await target.shell.exec("help"))[0] == "Available commands:"
-        await target.sleep_device(2.5)
+        assert target.clock is not None and target.governor is not None
+        before = await target.clock.device_time()
+        await target.sleep_device(0.5)  # no gateway to watch: device time keeps the host's pace
+        assert await target.clock.device_time() - before >= 0.5
         pid_file = tmp_path / "logs" / "node1.renode.pid"
         assert pid_file.read_text().strip().isdigit()
     assert target.process is None
     commands = fake_renode.read_text().splitlines()
     repl = get_board("mps2_an385").resolve_path("renode/mps2_an385.repl")
-    assert commands[0] == f"HOME={tmp_path / 'logs' / 'node1.renode-home'}"
+    # Private HOME and TMPDIR: Renode's start-up clean-up of $TMPDIR/renode-* touches nobody else's directories.
+    assert commands[0] == f"HOME={tmp_path / 'logs' / 'node1.renode-home'} TMPDIR={tmp_path / 'logs' / 'node1.renode-tmp'}"
+    assert commands[1] == "logLevel 2"  # warnings and errors only, set before the machine exists
+    commands = commands[1:]
     assert commands[1:8] == [
         'mach create "node1"',
         f"machine LoadPlatformDescription @{repl}",
@@ -260,12 +265,46 @@ async def test_fake_renode_brings_the_board_up_and_runs_virtual_time(tmp_path: P
     assert commands[4].startswith("emulation CreateServerSocketTerminal ") and commands[4].endswith(' "term" false')
     assert commands[6].startswith("emulation CreateServerSocketTerminal ") and commands[6].endswith(' "slip" false')
     assert commands[4].split()[2] != commands[6].split()[2]  # two terminals, two ports
-    assert commands[8:] == ["start", "pause", 'emulation RunFor "00:00:02.500000"', "start", "quit"]
+    logs = tmp_path / "logs"
+    # Booted at the host's pace, then the harness's clock takes the machine's time over.
+    assert commands[8:13] == [
+        "start",
+        f"include @{logs / 'node1.clock.py'}",
+        f'hil_clock "sysbus.uart1" "slip" "{logs / "node1.keep-pace"}" "{logs / "node1.tx.log"}"',
+        'emulation SetGlobalQuantum "0.01"',
+        "emulation SetGlobalAdvanceImmediately true",
+    ]
+    assert commands[-1] == "quit" and "pause" not in commands, "the clock never pauses nor resumes the machine"
+    assert "mc_hil_clock" in (logs / "node1.clock.py").read_text()
     console = (tmp_path / "logs" / "node1.console.log").read_text()
     assert "*** Booting embServe reference firmware" in console
     # After boot the node's network is the SLIP link on UART1.
     assert console.index("net iface slip") > console.index("*** Booting")
     assert "sl0 (SLIP on UART1) is up: address 192.0.2.2" in console
+
+
+async def test_fake_renode_skips_idle_time_only_while_the_gateway_has_nothing_in_flight(
+    tmp_path: Path, fake_renode: Path, firmware: Path
+) -> None:
+    from hil.gateway.in_flight import InFlight
+
+    exchanges = InFlight()
+    async with renode_target(tmp_path, firmware) as target:
+        assert target.clock is not None
+        target.govern_time(exchanges)
+        await asyncio.sleep(0.15)  # the settle time
+        assert target.governor.skipping and not (tmp_path / "logs" / "node1.keep-pace").exists()
+        loop = asyncio.get_running_loop()
+        start, wall = await target.clock.device_time(), loop.time()
+        await target.sleep_device(5.0)
+        assert loop.time() - wall < 2.0, "idle device time was skipped"
+        with exchanges.track("node1"):
+            assert (tmp_path / "logs" / "node1.keep-pace").exists() and not target.governor.skipping
+            start, wall = await target.clock.device_time(), loop.time()
+            await asyncio.sleep(0.5)
+            assert await target.clock.device_time() - start < (loop.time() - wall) + 0.1, "kept the host's pace"
+        await asyncio.sleep(0.15)
+        assert target.governor.skipping
 
 
 class UdpEcho(asyncio.DatagramProtocol):
@@ -332,11 +371,15 @@ async def test_fake_renode_board_with_ethernet_joins_a_switch(tmp_path: Path, fa
     async with renode_target(tmp_path, firmware, "stm32f4_discovery", renode_tap="renode-tap0"):
         pass
     commands = fake_renode.read_text().splitlines()
-    assert "machine LoadPlatformDescription @platforms/boards/stm32f4_discovery-kit.repl" in commands
+    repl = get_board("stm32f4_discovery").resolve_path("renode/stm32f4_discovery.repl")
+    assert f"machine LoadPlatformDescription @{repl}" in commands
     assert "connector Connect sysbus.usart2 term" in commands
-    assert commands[commands.index("connector Connect sysbus.usart2 term") + 1:] == [
+    after_console = commands[commands.index("connector Connect sysbus.usart2 term") + 1:]
+    assert after_console[:5] == [
         'emulation CreateSwitch "switch"', "connector Connect sysbus.ethernet switch",
-        'emulation CreateTap "renode-tap0" "tap"', "connector Connect host.tap switch", "start", "quit"]
+        'emulation CreateTap "renode-tap0" "tap"', "connector Connect host.tap switch", "start"]
+    # The harness's clock stamps what leaves through the Ethernet MAC.
+    assert after_console[6].startswith('hil_clock "sysbus.ethernet" "eth" ') and after_console[-1] == "quit"
 
 
 async def test_fake_renode_refusing_a_command_names_it_and_the_logs(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
@@ -364,7 +407,7 @@ async def test_fake_renode_silent_uart_times_out_with_console_log(
         async with renode_target(tmp_path, firmware, boot_timeout=0.5):
             pass
     assert "within 0.5 s" in str(info.value) and "node1.console.log" in str(info.value)
-    assert "Renode's virtual time then: 0.000000s (fake)" in str(info.value)
+    assert re.search(r"Renode's virtual time then: \d+\.\d{6}s \(fake\)", str(info.value)), str(info.value)
 
 
 async def test_ethernet_on_a_board_without_an_ethernet_model_cannot_bootstrap(
@@ -393,11 +436,18 @@ async def test_board_with_no_network_on_renode_boots_but_cannot_bootstrap(
 
 
 async def test_slip_needs_a_slip_uart_in_the_board_file(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
-    with pytest.raises(TargetError, match=r"board stm32f4_discovery names none \(board file field renode_slip_uart"):
-        async with renode_target(tmp_path, firmware, "stm32f4_discovery", net="slip"):
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    (boards / "ethonly.toml").write_text('name = "ethonly"\narch = "armv7e-m"\nbackends = ["renode"]\n'
+                                         'renode_platform = "@platforms/boards/stm32f4_discovery-kit.repl"\n'
+                                         'renode_ethernet = "sysbus.ethernet"\n')
+    config = TargetConfig(endpoint="node1", log_dir=tmp_path / "logs", board=load_board_file(boards / "ethonly.toml"),
+                          firmware=firmware, options={"net": "slip"})
+    with pytest.raises(TargetConfigError, match=r"board ethonly names none \(board file field renode_slip_uart"):
+        async with RenodeTarget(config):
             pass
     assert not os.path.exists(fake_renode), "Renode must not be started for a request that cannot work"
-    with pytest.raises(TargetError, match="net='wifi': the Renode target supports eth or slip"):
+    with pytest.raises(TargetConfigError, match="net='wifi': the Renode target supports eth or slip"):
         renode_target(tmp_path, firmware, net="wifi")
 
 
@@ -435,3 +485,121 @@ def test_hil_suite_on_renode_skips_with_the_reason_when_renode_is_missing(tmp_pa
     summary = run.stdout.strip().splitlines()[-1]
     assert summary.startswith("5 skipped in "), run.stdout[-3000:]  # not errors, not "passed" on nothing
     assert run.stdout.count("is not an executable file") == 5, run.stdout[-3000:]
+
+
+async def test_fake_renode_runaway_firmware_log_is_cut_and_the_timeout_quotes_its_warnings(
+    tmp_path: Path, fake_renode: Path, firmware: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A firmware for another board: the model warns at a huge rate, the console stays silent."""
+    monkeypatch.setenv("FAKE_RENODE_WARNINGS", str(3_000_000))
+    monkeypatch.setattr(RenodeProcess, "__init__", _small_log_limit(RenodeProcess.__init__, 200_000))
+    with pytest.raises(ConsoleTimeout) as info:
+        async with renode_target(tmp_path, firmware, boot_timeout=2.0):
+            pass
+    message = str(info.value)
+    log = tmp_path / "logs" / "node1.renode.log"
+    assert f"Renode log: {log} ({log} was cut at 0.2 MB;" in message, message
+    assert "its last warnings:" in message and "[WARNING] cpu: CPU abort detected, halting." in message, message
+    assert log.stat().st_size < 250_000  # the limit, the start line and the notes about the cut
+    text = log.read_text()
+    assert "[embserve-hil] log cut at 0.2 MB; further output is dropped" in text
+    assert text.rstrip().splitlines()[-1].startswith(f"[embserve-hil] {log} was cut at 0.2 MB; 2.")  # ~2.8 MB left out
+
+
+def _small_log_limit(init, limit: int):
+    def patched(self, *args, **kwargs):
+        kwargs["log_limit"] = limit
+        init(self, *args, **kwargs)
+    return patched
+
+
+async def test_fake_renode_tap_from_the_board_file_joins_the_switch(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    stock = get_board("stm32f4_discovery").source.read_text()
+    (boards / "bench_stm32.toml").write_text(stock.replace('name = "stm32f4_discovery"', 'name = "bench_stm32"')
+                                             .replace(f'renode_platform = "renode/', f'renode_platform = "{REPO}/renode/')
+                                             + 'renode_tap = "tap7"\n')
+    config = TargetConfig(endpoint="node1", log_dir=tmp_path / "logs", board=load_board_file(boards / "bench_stm32.toml"),
+                          firmware=firmware)
+    async with RenodeTarget(config) as target:
+        assert (target.net, target.tap) == ("eth", "tap7")
+    assert 'emulation CreateTap "tap7" "tap"' in fake_renode.read_text().splitlines()
+    # The option wins over the board file.
+    config.options["renode_tap"] = "tap8"
+    assert RenodeTarget(config).tap == "tap8"
+
+
+def test_configuration_errors_are_found_before_fake_renode_starts(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
+    with pytest.raises(TargetConfigError, match="the board's Ethernet is only on a Renode switch.*--renode-tap"):
+        renode_target(tmp_path, firmware, "stm32f4_discovery", net="eth").check_config()
+    with pytest.raises(TargetConfigError, match="no Ethernet model on Renode"):
+        renode_target(tmp_path, firmware, net="eth").check_config()
+    with pytest.raises(TargetConfigError, match=r"firmware .*missing.elf does not exist$"):
+        renode_target(tmp_path, tmp_path / "missing.elf").check_config()
+    renode_target(tmp_path, firmware, "nrf52840dk").check_config()  # SLIP on UARTE1: nothing missing
+    assert not os.path.exists(fake_renode), "Renode must not be started for a check"
+
+
+@pytest.mark.parametrize(("name", "firmware", "build"), [("bench_nrf", "reference", "bench_nrf"),
+                                                       ("bench_esp", "reference:esp32", "esp32")])
+def test_board_naming_a_reference_build_that_does_not_exist_is_a_config_error(
+    tmp_path: Path, fake_renode: Path, name: str, firmware: str, build: str
+) -> None:
+    stock = get_board("nrf52840dk").source.read_text()
+    path = tmp_path / f"{name}.toml"
+    path.write_text(stock.replace('name = "nrf52840dk"', f'name = "{name}"')
+                    .replace('firmware = "reference"', f'firmware = "{firmware}"')
+                    .replace('renode_platform = "renode/', f'renode_platform = "{REPO}/renode/'))
+    target = RenodeTarget(TargetConfig(endpoint="node1", log_dir=tmp_path / "logs", board=load_board_file(path)))
+    with pytest.raises(TargetConfigError) as info:
+        target.check_config()
+    assert str(info.value) == (
+        f"node1: board file {path}: field 'firmware' is {firmware!r}, but the reference firmware has no build for"
+        f" board {build!r} (it builds for mps2_an385, nrf52840dk, stm32f4_discovery; name one as"
+        ' "reference:<board>", or a firmware file)')
+    ok = path.read_text().replace(f'firmware = "{firmware}"', 'firmware = "reference:nrf52840dk"')
+    path.write_text(ok)
+    RenodeTarget(TargetConfig(endpoint="node1", log_dir=tmp_path / "logs", board=load_board_file(path))).check_config()
+    assert not os.path.exists(fake_renode), "Renode must not be started for a check"
+
+
+def test_hil_suite_on_fake_renode_with_a_board_without_firmware_stops_once_with_one_line(tmp_path: Path, fake_renode: Path) -> None:
+    boards = tmp_path / "boards"
+    boards.mkdir()
+    repl = get_board("mps2_an385").resolve_path("renode/mps2_an385.repl")
+    (boards / "nofw.toml").write_text(f'name = "nofw"\narch = "armv7-m"\nbackends = ["renode"]\n'
+                                      f'renode_platform = "{repl}"\nrenode_slip_uart = "uart1"\n')
+    env = dict(os.environ, EMBSERVE_HIL_BOARDS=str(boards))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/hil", "-q", "-p", "no:cacheprovider", "--target", "renode",
+         "--board", "nofw", "--hil-log-dir", str(tmp_path / "hil-logs")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=False,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, out[-3000:]
+    assert out.count("embserve-hil: node1: no firmware: pass --firmware (board nofw names none)") == 1, out[-3000:]
+    assert "Traceback" not in out and "FAILED" not in out and "passed" not in out, out[-3000:]
+    assert not os.path.exists(fake_renode), "Renode must not be started for a request that cannot work"
+
+
+class FakePytestConfig:
+    """Stands in for pytest.Config: only the command-line options the plugin reads."""
+
+    def __init__(self, **options: object) -> None:
+        self.options = {"--firmware": None, "--serial-port": None, "--net-serial-port": None, "--gateway-host": None,
+                        "--sim-speed": 10.0, "--net": None, "--renode-tap": None, "--device-time": "virtual",
+                        "--hil-gdb": None, **options}
+
+    def getoption(self, name: str) -> object:
+        return self.options[name]
+
+
+def test_renode_tap_option_reaches_the_target_with_fake_pytest_config(tmp_path: Path) -> None:
+    from hil.pytest_plugin import _target_config
+
+    board = get_board("stm32f4_discovery")
+    config = _target_config(FakePytestConfig(**{"--renode-tap": "tap3"}), board, tmp_path, "node1", None)
+    target = RenodeTarget(config)
+    assert (target.tap, target.net) == ("tap3", "eth")
+    assert RenodeTarget(_target_config(FakePytestConfig(), board, tmp_path, "node1", None)).net == "slip"

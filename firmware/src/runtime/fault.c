@@ -1,13 +1,14 @@
 /* Fault handlers.  A fault raised by a service thread stops that service
  * (state faulted, message naming the fault, PC and address) and the CPU
  * resumes another thread; anything else (main thread, an interrupt handler)
- * prints a register dump on UART0 and resets the node. */
+ * prints a register dump on the console and resets the node. */
 #include <stdint.h>
 #include <string.h>
 
 #include "rt_arch.h"
 #include "rt_internal.h"
 #include "sched.h"
+#include "../uart.h"
 
 /* CFSR bits. */
 #define IACCVIOL    (1u << 0)
@@ -28,9 +29,6 @@
 #define UNALIGNED   (1u << 24)
 #define DIVBYZERO   (1u << 25)
 
-#define UART0_DATA  RT_REG(0x40004000u)
-#define UART0_STATE RT_REG(0x40004004u)
-#define UART0_CTRL  RT_REG(0x40004008u)
 
 static const struct {
     uint32_t bit;
@@ -108,18 +106,15 @@ static void describe(str_t *s, uint32_t ipsr, uint32_t cfsr, uint32_t hfsr)
     }
 }
 
+/* The console, polled: the fault may have come before the driver or inside it. */
 static void uart_raw(const char *t)
 {
-    UART0_CTRL |= 1u;   /* TX enable, in case the fault came before the driver */
+    char piece[2] = {0, 0};
     for (; *t; t++) {
-        if (*t == '\n') {
-            while (UART0_STATE & 1u)
-                ;
-            UART0_DATA = '\r';
-        }
-        while (UART0_STATE & 1u)
-            ;
-        UART0_DATA = (uint8_t)*t;
+        if (*t == '\n')
+            uart_puts_polled("\r");
+        piece[0] = *t;
+        uart_puts_polled(piece);
     }
 }
 
@@ -264,9 +259,19 @@ uint32_t rt_fault_handle(uint32_t exc_return, uint32_t msp, uint32_t psp, const 
     fatal(msg, exc_return, frame, frame_ok, r4_r11, cfsr, hfsr, mmfar, bfar);
 }
 
+/* On cores with an FPU, a lazy save of the faulting thread's s0-s15 may be
+ * pending (FPCCR.LSPACT): it is dropped, since that thread never runs
+ * again and its stack may be what faulted. */
+#ifdef __ARM_FP
+#define DROP_LAZY_FP_SAVE "ldr r12, =0xE000EF34\n ldr r1, [r12]\n bic r1, r1, #1\n str r1, [r12]\n"
+#else
+#define DROP_LAZY_FP_SAVE ""
+#endif
+
 __attribute__((naked)) void rt_fault_entry(void)
 {
     __asm volatile(
+        DROP_LAZY_FP_SAVE
         "mov r0, lr\n"              /* EXC_RETURN */
         "mrs r1, msp\n"
         "mrs r2, psp\n"
@@ -274,11 +279,11 @@ __attribute__((naked)) void rt_fault_entry(void)
         "mov r3, sp\n"
         "bl rt_fault_handle\n"
         "add sp, sp, #32\n"
-        "ldmia r0!, {r4-r11}\n"     /* resume the thread the scheduler chose */
+        RESTORE_CONTEXT             /* resume the thread the scheduler chose */
         "msr psp, r0\n"
         "cpsie i\n"                 /* the dead thread may have masked interrupts */
-        "mvn lr, #2\n"              /* EXC_RETURN 0xFFFFFFFD: thread mode, PSP */
-        "bx lr\n");
+        "bx lr\n"
+        ".ltorg\n");
 }
 
 void HardFault_Handler(void) __attribute__((alias("rt_fault_entry")));

@@ -1,4 +1,4 @@
-/* Cortex-M3 system registers and interrupt masking used by the runtime. */
+/* ARMv7-M system registers, interrupt masking and the thread context used by the runtime. */
 #ifndef RT_ARCH_H
 #define RT_ARCH_H
 
@@ -23,6 +23,19 @@
 #define MPU_RNR    RT_REG(0xE000ED98u)
 #define MPU_RBAR   RT_REG(0xE000ED9Cu)
 #define MPU_RASR   RT_REG(0xE000EDA0u)
+
+/* A thread's saved context, at its PSP (PendSV and the fault handler save
+ * and restore it): r4-r11, then on cores with an FPU its EXC_RETURN and,
+ * when that says the thread has used the FPU (bit 4 clear: an extended
+ * frame), s16-s31 above it. The hardware frame (with s0-s15 and FPSCR in the
+ * extended case, saved lazily) lies beyond. */
+#ifdef __ARM_FP
+#define SAVE_CONTEXT     "tst lr, #0x10\n it eq\n vstmdbeq r0!, {s16-s31}\n stmdb r0!, {r4-r11, lr}\n"
+#define RESTORE_CONTEXT  "ldmia r0!, {r4-r11, lr}\n tst lr, #0x10\n it eq\n vldmiaeq r0!, {s16-s31}\n"
+#else
+#define SAVE_CONTEXT     "stmdb r0!, {r4-r11}\n"
+#define RESTORE_CONTEXT  "ldmia r0!, {r4-r11}\n mvn lr, #2\n" /* EXC_RETURN 0xFFFFFFFD: thread mode, PSP */
+#endif
 
 #define ICSR_PENDSVSET (1u << 28)
 #define ICSR_PENDSTSET (1u << 26)

@@ -145,12 +145,11 @@ __attribute__((naked)) void PendSV_Handler(void)
     __asm volatile(
         "cpsid i\n"
         "mrs r0, psp\n"
-        "stmdb r0!, {r4-r11}\n"
+        SAVE_CONTEXT
         "bl sched_switch\n"
-        "ldmia r0!, {r4-r11}\n"
+        RESTORE_CONTEXT
         "msr psp, r0\n"
         "cpsie i\n"
-        "mvn lr, #2\n"          /* EXC_RETURN 0xFFFFFFFD: thread mode, PSP */
         "bx lr\n");
 }
 
@@ -250,6 +249,9 @@ int sched_spawn(int id, sched_entry_fn entry, void *arg, void *stack, uint32_t b
     *--sp = 0;                                      /* r2 */
     *--sp = 0;                                      /* r1 */
     *--sp = (uint32_t)arg;                          /* r0 */
+#ifdef __ARM_FP
+    *--sp = 0xFFFFFFFDu;                            /* EXC_RETURN: thread mode, PSP, no FPU state yet */
+#endif
     for (int r = 0; r < 8; r++)
         *--sp = 0;                                  /* r11..r4 */
 

@@ -3,7 +3,8 @@
  * Every thread runs in thread mode on the process stack (PSP); sched_init()
  * moves the main thread there and gives exception handlers their own MSP
  * stack.  PendSV switches contexts (r4-r11 saved on the outgoing process
- * stack, the rest by the hardware).  sched_tick() (SysTick, 1 kHz) wakes
+ * stack, on cores with an FPU also EXC_RETURN and, for a thread that used
+ * the FPU, s16-s31; the rest by the hardware, see rt_arch.h).  sched_tick() (SysTick, 1 kHz) wakes
  * sleepers and ends time slices.  Thread 0 is the main thread, always
  * runnable; it runs when no service thread is ready and at least every other
  * slice while a service hogs the CPU.
