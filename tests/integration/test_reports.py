@@ -1,6 +1,6 @@
 """Reports of a HIL run: pytest-html's report with readings plots, JUnit properties, ``embserve-hil report``.
 
-The shipped HIL suite (4 tests) runs once on the simulator in a child pytest
+The shipped HIL suite (4 tests and the sample bug) runs once on the simulator in a child pytest
 with ``--html`` and ``--junitxml``; its report is opened in a real headless
 Chromium and its plots counted there, its JUnit XML parsed back, and the
 session's log folder turned into a report again by the command line.
@@ -93,10 +93,10 @@ async def test_html_report_plots_every_hil_test_in_chromium(hil_session: Session
     report = hil_session.root / "report.html"
     assert not (hil_session.root / "assets").exists(), "pytest-html wrote its assets beside a self-contained report"
     recorded = hil_session.recorded()
-    assert len(recorded) == 4
+    assert len(recorded) == 5
     async with Chromium(hil_log_dir) as browser:
         page = await browser.open(report.as_uri() + "?collapsed=none")  # pytest-html folds passed tests by default
-        await page.wait_for("document.querySelectorAll('.hil-test').length === 4", "the four HIL test sections")
+        await page.wait_for("document.querySelectorAll('.hil-test').length === 5", "the five HIL test sections")
         shown = await page.evaluate(PLOTTED_POINTS)
         await page.screenshot(hil_log_dir / "html-report.png")
     check_plots(shown, recorded)
@@ -113,7 +113,7 @@ async def test_report_command_rebuilds_the_session_page(hil_session: Session, hi
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, stderr.decode()
-    assert stdout.decode().strip() == f"{out}: 4 tests"
+    assert stdout.decode().strip() == f"{out}: 5 tests"
     recorded = hil_session.recorded()
     async with Chromium(hil_log_dir) as browser:
         page = await browser.open(out.as_uri())
