@@ -36,7 +36,8 @@ import asyncio
 import enum
 import logging
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -53,6 +54,7 @@ from aiocoap.numbers.codes import Code
 
 from ..lwm2m import codecs
 from ..lwm2m.codecs import LINK, LWM2M_JSON, SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
+from ..lwm2m.coap_socket import server_context_on
 from ..lwm2m.link import registration_links
 from ..lwm2m.model import Content, LwM2MError, Path
 from ..lwm2m.transmission import TransmissionParameters
@@ -69,6 +71,7 @@ LIFETIME = Path(1, 0, 1)
 UPDATE_TRIGGER = Path(1, 0, 8)
 
 LogSink = Callable[[str, str], None]  # (level "inf"/"wrn"/"err", message)
+SocketFactory = Callable[[], Awaitable[socket.socket]]  # a bound IPv6 (v4-mapped) UDP socket
 
 
 class State(enum.Enum):
@@ -129,6 +132,7 @@ class LwM2MClient:
         lwm2m_version: str = LWM2M_VERSION,
         formats: tuple[int, ...] = (SENML_CBOR, SENML_JSON, TLV),
         announce: bool = True,
+        socket_factory: SocketFactory | None = None,
     ):
         if lifetime < 1:
             raise ValueError(f"lifetime must be at least 1 s, got {lifetime}")
@@ -145,6 +149,7 @@ class LwM2MClient:
         self.clock = clock
         self.lifetime = int(lifetime)
         self.host = host
+        self.socket_factory = socket_factory  # a bound UDP socket made elsewhere (a fleet's namespace) instead of (host, 0)
         self.request_timeout = request_timeout
         self.backoff_initial = backoff_initial
         self.backoff_cap = backoff_cap
@@ -173,12 +178,16 @@ class LwM2MClient:
     async def open(self) -> None:
         """Bind the node's socket and start serving the object store on it."""
         self.site = DeviceSite(self.store, self.clock, self.log, formats=self.formats, default_format=self.default_format)
-        self.context = await aiocoap.Context.create_server_context(
-            self.site,
-            bind=(self.host, 0),
-            transports=["udp6"],
-            loggername=f"hil.device.{self.endpoint}.coap",
-        )
+        if self.socket_factory is not None:
+            sock = await self.socket_factory()
+            self.context = await server_context_on(sock, self.site, f"hil.device.{self.endpoint}.coap")
+        else:
+            self.context = await aiocoap.Context.create_server_context(
+                self.site,
+                bind=(self.host, 0),
+                transports=["udp6"],
+                loggername=f"hil.device.{self.endpoint}.coap",
+            )
         self._remove_store_listener = self.store.add_listener(self._on_store_change)
 
     @property

@@ -41,7 +41,15 @@ from ..fita.labels import DEVICE_TYPE  # FITA's node watcher looks for this in /
 from ..lwm2m.codecs import SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
 from ..lwm2m.model import DEFINITIONS, Path, ResourceType
 from ..lwm2m.transmission import TransmissionParameters
-from .client import LWM2M_VERSION, ClientEvent, LwM2MClient, RegistrationFailed, cancel_and_wait, parse_server_uri
+from .client import (
+    LWM2M_VERSION,
+    ClientEvent,
+    LwM2MClient,
+    RegistrationFailed,
+    SocketFactory,
+    cancel_and_wait,
+    parse_server_uri,
+)
 from .clock import TimerHandle, VirtualClock
 from .console import Console
 from .objects import MethodNotAllowed, ObjectHandler, ObjectStore
@@ -119,6 +127,7 @@ class Node:
         formats: Sequence[int] = NODE_FORMATS,
         report: str = "notify",
         announce_format: bool = True,
+        socket_factory: SocketFactory | None = None,
     ):
         """``formats``: the structured content formats the node speaks, preferred first (SenML CBOR,
         SenML JSON, TLV; e.g. ``(SENML_JSON,)`` for a 1.1 client built without TLV); text and opaque
@@ -144,6 +153,7 @@ class Node:
         self.board = board
         self.lifetime = int(lifetime)
         self.host = host
+        self.socket_factory = socket_factory
         self.seed = zlib.crc32(endpoint.encode()) if seed is None else seed
         self.memory_kb = memory_kb
         self.epoch = time.time() if epoch is None else epoch
@@ -287,6 +297,7 @@ class Node:
             self.clock,
             lifetime=self.lifetime,
             host=self.host,
+            socket_factory=self.socket_factory,
             request_timeout=self.request_timeout,
             transmission=self.transmission,
             console_log=lambda level, message: self.shell.log(level, "net_lwm2m_rd_client", message),

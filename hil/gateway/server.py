@@ -48,6 +48,7 @@ from .registry import GONE, Registration, RegistrationEvent, Registry, Subscript
 from .send import SendInterface
 from .site import GatewaySite
 from .store import Deployment, GatewayStore
+from ..lwm2m.coap_socket import server_context_on
 from .transport import DatagramGuard, remote_for
 
 __all__ = [
@@ -134,6 +135,9 @@ class Gateway:
     (:mod:`hil.gateway.store`).
     ``registration_policy`` checks every Register and Update (e.g.
     :class:`~hil.gateway.strict.StrictRegistration`); the default takes them all.
+    ``sock``: serve on this bound UDP socket instead of binding ``host:port``
+    (e.g. one made inside a fleet's network namespace, where the nodes are;
+    ``host`` still names the address for :attr:`uri`).
 
     Content formats are chosen per registration (:mod:`hil.gateway.formats`)
     unless the caller names one (``fmt=``), which is then used as it is.
@@ -150,9 +154,11 @@ class Gateway:
         database: str | os.PathLike[str] | None = None,
         log: logging.Logger | None = None,
         registration_policy: Any = None,
+        sock: socket.socket | None = None,
     ):
         self.log = log or logging.getLogger("hil.gateway")
         self._bind = (host, port)
+        self._sock = sock  # bound elsewhere (e.g. in a network namespace); host and port then say where
         self.transmission = transmission or TransmissionParameters()
         self._tuning = self.transmission.tuning()
         self.request_timeout = self.transmission.exchange_timeout if request_timeout is None else request_timeout
@@ -179,10 +185,13 @@ class Gateway:
             raise GatewayError(f"gateway already listening on {self.uri}")
         disable_coap_port_sharing()
         site = GatewaySite(RegistrationInterface(self.registry, self.log, self.registration_policy), self.sends, self.log)
-        # udp6 only: the default transport list would also open TCP/TLS/WS listeners
-        self._context = await aiocoap.Context.create_server_context(
-            site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
-        )
+        if self._sock is not None:
+            self._context = await server_context_on(self._sock, site, "hil.gateway.coap")
+        else:
+            # udp6 only: the default transport list would also open TCP/TLS/WS listeners
+            self._context = await aiocoap.Context.create_server_context(
+                site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
+            )
         self.exchanges = DeviceExchanges(self._context, self.transmission, self.log, on_silent=self.reachability.silent)
         self.datagrams = DatagramGuard(
             self._context, self.log, on_heard=self.reachability.heard, on_unreachable=self.reachability.unreachable

@@ -124,6 +124,8 @@ class ManagedProcess:
     binary_candidates: tuple[str, ...] = ()
     #: how often a start is retried when the port was taken meanwhile
     bind_attempts: int = 3
+    #: descriptors the child inherits (same numbers), e.g. a TAP device for an emulator
+    pass_fds: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -235,6 +237,7 @@ class ManagedProcess:
             with self._lock:
                 self._proc = subprocess.Popen(
                     argv,
+                    pass_fds=self.pass_fds,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

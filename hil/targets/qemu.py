@@ -8,7 +8,14 @@ again and repeats the bootstrap commands, as FITA's IoTNetEMU does after boot.
 
 Options (``TargetConfig.options``): ``qemu_icount`` (e.g. ``"shift=auto"``
 for deterministic time), ``qemu_extra_args`` (a list), ``net``: ``"eth"``
-(default: LAN9118 on user networking) or ``"slip"``.
+(default: LAN9118 on user networking), ``"slip"`` or ``"tap"``.
+
+With ``net="tap"`` the LAN9118 is on a TAP device the caller opened
+(option ``tap_fd``, e.g. in a fleet's network namespace, see
+:mod:`hil.infra.netns`), with the MAC of option ``mac``; the node is told
+the gateway's address as it is, and option ``ipv4``
+(``("10.10.12.1/24", "10.10.12.254")``) is its static address, set after
+every boot (:meth:`~hil.targets.base.Target.configure_ipv4`).
 
 With ``net="slip"`` the board has no Ethernet (``-nic none``); UART1 is a
 second socket the harness connects to, and :class:`hil.targets.slip.SlipUplink`
@@ -32,7 +39,7 @@ from .slip import SlipUplink
 
 #: where the guest sees the host under QEMU user networking
 HOST_FROM_GUEST = "10.0.2.2"
-NET_MODES = ("eth", "slip")
+NET_MODES = ("eth", "slip", "tap")
 BOOT_TIMEOUT = 15.0
 
 log = logging.getLogger("hil.targets.qemu")
@@ -51,6 +58,9 @@ class QemuTarget(Target):
         self.net = config.options.get("net") or "eth"
         if self.net not in NET_MODES:
             raise TargetError(f"net={self.net!r}: the QEMU target supports {' or '.join(NET_MODES)}")
+        self.tap_fd: int | None = config.options.get("tap_fd")
+        if self.net == "tap" and self.tap_fd is None:
+            raise TargetError(f"{self.endpoint}: net 'tap' needs the TAP device's descriptor (option tap_fd)")
         self.qemu: QemuMachine | None = None
         self.uplink = SlipUplink(self.endpoint, config.log_dir, config.gateway_host) if self.net == "slip" else None
         self._pump: asyncio.Task | None = None
@@ -62,7 +72,7 @@ class QemuTarget(Target):
         self._restart_error: str | None = None
 
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
-        if self.uplink is None and gateway_host in ("127.0.0.1", "localhost", "::1"):
+        if self.uplink is None and self.net != "tap" and gateway_host in ("127.0.0.1", "localhost", "::1"):
             # A gateway on the host's loopback is at 10.0.2.2 for the guest.
             gateway_host = HOST_FROM_GUEST
         return super().device_server_uri(gateway_host, gateway_port)
@@ -82,10 +92,19 @@ class QemuTarget(Target):
             extra_args=tuple(self.config.options.get("qemu_extra_args", ())),
             machine=self.machine_name,
             name=f"{self.endpoint}.qemu",
-            nic=None if self.net == "slip" else "lan9118",
+            nic=self._nic(),
             slip=self.net == "slip",
+            pass_fds=(self.tap_fd,) if self.tap_fd is not None else (),
         )
         await self._power_on()
+
+    def _nic(self) -> str | None:
+        if self.net == "slip":
+            return None
+        if self.net == "tap":
+            mac = self.config.options.get("mac")
+            return f"tap,fd={self.tap_fd},model=lan9118" + (f",mac={mac}" if mac else "")
+        return "lan9118"
 
     async def _power_on(self) -> None:
         assert self.qemu is not None
@@ -98,6 +117,7 @@ class QemuTarget(Target):
             await self.uplink.bring_up_interface(self.shell)
             if self.uplink.gateway is not None:
                 await self.uplink.start_bridge()
+        await self.configure_ipv4()
 
     async def _stop_uplink(self) -> None:
         if self.uplink is not None:

@@ -21,10 +21,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hil",),  # the package root: its version
     ("resources", "cache"),  # where shipped files and the per-user cache are
     ("lwm2m", "service", "console", "boards", "net"),
-    ("fita", "sdk", "infra", "readings", "reference_firmware"),
+    ("fita", "sdk", "infra", "readings", "reference_firmware", "fleet_file"),
     ("device", "gateway"),
     ("faredge",),
-    ("targets", "fleet"),
+    ("targets", "fleet_net"),
+    ("fleet",),
     ("pytest_plugin", "commands", "suites"),
     ("cli",),
 )
