@@ -249,8 +249,6 @@ class Fleet:
 
     async def _start_simulated(self, spec: NodeSpec, rewritten: collections.Counter[tuple[str, str]]) -> None:
         assert self.gateway is not None and self.network is not None
-        if self.network.in_namespace and not spec.networks:
-            raise FleetError(f"{spec.where}.networks: the gateway is on the fleet's networks and this node is on none")
         options = await self.network.node_options(spec)
         node = Node(spec.name, clock=self.clock, sensors=spec.sensors, lifetime=spec.lifetime, host=self.host,
                     socket_factory=options.get("socket_factory"))

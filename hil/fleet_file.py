@@ -78,11 +78,13 @@ class NetworkSpec:
 
     name: str
     type: str
-    host: ipaddress.IPv4Interface  # host_address with the network's prefix
+    host: ipaddress.IPv4Interface | None  # host_address with the network's prefix (needed once a node is on it)
     bridge: str  # the bridge's name in the namespace (IoTNetEMU's lnxbr-<n>)
+    source: str = ""  # "fleet.yaml: networks.linux-br", for messages
 
     @property
     def network(self) -> ipaddress.IPv4Network:
+        assert self.host is not None
         return self.host.network
 
 
@@ -220,6 +222,17 @@ def parse_fleet(doc: Any, source: str = "<fleet>", *, base: Path | None = None, 
             for net_name, settings in common["networks"].items():
                 pending.append((spec, net_name, (settings, index, len(names))))
     _place_nodes(pending, networks)
+    on_network = next((spec for spec in specs if spec.networks), None)
+    if on_network is not None:
+        name = on_network.networks[0].network.name
+        for spec in specs:
+            if not spec.networks:
+                raise FleetError(f"{spec.where}.networks: the gateway meets the nodes on their networks ({on_network.name}"
+                                 f" is on {name}), and this node is on none; name one, e.g. networks: {{{name}: {{}}}}"
+                                 f" for an automatic address")
+    if simulate:  # checked, then left aside: simulated nodes meet the gateway on the host, as without networks
+        for spec in specs:
+            spec.networks = []
     return FleetPlan(specs, networks=networks, applications=applications, source=source)
 
 
@@ -332,14 +345,15 @@ def _networks(value: Any, source: str) -> dict[str, NetworkSpec]:
             raise FleetError(f"{where}.type: {kind!r} is not a network type here; expected {' or '.join(map(repr, NETWORK_TYPES))}")
         host = entry.get("host_address")
         if host is None:
-            raise FleetError(f"{where}.host_address: missing; the host's address on the network, e.g. 10.10.12.254")
+            networks[str(name)] = NetworkSpec(str(name), kind, None, f"lnxbr-{index}", where)
+            continue
         try:
             interface = ipaddress.IPv4Interface(str(host) if "/" in str(host) else f"{host}/{DEFAULT_PREFIX}")
         except ValueError:
             raise FleetError(f"{where}.host_address: {host!r} is not an IPv4 address (optionally with /prefix)") from None
         if interface.ip in (interface.network.network_address, interface.network.broadcast_address):
             raise FleetError(f"{where}.host_address: {host} is the network's own or broadcast address in {interface.network}")
-        networks[str(name)] = NetworkSpec(str(name), kind, interface, f"lnxbr-{index}")
+        networks[str(name)] = NetworkSpec(str(name), kind, interface, f"lnxbr-{index}", where)
     return networks
 
 
@@ -380,6 +394,9 @@ def _place_nodes(pending: list[tuple[NodeSpec, str, Any]], networks: dict[str, N
         if net is None:
             have = ", ".join(networks) or "none"
             raise FleetError(f"{where}: no network {net_name!r} in the file's networks: (defined: {have})")
+        if net.host is None:
+            raise FleetError(f"{net.source}.host_address: missing, and node {spec.name} is on this network; the host's"
+                             f" address on it, e.g. 10.10.12.254")
         gateway = _address(settings["ipv4_gateway"], f"{where}.ipv4_gateway") if settings.get("ipv4_gateway") else net.host.ip
         if gateway not in net.network:
             raise FleetError(f"{where}.ipv4_gateway: {gateway} is outside network {net_name} ({net.network})")

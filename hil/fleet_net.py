@@ -81,8 +81,8 @@ class FleetNetwork:
             self.fallback = reason
             apps = f"; applications not started: {', '.join(a.name for a in self.plan.applications)}" \
                 if self.plan.applications else ""
-            log.warning("no network namespace for the fleet's networks (%s): each node gets user networking and its"
-                        " bootstrap addresses are rewritten to the gateway%s", reason, apps)
+            log.warning("no network namespace for the fleet's networks: %s. Each node gets user networking instead,"
+                        " its bootstrap addresses rewritten to the gateway%s", reason, apps)
             return self
         namespace = NetworkNamespace()
         await namespace.__aenter__()
@@ -164,7 +164,7 @@ class FleetNetwork:
         if spec.kind == "renode":
             fd = await self.namespace.open_tun(f"sl{number}", place.address)
             return {"net": "slip", "slip_tun_fd": fd, "ipv4": ipv4}
-        await self.namespace.add_local_address(place.address)
+        await self.namespace.add_local_address(place.address, place.network.bridge)
         namespace, address = self.namespace, str(place.address)
         return {"socket_factory": lambda: namespace.udp_socket(address, 0)}
 

@@ -43,6 +43,7 @@ import atexit
 import concurrent.futures
 import contextlib
 import ctypes
+import errno
 import fcntl
 import ipaddress
 import itertools
@@ -82,10 +83,28 @@ class NamespaceError(InfraError):
     """A namespace, bridge, device or socket in it could not be made."""
 
 
+CAP_NET_ADMIN, CAP_SYS_ADMIN = 12, 21
+
+
+def effective_capabilities() -> int:
+    """This process's effective capability set (a bit mask; 0 when it cannot be read)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return int(line.split()[1], 16)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def unavailable_reason() -> str | None:
     """Why this process cannot make network namespaces, or None when it can."""
-    if os.geteuid() != 0:
-        return "not running as root (network namespaces, bridges and TAP devices need CAP_NET_ADMIN and CAP_SYS_ADMIN)"
+    caps = effective_capabilities()
+    missing = [name for name, bit in (("CAP_NET_ADMIN", CAP_NET_ADMIN), ("CAP_SYS_ADMIN", CAP_SYS_ADMIN)) if not caps >> bit & 1]
+    if missing:
+        who = "not running as root" if os.geteuid() != 0 else "root without " + " and ".join(missing)
+        return f"{who}, and network namespaces, bridges and TAP devices need CAP_NET_ADMIN and CAP_SYS_ADMIN"
     if shutil.which("ip") is None:
         return "iproute2's ip is not installed (apt-get install iproute2)"
     if not os.path.exists("/dev/net/tun"):
@@ -153,7 +172,16 @@ def _enter(fd: int) -> None:
         raise OSError(err, f"setns: {os.strerror(err)}")
 
 
+def _ipv6_off() -> None:
+    """In the calling thread's namespace: no IPv6 on devices made from now on (/proc/sys/net is per namespace)."""
+    for which in ("default", "all"):
+        with contextlib.suppress(OSError):  # a kernel without IPv6
+            Path(f"/proc/sys/net/ipv6/conf/{which}/disable_ipv6").write_text("1\n")
+
+
 def _open_tun_device(name: str, flags: int) -> int:
+    if not 0 < len(name.encode()) < IFNAMSIZ:
+        raise OSError(errno.EINVAL, f"an interface name has 1 to {IFNAMSIZ - 1} bytes, {name!r} has {len(name.encode())}")
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
     try:
         fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", name.encode(), flags | IFF_NO_PI))
@@ -217,7 +245,9 @@ class NetworkNamespace:
             self._worker = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"netns {self.name}", initializer=_enter, initargs=(self._fd,)
             )
-            self._worker.submit(lambda: None).result(timeout=IP_TIMEOUT)  # setns failures show here
+            # setns failures show here; IPv6 off: the emulated nodes speak IPv4, and a new device's router
+            # solicitations would only be noise on their links
+            self._worker.submit(_ipv6_off).result(timeout=IP_TIMEOUT)
         except BaseException as exc:
             self.close()
             if isinstance(exc, concurrent.futures.BrokenExecutor):
@@ -272,9 +302,14 @@ class NetworkNamespace:
             self.ip("addr", "add", str(address), "dev", name)
         self.ip("link", "set", name, "up")
 
-    async def add_local_address(self, address: ipaddress.IPv4Address) -> None:
-        """``address`` as a local address of the namespace (on its loopback), for sockets bound to it."""
-        await asyncio.to_thread(self.ip, "addr", "add", f"{address}/32", "dev", "lo")
+    async def add_local_address(self, address: ipaddress.IPv4Address, device: str = "lo") -> None:
+        """``address`` as a local address of the namespace, on ``device``, for sockets bound to it.
+
+        On the bridge the address belongs to, not on ``lo``: aiocoap answers
+        with the arriving packet's interface (IPV6_PKTINFO), and an address on
+        ``lo`` then has its answers sent out of the bridge, where no one has it.
+        """
+        await asyncio.to_thread(self.ip, "addr", "add", f"{address}/32", "dev", device)
 
     async def open_tap(self, name: str, bridge: str) -> int:
         """A TAP device ``name`` in the namespace, enslaved to ``bridge`` and up; its descriptor (owned here)."""

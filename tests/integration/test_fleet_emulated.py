@@ -1,0 +1,230 @@
+"""Fleets as IoTNetEMU runs them: nodes booted from their images on QEMU, on the file's networks in a namespace.
+
+FITA's two-node example is read from ../shared and copied, unmodified, into
+a temporary IoTNetEMU layout (config.yaml next to images/embserve.elf, the
+reference firmware from the per-user cache). Tests that need network
+namespaces skip without the privileges; the non-root fallback is run with
+every capability dropped (setpriv).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SHARED, WAIT, skip_without_qemu_tools, wait_until
+from qemu_helpers import sdk_service
+
+from hil.faredge.deployer import Deployer
+from hil.fleet import Fleet, load_fleet, parse_fleet
+from hil.infra.netns import ip_command, namespaces, unavailable_reason
+
+IOTNETEMU_EXAMPLE = SHARED / "fita" / "examples" / "iotnetemu-two-nodes.yaml"
+TEMPERATURE_SERVICE = REPO / "services" / "temperature_sensor"
+START = 60.0  # seconds a fleet of emulated nodes may take to come up on a busy 2-core machine
+
+
+def need_namespaces() -> None:
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(f"needs network namespaces: {reason}")
+
+
+@pytest.fixture
+def images(tmp_path: Path, hil_reference_firmware: Path) -> Path:
+    """A directory with images/embserve.elf (the reference firmware), as IoTNetEMU lays its files out."""
+    skip_without_qemu_tools()
+    (tmp_path / "images").mkdir()
+    shutil.copy(hil_reference_firmware, tmp_path / "images" / "embserve.elf")
+    return tmp_path
+
+
+@pytest.fixture
+def example(images: Path) -> Path:
+    """FITA's two-node example, unmodified, next to its image."""
+    if not IOTNETEMU_EXAMPLE.is_file():
+        pytest.skip(f"FITA's IoTNetEMU example is not at {IOTNETEMU_EXAMPLE} (../shared next to the checkout)")
+    shutil.copy(IOTNETEMU_EXAMPLE, images / "config.yaml")
+    return images / "config.yaml"
+
+
+@pytest.fixture
+def service_json(tmp_path: Path) -> Path:
+    """The project's temperature_sensor service, built with the SDK."""
+    sdk_service(TEMPERATURE_SERVICE, tmp_path / "service-build")
+    return tmp_path / "service-build" / "service.json"
+
+
+def read_from_each(fleet: Fleet, names: list[str]) -> bool:
+    return all(fleet.bridge.stats.readings_by_endpoint.get(name) for name in names)
+
+
+async def test_fitas_two_node_example_runs_unmodified_on_its_bridge(example, service_json, broker, tmp_path):
+    need_namespaces()
+    async with Fleet(load_fleet(example), mqtt=(broker.host, broker.port), log_dir=tmp_path / "logs") as fleet:
+        namespace = fleet.network.namespace.name
+        # the file's linux-br network is a bridge in the fleet's namespace, the host's address on it, a TAP per node
+        assert "10.10.12.254/24" in fleet.network.namespace.ip("-o", "addr", "show", "lnxbr-0")
+        taps = fleet.network.namespace.ip("-o", "link", "show", "master", "lnxbr-0")
+        assert re.findall(r"\d+: (tap\d+)", taps) == ["tap1", "tap2"]
+        assert fleet.gateway.uri == "coap://10.10.12.254:5683"
+        await fleet.wait_registered(START)
+        regs = fleet.gateway.registrations
+        assert {ep: regs[ep].address[0] for ep in ("node1", "node2")} == {"node1": "10.10.12.1", "node2": "10.10.12.2"}
+        log = (tmp_path / "logs" / "node1.console.log").read_text()
+        assert "embserve connector lwm2m server_add coap://10.10.12.254:5683 node1" in log  # as written
+        assert "eth0: address 10.10.12.1 netmask 255.255.255.0 gateway 10.10.12.254" in log
+        # a deploy reaches each node: node1 straight over LwM2M, node2 the kubelet's way over SDF/MQTT
+        for endpoint, via in (("node1", "lwm2m"), ("node2", "mqtt")):
+            async with Deployer(fleet.gateway, via=via, broker=fleet.mqtt_address) as deployer:
+                deployment = await deployer.deploy(service_json, endpoint)
+            assert deployment.name == "temperature_sensor"
+        await wait_until(lambda: read_from_each(fleet, ["node1", "node2"]), "a reading from node1 and node2", WAIT)
+        summary = fleet.summary()
+        assert (summary.registered, summary.services) == (2, 2) and summary.kinds["qemu"].services == 2
+        assert "(qemu 2/2, services 2, " in summary.line()
+    assert namespace not in namespaces()
+
+
+async def test_twenty_qemu_nodes_run_the_temperature_service(images, service_json, broker):
+    doc = {
+        "nodes": {
+            "t{01..20}": {
+                "type": "zephyr", "image": "images/embserve.elf",
+                "bootstrap": ["embserve connector lwm2m server_add coap://10.20.0.1:5683 t{01..20}"],
+                "networks": {"lan": {"ipv4_address": "10.20.0.{101..120}"}},
+                "services": [str(service_json)],
+            }
+        },
+        "networks": {"lan": {"type": "linux-br", "host_address": "10.20.0.1/24"}},
+    }
+    names = [f"t{i:02d}" for i in range(1, 21)]
+    # without the privileges for a namespace this is the user-networking fallback: the same fleet, rewritten
+    async with Fleet(parse_fleet(doc, "twenty.yaml", base=images), mqtt=(broker.host, broker.port),
+                     log_dir=images / "logs") as fleet:
+        await fleet.wait_registered(START)
+        if fleet.network.in_namespace:
+            assert fleet.gateway.registrations["t07"].address[0] == "10.20.0.107"
+        assert await fleet.deploy_services(START) == 20, fleet.deploy_failures
+        await wait_until(lambda: read_from_each(fleet, names), "a temperature reading from each of the 20 nodes", START)
+        summary = fleet.summary()
+        assert (summary.nodes, summary.registered, summary.services) == (20, 20, 20)
+        assert set(summary.kinds) == {"qemu"}
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hil.cli", "fleet", *args]
+
+
+def qemu_children(pid: int) -> list[int]:
+    """QEMU processes the fleet command started (each leads its own session, parented by the command)."""
+    out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(pid)], capture_output=True, text=True, check=False).stdout
+    return [int(line.split()[0]) for line in out.splitlines() if "qemu" in line]
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return not Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+
+
+def left_behind(pid: int, qemus: list[int]) -> list[str]:
+    """What the fleet command with this pid left: namespaces named after it, QEMU processes."""
+    leftovers = [f"namespace {n}" for n in namespaces() if n.startswith(f"ehil-{pid}-")]
+    leftovers += [f"qemu pid {q}" for q in qemus if alive(q)]
+    return leftovers
+
+
+def start_fleet(args: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def read_until_registered(proc: subprocess.Popen[str], count: int, timeout: float = START) -> list[str]:
+    """stdout lines up to the first summary with every node registered; the fleet's QEMU pids are taken meanwhile."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line.rstrip("\n"))
+        if f"nodes {count}/{count} registered" in line or time.monotonic() > deadline:
+            break
+    return seen
+
+
+def test_cli_stop_ctrl_c_and_a_failed_node_leave_nothing_behind(example, broker, tmp_path):
+    need_namespaces()
+    mqtt = ["--mqtt", f"{broker.host}:{broker.port}", "--every", "0.5"]
+    # a normal stop (--duration)
+    proc = start_fleet([str(example), *mqtt, "--duration", "3"])
+    time.sleep(1.5)
+    qemus = qemu_children(proc.pid)
+    out, err = proc.communicate(timeout=START)
+    assert proc.returncode == 0, err
+    assert "nodes 2/2 registered" in out and out.splitlines()[-1] == "fleet stopped"
+    assert len(qemus) == 2, f"expected 2 QEMU processes of the fleet, saw {qemus}"
+    assert left_behind(proc.pid, qemus) == []
+
+    # Ctrl-C
+    proc = start_fleet([str(example), *mqtt])
+    try:
+        seen = read_until_registered(proc, 2)
+        assert "nodes 2/2 registered" in seen[-1], seen
+        qemus = qemu_children(proc.pid)
+        assert [n for n in namespaces() if n.startswith(f"ehil-{proc.pid}-")], "no namespace while the fleet runs"
+        proc.send_signal(signal.SIGINT)
+        rest, err = proc.communicate(timeout=START)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert rest.splitlines()[-1] == "fleet stopped"
+    assert len(qemus) == 2 and left_behind(proc.pid, qemus) == []
+
+    # a node that fails: its bootstrap command is refused (node1 may be up by then)
+    bad = tmp_path / "bad" / "config.yaml"
+    shutil.copytree(example.parent / "images", bad.parent / "images")  # its own image path, to find its QEMUs by
+    bad.write_text(example.read_text().replace("coap://10.10.12.254:5683 node2", "10.10.12.254 node2"))
+    proc = start_fleet([str(bad), *mqtt])
+    out, err = proc.communicate(timeout=START)
+    assert proc.returncode == 2, err
+    message = [line for line in err.splitlines() if line.startswith("embserve-hil fleet:")]
+    assert message == [
+        f"embserve-hil fleet: {bad}: nodes.node2.bootstrap: the node refused 'embserve connector lwm2m server_add"
+        f" 10.10.12.254 node2': server_add: invalid server URI '10.10.12.254' (expected coap://HOST:PORT)"
+    ], err
+    assert "fleet stopped" not in out
+    running = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    assert str(bad.parent) not in running and left_behind(proc.pid, []) == []
+
+
+def test_without_the_privileges_each_node_gets_user_networking_said_once(example, broker, tmp_path):
+    setpriv = shutil.which("setpriv")
+    argv = cli(str(example), "--mqtt", f"{broker.host}:{broker.port}", "--every", "0.5", "--duration", "3",
+               "--log-dir", str(tmp_path / "logs"))
+    if unavailable_reason() is None:
+        if setpriv is None:
+            pytest.skip("setpriv (util-linux) is needed to run the fleet without capabilities")
+        argv = [setpriv, "--bounding-set=-all", "--inh-caps=-all", *argv]  # root without CAP_NET_ADMIN/CAP_SYS_ADMIN
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=START, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "nodes 2/2 registered" in run.stdout, run.stdout
+    fallback = [line for line in run.stderr.splitlines() if "no network namespace" in line]
+    assert len(fallback) == 1 and "Each node gets user networking instead" in fallback[0], run.stderr
+    assert re.search(r"bootstrap address coap://10\.10\.12\.254:5683 rewritten to the gateway's coap://10\.0\.2\.2:\d+ \(2 nodes\)",
+                     run.stderr), run.stderr
+    assert "server_add coap://10.0.2.2:" in (tmp_path / "logs" / "node2.console.log").read_text()
