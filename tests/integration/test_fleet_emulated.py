@@ -95,7 +95,24 @@ async def test_fitas_two_node_example_runs_unmodified_on_its_bridge(example, ser
     assert namespace not in namespaces()
 
 
+ECHO_PROBE = """\
+import socket, sys, time
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(0.3)
+while True:
+    sock.sendto(b"probe", (sys.argv[1], 7))  # the firmware's UDP echo port
+    try:
+        data, sender = sock.recvfrom(100)
+    except OSError:
+        time.sleep(0.2)
+        continue
+    print(f"echo from {sender[0]}: {data.decode()}", flush=True)
+    time.sleep(3600)
+"""
+
+
 async def test_twenty_qemu_nodes_run_the_temperature_service(images, service_json, broker):
+    (images / "probe.py").write_text(ECHO_PROBE)
     doc = {
         "nodes": {
             "t{01..20}": {
@@ -106,6 +123,8 @@ async def test_twenty_qemu_nodes_run_the_temperature_service(images, service_jso
             }
         },
         "networks": {"lan": {"type": "linux-br", "host_address": "10.20.0.1/24"}},
+        # IoTNetEMU's native applications run inside the fleet's namespace; this one talks to node t01
+        "applications": {"probe": {"type": "native", "image": f"{sys.executable} {images / 'probe.py'} 10.20.0.101"}},
     }
     names = [f"t{i:02d}" for i in range(1, 21)]
     # without the privileges for a namespace this is the user-networking fallback: the same fleet, rewritten
@@ -114,11 +133,47 @@ async def test_twenty_qemu_nodes_run_the_temperature_service(images, service_jso
         await fleet.wait_registered(START)
         if fleet.network.in_namespace:
             assert fleet.gateway.registrations["t07"].address[0] == "10.20.0.107"
+            probe_log = images / "logs" / "app-probe.log"
+            await wait_until(lambda: "echo from 10.20.0.101: probe" in probe_log.read_text(),
+                             f"the native application's echo from t01 in {probe_log}")
         assert await fleet.deploy_services(START) == 20, fleet.deploy_failures
         await wait_until(lambda: read_from_each(fleet, names), "a temperature reading from each of the 20 nodes", START)
         summary = fleet.summary()
         assert (summary.nodes, summary.registered, summary.services) == (20, 20, 20)
         assert set(summary.kinds) == {"qemu"}
+
+
+async def test_simulated_nodes_on_a_network_register_from_their_addresses(broker):
+    need_namespaces()
+    doc = {"nodes": {"sim{1..3}": {"type": "sim", "networks": {"lan": {}}}},
+           "networks": {"lan": {"type": "linux-br", "host_address": "192.168.77.1/24"}}}
+    async with Fleet(parse_fleet(doc, "sims.yaml"), mqtt=(broker.host, broker.port)) as fleet:
+        await fleet.wait_registered(WAIT)
+        assert sorted(r.address[0] for r in fleet.gateway.registrations.values()) == [
+            "192.168.77.2", "192.168.77.3", "192.168.77.4"]
+        assert fleet.gateway.uri == "coap://192.168.77.1:5683"  # no bootstrap commands: the default one
+        assert (await fleet.gateway.read("sim2", "/3/0/0"))  # and the gateway reaches them there
+
+
+@pytest.mark.requires_renode
+async def test_a_renode_node_joins_the_same_bridge_over_its_slip_line(images, broker):
+    need_namespaces()
+    node = lambda n, **more: {  # noqa: E731
+        "type": "zephyr", "image": "images/embserve.elf", **more,
+        "bootstrap": [f"embserve connector lwm2m server_add coap://10.10.12.254:5683 {n}"],
+        "networks": {"lan": {"ipv4_address": f"10.10.12.{1 if n == 'qemu1' else 2}"}},
+    }
+    doc = {"nodes": {"qemu1": node("qemu1"), "renode1": node("renode1", backend="renode")},
+           "networks": {"lan": {"type": "linux-br", "host_address": "10.10.12.254"}}}
+    async with Fleet(parse_fleet(doc, "mixed.yaml", base=images), mqtt=(broker.host, broker.port),
+                     log_dir=images / "logs") as fleet:
+        await fleet.wait_registered(START)
+        regs = fleet.gateway.registrations
+        assert (regs["qemu1"].address[0], regs["renode1"].address[0]) == ("10.10.12.1", "10.10.12.2")
+        assert "sl2" in fleet.network.namespace.ip("-o", "link")  # the Renode node's SLIP line, as a TUN
+        content = await fleet.gateway.read("renode1", "/3/0/17")
+        assert "embServe" in str(next(iter(content.values())))
+        assert set(fleet.summary().kinds) == {"qemu", "renode"}
 
 
 # --------------------------------------------------------------------------- the command line
