@@ -6,15 +6,14 @@ Emulated nodes (QEMU, Renode) on the file's networks: test_fleet_emulated.py.
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import aiohttp
 import pytest
 from conftest import SHARED, WAIT, wait_until
+from fleet_helpers import cli, ctrl_c
 from northbound_helpers import MqttProbe
 
 from hil.fleet import Fleet, load_fleet, parse_fleet
@@ -101,10 +100,6 @@ def fleet_file(tmp_path: Path, count: int = 5) -> Path:
     return path
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hil.cli", "fleet", *args]
-
-
 def test_cli_prints_the_apis_and_summaries_then_stops(tmp_path, broker):
     run = subprocess.run(
         cli(str(fleet_file(tmp_path)), "--simulate", "--mqtt", f"{broker.host}:{broker.port}", "--every", "0.5", "--duration", "2"),
@@ -133,12 +128,11 @@ def test_cli_starts_its_own_broker_and_stops_on_ctrl_c(tmp_path):
             if "registered" in line:
                 break
         assert any(line.startswith("MQTT  mqtt://127.0.0.1:") for line in seen), seen
-        proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    rest, err = ctrl_c(proc, 30)
     assert proc.returncode == 0, err
     assert rest.splitlines()[-1] == "fleet stopped"
     assert (tmp_path / "mosquitto.log").is_file()

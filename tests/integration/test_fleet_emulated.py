@@ -9,24 +9,22 @@ every capability dropped (setpriv).
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 from conftest import REPO, SHARED, WAIT, skip_without_qemu_tools, wait_until
+from fleet_helpers import cli, ctrl_c
 from qemu_helpers import sdk_service
 
 from hil.faredge.deployer import Deployer
 from hil.fleet import Fleet, load_fleet, parse_fleet
-from hil.infra.netns import ip_command, namespaces, unavailable_reason
+from hil.infra.netns import namespaces, unavailable_reason
 
 IOTNETEMU_EXAMPLE = SHARED / "fita" / "examples" / "iotnetemu-two-nodes.yaml"
 TEMPERATURE_SERVICE = REPO / "services" / "temperature_sensor"
@@ -179,10 +177,6 @@ async def test_a_renode_node_joins_the_same_bridge_over_its_slip_line(images, br
 # --------------------------------------------------------------------------- the command line
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hil.cli", "fleet", *args]
-
-
 def qemu_children(pid: int) -> list[int]:
     """QEMU processes the fleet command started (each leads its own session, parented by the command)."""
     out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(pid)], capture_output=True, text=True, check=False).stdout
@@ -208,14 +202,14 @@ def start_fleet(args: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(cli(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def read_until_registered(proc: subprocess.Popen[str], count: int, timeout: float = START) -> list[str]:
-    """stdout lines up to the first summary with every node registered; the fleet's QEMU pids are taken meanwhile."""
+def read_until(proc: subprocess.Popen[str], text: str, timeout: float = START) -> list[str]:
+    """stdout lines up to the first one holding ``text`` (or the end of the output, or ``timeout``)."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout
     assert proc.stdout is not None
     for line in proc.stdout:
         seen.append(line.rstrip("\n"))
-        if f"nodes {count}/{count} registered" in line or time.monotonic() > deadline:
+        if text in line or time.monotonic() > deadline:
             break
     return seen
 
@@ -225,9 +219,10 @@ def test_cli_stop_ctrl_c_and_a_failed_node_leave_nothing_behind(example, broker,
     mqtt = ["--mqtt", f"{broker.host}:{broker.port}", "--every", "0.5"]
     # a normal stop (--duration)
     proc = start_fleet([str(example), *mqtt, "--duration", "3"])
-    time.sleep(1.5)
+    seen = read_until(proc, "fleet 2 nodes from")  # the nodes are up by then
     qemus = qemu_children(proc.pid)
     out, err = proc.communicate(timeout=START)
+    out = "\n".join(seen) + "\n" + out
     assert proc.returncode == 0, err
     assert "nodes 2/2 registered" in out and out.splitlines()[-1] == "fleet stopped"
     assert len(qemus) == 2, f"expected 2 QEMU processes of the fleet, saw {qemus}"
@@ -235,17 +230,12 @@ def test_cli_stop_ctrl_c_and_a_failed_node_leave_nothing_behind(example, broker,
 
     # Ctrl-C
     proc = start_fleet([str(example), *mqtt])
-    try:
-        seen = read_until_registered(proc, 2)
-        assert "nodes 2/2 registered" in seen[-1], seen
-        qemus = qemu_children(proc.pid)
-        assert [n for n in namespaces() if n.startswith(f"ehil-{proc.pid}-")], "no namespace while the fleet runs"
-        proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=START)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    seen = read_until(proc, "nodes 2/2 registered")
+    qemus = qemu_children(proc.pid)
+    running = [n for n in namespaces() if n.startswith(f"ehil-{proc.pid}-")]
+    rest, err = ctrl_c(proc, START)
+    assert "nodes 2/2 registered" in seen[-1], seen
+    assert running, "no namespace while the fleet ran"
     assert proc.returncode == 0, err
     assert rest.splitlines()[-1] == "fleet stopped"
     assert len(qemus) == 2 and left_behind(proc.pid, qemus) == []
