@@ -99,3 +99,31 @@ def test_udp_socket_is_ipv6_with_v4_mapped_addresses():
         assert sock.getsockname()[0] == "::ffff:127.0.0.1"
     finally:
         sock.close()
+
+
+async def test_a_slip_line_relayed_to_a_tun_puts_its_node_at_its_own_address():
+    """The Renode node's path into a fleet's network, with the line's far end played by a socket pair."""
+    from hil.net import SlipDecoder, StreamLink, build_udp, parse_ipv4, parse_udp, slip_encode
+    from hil.net.tun import SlipTunRelay
+
+    node_end, harness_end = socket.socketpair()
+    async with NetworkNamespace() as ns:
+        await ns.add_bridge("lnxbr-0", ipaddress.IPv4Interface("10.10.12.254/24"))
+        tun = await ns.open_tun("sl3", ipaddress.IPv4Address("10.10.12.3"))
+        gateway = await ns.udp_socket("10.10.12.254", 5683)
+        relay = SlipTunRelay(StreamLink(*await asyncio.open_connection(sock=harness_end), name="line"), tun)
+        node_reader, node_writer = await asyncio.open_connection(sock=node_end)
+        async with relay:
+            node_writer.write(slip_encode(build_udp("10.10.12.3", 40000, "10.10.12.254", 5683, b"register")))
+            loop = asyncio.get_running_loop()
+            data, sender = await asyncio.wait_for(loop.sock_recvfrom(gateway, 100), 5)
+            assert (data, sender[:2]) == (b"register", ("::ffff:10.10.12.3", 40000))  # from the node's own address
+            await loop.sock_sendto(gateway, b"created", sender)
+            decoder, frames = SlipDecoder(), []
+            while not frames:
+                frames = decoder.feed(await asyncio.wait_for(node_reader.read(2000), 5))
+            answer = parse_udp(parse_ipv4(frames[0]))
+            assert (str(answer.src), answer.src_port, answer.dst_port, answer.payload) == ("10.10.12.254", 5683, 40000, b"created")
+            assert (relay.stats.to_network, relay.stats.to_node) == (1, 1)
+        node_writer.close()
+        gateway.close()
