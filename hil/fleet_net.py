@@ -130,6 +130,16 @@ class FleetNetwork:
                             " the gateway listens on every one of them", host, port, ", ".join(found[(host, port)][:3]))
         return "::", ports[0] if ports else COAP_PORT
 
+    def describe(self) -> str | None:
+        """One line on where the nodes' networks are (None for a fleet without networks)."""
+        if self.namespace is not None:
+            used = {a.network.name: a.network for spec in self.networked for a in spec.networks}
+            nets = ", ".join(f"{n.name} on {n.bridge} (host {n.host})" for n in used.values())
+            return f"namespace {self.namespace.name}: {nets}; look inside with: ip netns exec {self.namespace.name} ..."
+        if self.fallback is not None:
+            return f"user networking per node ({self.fallback})"
+        return None
+
     @property
     def in_namespace(self) -> bool:
         return self.namespace is not None

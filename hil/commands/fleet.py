@@ -81,6 +81,8 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         ) as fleet:
             for api, where in fleet.endpoints().items():
                 _say(out, f"{api:<5} {where}")
+            if (networks := fleet.network.describe()) is not None:
+                _say(out, f"net   {networks}")
             _say(out, f"fleet {len(specs)} nodes from {args.config}")
             deploying = asyncio.ensure_future(fleet.deploy_services())
             deadline = None if args.duration is None else time.monotonic() + args.duration

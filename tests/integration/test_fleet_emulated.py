@@ -236,6 +236,7 @@ def test_cli_stop_ctrl_c_and_a_failed_node_leave_nothing_behind(example, broker,
     rest, err = ctrl_c(proc, START)
     assert "nodes 2/2 registered" in seen[-1], seen
     assert running, "no namespace while the fleet ran"
+    assert f"net   namespace {running[0]}: linux-br on lnxbr-0 (host 10.10.12.254/24); look inside with:" in "\n".join(seen)
     assert proc.returncode == 0, err
     assert rest.splitlines()[-1] == "fleet stopped"
     assert len(qemus) == 2 and left_behind(proc.pid, qemus) == []
@@ -267,7 +268,7 @@ def test_without_the_privileges_each_node_gets_user_networking_said_once(example
         argv = [setpriv, "--bounding-set=-all", "--inh-caps=-all", *argv]  # root without CAP_NET_ADMIN/CAP_SYS_ADMIN
     run = subprocess.run(argv, capture_output=True, text=True, timeout=START, check=False)
     assert run.returncode == 0, run.stderr
-    assert "nodes 2/2 registered" in run.stdout, run.stdout
+    assert "nodes 2/2 registered" in run.stdout and "\nnet   user networking per node (" in run.stdout, run.stdout
     fallback = [line for line in run.stderr.splitlines() if "no network namespace" in line]
     assert len(fallback) == 1 and "Each node gets user networking instead" in fallback[0], run.stderr
     assert re.search(r"bootstrap address coap://10\.10\.12\.254:5683 rewritten to the gateway's coap://10\.0\.2\.2:\d+ \(2 nodes\)",
