@@ -28,6 +28,7 @@ addresses are rewritten to the gateway on the host's loopback, and
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import re
@@ -93,7 +94,7 @@ class FleetNetwork:
                 await namespace.add_bridge(net.bridge, net.host)
             for app in self.plan.applications:
                 try:
-                    namespace.start_process(f"app-{app.name}", app.command, log_dir=self.log_dir)
+                    await asyncio.to_thread(namespace.start_process, f"app-{app.name}", app.command, log_dir=self.log_dir)
                 except Exception as exc:
                     raise FleetError(f"{self.plan.source}: applications.{app.name}.image: {exc}") from None
         except BaseException:

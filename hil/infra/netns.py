@@ -61,7 +61,7 @@ import time
 from pathlib import Path
 from typing import Self
 
-from .process import InfraError, ManagedProcess, NotReady
+from .process import InfraError, ManagedProcess, NotReady, StartupError, log_tail
 
 log = logging.getLogger("hil.infra.netns")
 
@@ -350,8 +350,17 @@ class NetworkNamespace:
 
     def start_process(self, name: str, command: str, *, log_dir: str | os.PathLike[str] | None = None) -> NamespaceProcess:
         """Start ``command`` (a shell-style command line) inside the namespace; stopped on :meth:`close`."""
-        proc = NamespaceProcess(self.name, name, shlex.split(command), log_dir=log_dir)
-        proc.start()
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise NamespaceError(f"command {command!r}: {exc}") from None
+        proc = NamespaceProcess(self.name, name, argv, log_dir=log_dir)
+        try:
+            proc.start()
+        except StartupError:
+            said = [line for line in log_tail(proc.log_path).splitlines() if line and not line.startswith("=== ")]
+            raise NamespaceError(f"command {command!r} ended at once: {said[-1] if said else 'it printed nothing'}"
+                                 f" (log {proc.log_path})") from None
         self._processes.append(proc)
         return proc
 

@@ -23,7 +23,7 @@ from fleet_helpers import cli, ctrl_c
 from qemu_helpers import sdk_service
 
 from hil.faredge.deployer import Deployer
-from hil.fleet import Fleet, load_fleet, parse_fleet
+from hil.fleet import Fleet, FleetError, load_fleet, parse_fleet
 from hil.infra.netns import namespaces, unavailable_reason
 
 IOTNETEMU_EXAMPLE = SHARED / "fita" / "examples" / "iotnetemu-two-nodes.yaml"
@@ -151,6 +151,20 @@ async def test_simulated_nodes_on_a_network_register_from_their_addresses(broker
             "192.168.77.2", "192.168.77.3", "192.168.77.4"]
         assert fleet.gateway.uri == "coap://192.168.77.1:5683"  # no bootstrap commands: the default one
         assert (await fleet.gateway.read("sim2", "/3/0/0"))  # and the gateway reaches them there
+
+
+async def test_a_native_application_that_cannot_run_stops_the_fleet_naming_it(broker, tmp_path):
+    need_namespaces()
+    doc = {"nodes": {"sim1": {"type": "sim", "networks": {"lan": {}}}},
+           "networks": {"lan": {"type": "linux-br", "host_address": "192.168.78.1"}},
+           "applications": {"proxy": {"type": "native", "image": "socat-not-installed UDP4-LISTEN:5683,fork"}}}
+    before = set(namespaces())
+    with pytest.raises(FleetError) as err:
+        async with Fleet(parse_fleet(doc, "apps.yaml"), mqtt=(broker.host, broker.port), log_dir=tmp_path):
+            pass
+    assert str(err.value).startswith("apps.yaml: applications.proxy.image: command 'socat-not-installed"
+                                     " UDP4-LISTEN:5683,fork' ended at once: exec of \"socat-not-installed\" failed")
+    assert set(namespaces()) <= before  # nothing half-started is left
 
 
 @pytest.mark.requires_renode

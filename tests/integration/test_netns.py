@@ -61,8 +61,11 @@ async def test_a_namespace_holds_a_bridge_devices_sockets_and_processes_and_goes
 
 async def test_a_command_that_fails_at_once_is_an_error_with_its_log(tmp_path):
     async with NetworkNamespace() as ns:
-        with pytest.raises(Exception, match="no-such-command-here"):
+        with pytest.raises(NamespaceError) as err:
             ns.start_process("broken", "no-such-command-here --flag", log_dir=tmp_path)
+        message = str(err.value)
+        assert message.startswith("command 'no-such-command-here --flag' ended at once: ") and "\n" not in message
+        assert "no-such-command-here" in message.split(": ", 1)[1] and str(tmp_path) in message
 
 
 async def test_a_device_that_cannot_be_made_is_an_error_naming_it():
