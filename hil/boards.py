@@ -29,6 +29,7 @@ RESETS = ("none", "dtr", "rts", "command")
 COMMAND_PLACEHOLDERS = {
     "reset_command": ("port", "board"),
     "flash": ("firmware", "port", "board"),
+    "labgrid_flash_command": ("firmware", "port", "board", "place", "host"),
 }
 #: how a service input is written: the device shell, a writable LwM2M resource the
 #: manifest maps the input to, or not at all (production firmware with neither)
@@ -38,6 +39,8 @@ DEFAULT_SERVICE_INPUT_COMMAND = "embserve service input {instance} {key} {value}
 SERVICE_INPUT_PLACEHOLDERS = ("instance", "key", "value")
 #: placeholders of a ``stimulus.<sensor>`` command, run in a shell on the host
 STIMULUS_PLACEHOLDERS = ("value", "sensor", "board")
+#: ``labgrid_flash`` names a labgrid driver class (``OpenOCDDriver``...) or this
+LABGRID_FLASH_COMMAND = "command"
 
 
 class BoardError(ValueError):
@@ -79,6 +82,12 @@ class Board:
     stimulus: dict[str, str] = field(default_factory=dict, hash=False)  # sensor -> host command; {value}, {sensor}, {board}
     stimulus_settle: float = 0.0  # seconds after a stimulus command before the sensor shows the value
     stimulus_tolerance: float = 0.01  # how far a reading may be from the stimulus value
+
+    # On a labgrid place (target "labgrid"): flash through the place with a labgrid driver that loads
+    # firmware (e.g. "OpenOCDDriver", with labgrid_flash_options as its attributes), or "command".
+    labgrid_flash: str | None = None
+    labgrid_flash_command: str | None = None  # shell command; {firmware}, {port}, {board}, {place}, {host}
+    labgrid_flash_options: dict[str, Any] = field(default_factory=dict, compare=False)
     source: Path | None = field(default=None, compare=False)
 
     def supports(self, backend: str) -> bool:
@@ -159,6 +168,7 @@ _OPTIONAL: dict[str, type | tuple[type, ...]] = {
     "flash_timeout": _NUMBER, "boot_timeout": _NUMBER,
     "inject": list, "service_input": str, "service_input_command": str, "temperature_range": list,
     "constant_sensors": list, "stimulus": dict, "stimulus_settle": _NUMBER, "stimulus_tolerance": _NUMBER,
+    "labgrid_flash": str, "labgrid_flash_command": str, "labgrid_flash_options": dict,
 }
 assert set(_REQUIRED) | set(_OPTIONAL) == {f.name for f in fields(Board)} - {"source"}
 
@@ -232,6 +242,11 @@ def _check(path: Path, board: dict[str, Any]) -> None:
     for key in COMMAND_PLACEHOLDERS:
         if key in board:
             _check_command(path, key, board[key])
+    if board.get("labgrid_flash") == LABGRID_FLASH_COMMAND and "labgrid_flash_command" not in board:
+        raise BoardError(f"board file {path}: field 'labgrid_flash' is 'command' but field 'labgrid_flash_command' is missing")
+    if "labgrid_flash" in board and not board["labgrid_flash"].strip():
+        raise BoardError(f"board file {path}: field 'labgrid_flash' is empty; name a labgrid driver (e.g. OpenOCDDriver)"
+                         f" or 'command'")
     if "prompt" in board and not board["prompt"].strip():
         raise BoardError(f"board file {path}: field 'prompt' is empty; the shell prompt is how boot is detected")
     _check_capabilities(path, board)
@@ -294,6 +309,8 @@ def load_board_file(path: Path) -> Board:
             values[key] = float(values[key])
     if "reset_command" in values and "reset" not in values:
         values["reset"] = "command"
+    if "labgrid_flash_command" in values and "labgrid_flash" not in values:
+        values["labgrid_flash"] = LABGRID_FLASH_COMMAND
     return Board(source=path, **values)
 
 

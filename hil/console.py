@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Awaitable, Callable, Pattern
 
+from .progress import waiting
+
 PROMPT = "uart:~$ "
 
 # ANSI escapes Zephyr's shell emits (colours, cursor moves); stripped for matching.
@@ -140,6 +142,10 @@ class Console:
     ) -> tuple[list[str], re.Match[str]]:
         """Like :meth:`expect`, also returning the lines consumed before the match."""
         compiled = _compile(pattern)
+        with waiting(f"{self.name}: a line matching {compiled.pattern!r}", timeout):
+            return await self._read_until(compiled, timeout, partial)
+
+    async def _read_until(self, compiled: Pattern[str], timeout: float, partial: bool) -> tuple[list[str], re.Match[str]]:
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             self._check_failure()

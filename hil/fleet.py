@@ -44,6 +44,7 @@ from .fleet_file import (  # noqa: F401 - the file format, re-exported for users
     parse_fleet,
 )
 from .fleet_net import FleetNetwork
+from .gateway.fleet_view import FleetView
 from .gateway.rest import RestApi
 from .gateway.sdf_mqtt import SdfMqttBridge
 from .gateway.server import Gateway
@@ -143,6 +144,7 @@ class Fleet:
         self.gateway: Gateway | None = None
         self.bridge: SdfMqttBridge | None = None
         self.rest: RestApi | None = None
+        self.view: FleetView | None = None  # what the live fleet page shows
         self.nodes: dict[str, Node] = {}  # the simulated nodes
         self.targets: dict[str, Target] = {}  # the emulated nodes
         self.network: FleetNetwork | None = None
@@ -167,7 +169,8 @@ class Fleet:
         """Where each API listens: CoAP (LwM2M), MQTT (SDF), REST."""
         assert self.gateway is not None and self.rest is not None
         host, port = self.mqtt_address
-        return {"CoAP": self.gateway.uri, "MQTT": f"mqtt://{host}:{port}", "REST": f"{self.rest.url}/api"}
+        return {"CoAP": self.gateway.uri, "MQTT": f"mqtt://{host}:{port}", "REST": f"{self.rest.url}/api",
+                "page": f"{self.rest.url}/fleet"}
 
     async def __aenter__(self) -> Self:
         stack = contextlib.AsyncExitStack()
@@ -182,7 +185,9 @@ class Fleet:
             # nodes stop after the APIs close: the bridge's requests in flight must not meet closed nodes
             stack.push_async_callback(self._stop_nodes)
             self.bridge = await stack.enter_async_context(SdfMqttBridge(self.gateway, host, port))
-            self.rest = await stack.enter_async_context(RestApi(self.gateway, self.host, self._rest_port))
+            self.view = FleetView(self.gateway)
+            stack.callback(self.view.close)
+            self.rest = await stack.enter_async_context(RestApi(self.gateway, self.host, self._rest_port, fleet_view=self.view))
             await self._start_nodes()
         except BaseException:
             await stack.aclose()
@@ -325,6 +330,8 @@ class Fleet:
                 except Exception as exc:  # noqa: BLE001 - one node's failure is reported, the fleet goes on
                     self.deploy_failures.append(f"{name}: {source}: {exc}")
                     log.error("%s: deploying %s failed: %s", name, source, exc)
+                    if self.view is not None:
+                        self.view.error(name, f"deploying {source} failed: {exc}")
                     return False
 
             results = await asyncio.gather(*(one(n, s) for n, s in jobs))

@@ -9,9 +9,18 @@ embserve-hil gets it. The fixtures only compose the library:
     node (alias dut)            -> a device from the selected target, booted,
                                    bootstrapped through its shell, registered
     shell                       -> the node's Zephyr-style shell
+    lg_place (session)          -> the labgrid place this run (or xdist worker) holds:
+                                   reserved and acquired once, always released
     deployer                    -> far-edge deployer through the gateway
     temperature_service         -> the project's temperature service pushed to the registry
     readings                    -> awaits readings from a node's /3303/x/5700
+
+With ``--lg-place NAME|PATTERN|LIST`` or ``--lg-env FILE`` the node is a
+board on a place of a labgrid lab (target ``labgrid``, the default then):
+each run, or each pytest-xdist worker under ``-n N``, reserves and acquires
+a place of its own and releases it at the end, also after Ctrl-C, SIGTERM
+or a kill (see :mod:`hil.targets.labgrid_place`); the terminal summary says
+which place ran which test.
 
 Each test gets its own log directory (console, gateway, and links to the
 session's registry and broker logs); a failing test's report names it.
@@ -27,6 +36,7 @@ and its Debian package.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import inspect
 import os
 import re
@@ -55,15 +65,19 @@ from .targets.base import (
     known_targets,
 )
 
-DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None}
+DEFAULT_BOARD = {"sim": "sim", "qemu": "mps2_an385", "renode": "mps2_an385", "serial": None, "labgrid": None}
+#: a board on a labgrid place is a board on a serial port
+BOARD_BACKEND = {"labgrid": "serial"}
 LOG_KEY = pytest.StashKey[Path]()
 READINGS_KEY = pytest.StashKey[list[str]]()
+PLACE_PROPERTY = "labgrid place"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("embserve-hil", "embServe hardware-in-the-loop")
-    group.addoption("--target", default=os.environ.get("HIL_TARGET", "sim"),
-                    help=f"device backend: {', '.join(known_targets())} (default sim)")
+    group.addoption("--target", default=None,
+                    help=f"device backend: {', '.join(known_targets())} (default $HIL_TARGET, else labgrid with"
+                         f" --lg-place/--lg-env, else sim)")
     group.addoption("--board", default=None, help="board name from the catalog (embserve-hil boards)")
     group.addoption("--firmware", default=None, help="firmware ELF for emulated/real boards (default: the board's)")
     group.addoption("--serial-port", default=None, help="serial port or URL (rfc2217://host:port, socket://...) of a real board")
@@ -84,6 +98,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="simulator target: device seconds per wall-clock second (default 10)")
     group.addoption("--hil-log-dir", default=None, help="directory for per-test logs (default .hil-logs/<session>)")
     group.addoption("--hil-show-readings", action="store_true", help="print the readings each test saw")
+    lab = parser.getgroup("embserve-hil labgrid", "embServe boards on labgrid places (pip install 'embserve-hil[labgrid]')")
+    lab.addoption("--lg-place", default=None,
+                  help="labgrid place to acquire: a name, a pattern ('k64f-*') or a list ('a,b'); each run or"
+                       " xdist worker takes a free one")
+    if importlib.util.find_spec("labgrid") is None:
+        # labgrid's own pytest plugin defines these two when labgrid is installed; we read the same ones.
+        lab.addoption("--lg-env", dest="lg_env", default=None,
+                      help="labgrid environment file: its RemotePlace is the place, its drivers are used")
+        lab.addoption("--lg-coordinator", dest="lg_coordinator", default=None,
+                      help="labgrid coordinator HOST:PORT (default $LG_COORDINATOR, else the environment file's,"
+                           " else 127.0.0.1:20408)")
+    lab.addoption("--lg-acquire-timeout", type=float, default=300.0,
+                  help="seconds to wait in labgrid's queue for a free place (default 300)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -98,6 +125,8 @@ def pytest_configure(config: pytest.Config) -> None:
     base = config.getoption("--hil-log-dir")
     session_dir = Path(base) if base else Path(".hil-logs") / time.strftime("%Y%m%d-%H%M%S")
     config.stash[LOG_KEY] = session_dir.resolve()
+    if _uses_labgrid(config):
+        config.pluginmanager.register(_PlaceSummary(), "embserve-hil-labgrid-places")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -177,6 +206,17 @@ def hil_log_dir(request: pytest.FixtureRequest, hil_session_log_dir: Path) -> Pa
     return path
 
 
+@pytest.fixture
+def hil_test_record(request: pytest.FixtureRequest, hil_log_dir: Path, hil_target_name: str):
+    """What this test's report shows: the node, deploy and readings fixtures tell it what happens
+    (read by the report side of the plugin, :mod:`hil.pytest_report`)."""
+    from .report import TestRecord
+
+    record = TestRecord(request.node.nodeid, target=hil_target_name, log_dir=hil_log_dir)
+    request.node._hil_record = record
+    return record
+
+
 def _fail(message: str) -> NoReturn:
     """Fail the test with this one line: no traceback, no exception it was raised while handling."""
     raise pytest.fail.Exception(message, pytrace=False) from None
@@ -230,23 +270,93 @@ def broker(hil_session_log_dir: Path):
         b.stop()
 
 
+def _lg_env(config: pytest.Config) -> str | None:
+    """``--lg-env`` (labgrid's plugin's option, or ours without labgrid), else ``LG_ENV`` as labgrid reads it."""
+    return config.getoption("lg_env", None) or os.environ.get("LG_ENV") or None
+
+
+def _uses_labgrid(config: pytest.Config) -> bool:
+    return bool(config.getoption("--lg-place") or _lg_env(config))
+
+
 @pytest.fixture
 def hil_target_name(pytestconfig: pytest.Config) -> str:
-    return pytestconfig.getoption("--target")
+    return (pytestconfig.getoption("--target") or os.environ.get("HIL_TARGET")
+            or ("labgrid" if _uses_labgrid(pytestconfig) else "sim"))
 
 
 @pytest.fixture
-def board(pytestconfig: pytest.Config, hil_target_name: str) -> Board | None:
+def board(pytestconfig: pytest.Config, request: pytest.FixtureRequest, hil_target_name: str) -> Board | None:
     name = pytestconfig.getoption("--board") or DEFAULT_BOARD.get(hil_target_name)
+    if name is None and hil_target_name == "labgrid":
+        name = request.getfixturevalue("lg_place").board_tag  # the place's tag board=NAME
     if name is None:
-        _fail(f"--target {hil_target_name} needs --board NAME (see `embserve-hil boards`)")
+        tag = " (or a board=NAME tag on the labgrid place)" if hil_target_name == "labgrid" else ""
+        _fail(f"--target {hil_target_name} needs --board NAME{tag} (see `embserve-hil boards`)")
     try:
         chosen = get_board(name)
     except BoardError as e:
         _fail(str(e))
-    if not chosen.supports(hil_target_name):
+    backend = BOARD_BACKEND.get(hil_target_name, hil_target_name)
+    if not chosen.supports(backend):
         _fail(f"board {name!r} cannot run on target {hil_target_name!r}; it supports {', '.join(chosen.backends)}")
     return chosen
+
+
+@pytest.fixture(scope="session")
+def lg_place(pytestconfig: pytest.Config, hil_session_log_dir: Path):
+    """The labgrid place this run holds (a :class:`hil.targets.labgrid_place.PlaceLease`), released at the end."""
+    from .targets.labgrid_place import LeaseSpec, PlaceError, PlaceLease
+
+    if not _uses_labgrid(pytestconfig):
+        _fail("a labgrid place is needed: --lg-place NAME|PATTERN|LIST or --lg-env FILE")
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    spec = LeaseSpec(place=pytestconfig.getoption("--lg-place"), env_file=_lg_env(pytestconfig),
+                     coordinator=pytestconfig.getoption("lg_coordinator", None),
+                     acquire_timeout=pytestconfig.getoption("--lg-acquire-timeout"),
+                     log_dir=hil_session_log_dir / (worker or "labgrid"))
+    say = (lambda line: print(f"[{worker}] {line}", file=sys.__stderr__, flush=True)) if worker \
+        else (lambda line: _terminal_line(pytestconfig, line))
+    try:
+        with _missing_tool_fails():
+            lease = PlaceLease(spec, progress=say)
+    except PlaceError as e:
+        _fail(str(e))
+    restore = _sigterm_interrupts()
+    try:
+        try:
+            lease.acquire()
+        except PlaceError as e:
+            _fail(str(e))
+        yield lease
+    finally:
+        lease.release()
+        restore()
+
+
+def _sigterm_interrupts():
+    """SIGTERM ends the run as Ctrl-C does (teardown runs, the place is released); returns the undo."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+
+    def interrupt(signum: int, frame: object) -> NoReturn:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@pytest.fixture
+def hil_target_options(request: pytest.FixtureRequest, hil_target_name: str) -> dict:
+    """Options the selected backend needs from the run: the labgrid place it holds."""
+    if hil_target_name != "labgrid":
+        return {}
+    lease = request.getfixturevalue("lg_place")
+    request.node.user_properties.append((PLACE_PROPERTY, lease.place))
+    return {"labgrid_place": lease}
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -313,7 +423,7 @@ def hil_firmware(pytestconfig: pytest.Config, request: pytest.FixtureRequest, hi
 
 
 def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Path, endpoint: str,
-                   firmware: Path | None) -> TargetConfig:
+                   firmware: Path | None, extra: dict | None = None) -> TargetConfig:
     return TargetConfig(
         endpoint=endpoint,
         log_dir=log_dir,
@@ -322,7 +432,8 @@ def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Pa
         serial_port=pytestconfig.getoption("--serial-port"),
         net_serial_port=pytestconfig.getoption("--net-serial-port"),
         gateway_host=pytestconfig.getoption("--gateway-host"),
-        options={"sim_speed": pytestconfig.getoption("--sim-speed"), "net": pytestconfig.getoption("--net")},
+        options={"sim_speed": pytestconfig.getoption("--sim-speed"), "net": pytestconfig.getoption("--net"),
+                 **(extra or {})},
     )
 
 
@@ -333,6 +444,7 @@ class NodeHandle:
     endpoint: str
     target: object
     gateway: object
+    record: object = None  # the test's TestRecord, told of injected values
 
     @property
     def console(self):
@@ -365,6 +477,8 @@ class NodeHandle:
 
     async def set_sensor(self, name: str, value: float) -> None:
         """Put ``value`` on the sensor (stimulus or injection); skips the test when the board can do neither."""
+        if self.record is not None:
+            self.record.injected(self.endpoint, name, value)
         await self.target.set_sensor(name, value)
 
     async def set_service_input(self, service: "Deployment | int", key: str, value: float | int) -> list[str]:
@@ -376,6 +490,8 @@ class NodeHandle:
         """
         instance = service if isinstance(service, int) else service.instance
         manifest = None if isinstance(service, int) else service.manifest
+        if self.record is not None:
+            self.record.service_input(self.endpoint, instance, key, value)
         return await self.target.set_service_input(instance, key, value, manifest=manifest, gateway=self.gateway)
 
     async def sleep_device(self, seconds: float) -> None:
@@ -409,15 +525,16 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def node(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-               hil_log_dir: Path) -> AsyncIterator[NodeHandle]:
+               hil_log_dir: Path, hil_target_options: dict, hil_test_record) -> AsyncIterator[NodeHandle]:
     """One device from the selected target, booted, bootstrapped and registered to ``gateway``."""
-    config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware)
+    config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware, hil_target_options)
     try:
         target = await bring_up_node(hil_target_name, config, gateway)
     except TargetUnavailable as e:
         pytest.skip(str(e))
+    hil_test_record.node_started(target)
     try:
-        yield NodeHandle(config.endpoint, target, gateway)
+        yield NodeHandle(config.endpoint, target, gateway, hil_test_record)
     finally:
         await target.__aexit__(None, None, None)
 
@@ -435,19 +552,24 @@ def shell(node: NodeHandle):
 
 @pytest_asyncio.fixture(loop_scope="function")
 async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-                hil_log_dir: Path) -> AsyncIterator[list[NodeHandle]]:
+                hil_log_dir: Path, hil_target_options: dict, hil_test_record) -> AsyncIterator[list[NodeHandle]]:
     """``--nodes`` devices of the selected target, all registered."""
     import asyncio
 
     count = pytestconfig.getoption("--nodes")
-    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}", hil_firmware) for i in range(1, count + 1)]
+    if count > 1 and "labgrid_place" in hil_target_options:
+        _fail(f"--nodes {count}: a run holds one labgrid place (one board); spread tests over places with -n N instead")
+    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}", hil_firmware, hil_target_options)
+               for i in range(1, count + 1)]
     results = await asyncio.gather(*(bring_up_node(hil_target_name, c, gateway) for c in configs), return_exceptions=True)
     started = [r for r in results if not isinstance(r, BaseException)]
     try:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             raise failures[0]
-        yield [NodeHandle(c.endpoint, t, gateway) for c, t in zip(configs, started)]
+        for t in started:
+            hil_test_record.node_started(t)
+        yield [NodeHandle(c.endpoint, t, gateway, hil_test_record) for c, t in zip(configs, started)]
     finally:
         for t in started:
             await t.__aexit__(None, None, None)
@@ -491,42 +613,60 @@ async def gateway_apis(pytestconfig: pytest.Config, request: pytest.FixtureReque
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path):
+async def deployer(pytestconfig: pytest.Config, gateway, gateway_apis: NorthboundApis, registry, service_cache: Path,
+                   hil_test_record):
     """The far-edge deployer: resolve from the registry, deploy through the gateway by ``--deploy-via``."""
     from .faredge.deployer import Deployer
 
     via = pytestconfig.getoption("--deploy-via")
     async with Deployer(gateway, cache_dir=service_cache, via=via, broker=gateway_apis.mqtt,
                         rest_url=gateway_apis.rest_url) as d:
+        d.listeners.append(hil_test_record.deployed)
         yield d
+
+
+def _build_shipped_service(name: str, log_dir: Path) -> Path:
+    """``service.json`` of one of the project's own services, built from the C sources shipped with embserve-hil."""
+    from .resources import service_dir
+    from .sdk import BuildError, build_service
+
+    try:
+        return build_service(service_dir(name), log_dir / "services" / name)
+    except BuildError as e:
+        _fail(str(e))  # e.g. the ARM compiler is missing: one line naming its package
+
+
+def _push_service(registry, service_json: Path, name: str) -> str:
+    """Reference of ``service_json`` pushed to ``registry`` as an OCI artifact."""
+    import asyncio
+
+    from .faredge import oci
+
+    ref = f"{registry.address}/embserve/{name}:1"
+    asyncio.run(oci.push_artifact(service_json, ref))  # push is a coroutine
+    return ref
 
 
 @pytest.fixture(scope="session")
 def temperature_service_json(hil_session_log_dir: Path) -> Path:
     """The project's own temperature_sensor service, built from the C sources shipped with embserve-hil."""
-    from .resources import service_dir
-    from .sdk import BuildError, build_service
-
-    try:
-        return build_service(service_dir("temperature_sensor"), hil_session_log_dir / "services" / "temperature_sensor")
-    except BuildError as e:
-        _fail(str(e))  # e.g. the ARM compiler is missing: one line naming its package
+    return _build_shipped_service("temperature_sensor", hil_session_log_dir)
 
 
 @pytest.fixture(scope="session")
 def temperature_service(registry, temperature_service_json: Path) -> str:
     """Reference of the temperature service pushed to ``registry`` as an OCI artifact."""
-    import asyncio
+    return _push_service(registry, temperature_service_json, "temperature_sensor")
 
-    from .faredge import oci
 
-    ref = f"{registry.address}/embserve/temperature_sensor:1"
-    asyncio.run(oci.push_artifact(temperature_service_json, ref))  # push is a coroutine
-    return ref
+@pytest.fixture(scope="session")
+def thermostat_service(registry, hil_session_log_dir: Path) -> str:
+    """Reference of the project's thermostat service (its input mapped to Set Point Value), pushed to ``registry``."""
+    return _push_service(registry, _build_shipped_service("thermostat", hil_session_log_dir), "thermostat")
 
 
 @pytest.fixture
-def readings(request: pytest.FixtureRequest, gateway):
+def readings(request: pytest.FixtureRequest, gateway, hil_test_record):
     """Factory: ``async with readings(node) as r: values = await r.wait(3, timeout=...)``."""
     from .readings import ReadingCollector
 
@@ -537,12 +677,32 @@ def readings(request: pytest.FixtureRequest, gateway):
         ep = node if isinstance(node, str) else node.endpoint
         c = ReadingCollector(gateway, ep, path, **kwargs)
         collectors.append(c)
+        hil_test_record.watch(c)
         return c
 
     yield make
     if show:
         summaries = request.config.stash.setdefault(READINGS_KEY, [])
         summaries.extend(f"{request.node.name}: {c.summary()}" for c in collectors)
+
+
+class _PlaceSummary:
+    """Which labgrid place ran which test; under xdist the workers' reports arrive in the controller."""
+
+    def __init__(self) -> None:
+        self.places: dict[str, list[str]] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        place = next((value for key, value in report.user_properties if key == PLACE_PROPERTY), None)
+        if place is not None and (report.when == "call" or (report.when == "setup" and not report.passed)):
+            self.places.setdefault(place, []).append(f"{report.nodeid} {report.outcome}")
+
+    def pytest_terminal_summary(self, terminalreporter) -> None:
+        if self.places:
+            terminalreporter.section("labgrid places")
+            for place, tests in sorted(self.places.items()):
+                for test in tests:
+                    terminalreporter.write_line(f"{place}: {test}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:

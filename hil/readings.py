@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .lwm2m import Path
+from .progress import waiting
 
 TEMPERATURE_VALUE = (3303, 5700)
 
@@ -34,14 +35,17 @@ class Reading:
 class ReadingCollector:
     """``async with ReadingCollector(gateway, "node1") as r: await r.wait(3, timeout=10)``.
 
-    ``path`` defaults to the first ``/3303`` instance the node registers.
+    ``path`` defaults to ``resource`` (object, resource) of the first instance
+    of its object the node registers: ``/3303/x/5700`` unless told otherwise.
     The first notification (the current value, sent when the observation
     starts) is kept apart as :attr:`initial` and not counted as a reading
     unless ``include_initial`` is set.
     """
 
-    def __init__(self, gateway: Any, endpoint: str, path: str | Path | None = None, *, include_initial: bool = False):
+    def __init__(self, gateway: Any, endpoint: str, path: str | Path | None = None, *, include_initial: bool = False,
+                 resource: tuple[int, int] = TEMPERATURE_VALUE):
         self.gateway = gateway
+        self.resource = resource
         self.endpoint = endpoint
         self._path = Path.parse(path) if path is not None else None
         self.include_initial = include_initial
@@ -56,7 +60,7 @@ class ReadingCollector:
         return self._path
 
     async def _find_path(self, timeout: float) -> Path:
-        obj, res = TEMPERATURE_VALUE
+        obj, res = self.resource
         deadline = time.monotonic() + timeout
         while True:
             reg = self.gateway.registration(self.endpoint)
@@ -112,6 +116,10 @@ class ReadingCollector:
 
     # -- waiting ---------------------------------------------------------------
     async def wait_until(self, predicate: Callable[[list[Reading]], bool], timeout: float, what: str) -> list[Reading]:
+        with waiting(f"{self.endpoint} {self._path}: {what}", timeout):
+            return await self._wait_until(predicate, timeout, what)
+
+    async def _wait_until(self, predicate: Callable[[list[Reading]], bool], timeout: float, what: str) -> list[Reading]:
         deadline = time.monotonic() + timeout
         while not predicate(self.readings):
             remaining = deadline - time.monotonic()
@@ -132,9 +140,10 @@ class ReadingCollector:
         """Wait until ``count`` readings (in total) have arrived."""
         return (await self.wait_until(lambda r: len(r) >= count, timeout, f"{count} readings"))[:count]
 
-    async def wait_for_value(self, value: float, timeout: float, tolerance: float = 1e-3) -> Reading:
-        """Wait for a reading within ``tolerance`` of ``value`` (arriving after now)."""
-        start = len(self.readings)
+    async def wait_for_value(self, value: float, timeout: float, tolerance: float = 1e-3, *, since: int | None = None) -> Reading:
+        """Wait for a reading within ``tolerance`` of ``value`` arriving after now, or from index ``since``
+        on (taken before a request whose answer may come after its reading)."""
+        start = len(self.readings) if since is None else since
         match = lambda r: any(abs(float(x.value) - value) <= tolerance for x in r[start:])  # noqa: E731
         readings = await self.wait_until(match, timeout, f"a reading of {value}")
         return next(x for x in readings[start:] if abs(float(x.value) - value) <= tolerance)

@@ -11,6 +11,8 @@ APT_PACKAGES=(
   clang libclang-rt-dev               # libFuzzer and sanitizers for the firmware parsers (tests/firmware_host)
   mosquitto                           # MQTT broker (gateway northbound API)
   docker-registry                     # OCI registry for the far-edge path
+  ser2net                             # RFC 2217 console server of the local labgrid lab (tests/lab)
+  chromium                            # headless browser the report and fleet-page tests open
 )
 VENV=${HIL_VENV:-.venv}
 
@@ -43,7 +45,9 @@ want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e ".[dev]"   # dev: what the tests need besides the package
+  # dev: what the tests need besides the package; labgrid and xdist: shared benches, many at once;
+  # report: the HTML report's plugin and plots
+  "$VENV/bin/pip" install -q -e ".[dev,labgrid,xdist,report]"
   echo "$want" > "$stamp"
 fi
 

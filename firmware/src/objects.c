@@ -55,10 +55,10 @@ typedef struct {
     uint8_t used;
     uint8_t builtin;      /* /3303/0: the board's own temperature sensor */
     uint8_t has_value;    /* a service output has set value */
-    int8_t owner;         /* software slot feeding it, -1 none */
+    int8_t owner;         /* software slot feeding it (3308: fed by it), -1 none */
     uint16_t obj;
     uint16_t inst;
-    float value;          /* last service output */
+    float value;          /* last service output (3308: the set point written) */
     uint8_t has_range;
     float min, max;       /* 5601/5602: extremes of the values shown */
 } sensor_inst_t;
@@ -75,7 +75,7 @@ static uint8_t g_reboot_pending;
 static float g_last_temperature;
 static uint32_t g_next_sensor_poll;
 
-static const uint16_t g_objects[] = { 1, 3, 4, 9, 15, 3300, 3303, 35003 };
+static const uint16_t g_objects[] = { 1, 3, 4, 9, 15, 3300, 3303, 3308, 35003 };
 
 static const obj_res_t res_server[] = {
     { 0, OBJ_INT, OP_R, 0 }, { 1, OBJ_INT, OP_R | OP_W, 0 }, { 2, OBJ_INT, OP_R | OP_W, 0 },
@@ -104,6 +104,8 @@ static const obj_res_t res_sensor[] = {
     { 5601, OBJ_FLOAT, OP_R, 0 }, { 5602, OBJ_FLOAT, OP_R, 0 },
     { 5700, OBJ_FLOAT, OP_R, 0 }, { 5701, OBJ_STRING, OP_R, 0 },
 };
+/* 3308 Set Point: 5900 feeds the input a service maps to it */
+static const obj_res_t res_setpoint[] = { { 5900, OBJ_FLOAT, OP_R | OP_W, 0 } };
 static const obj_res_t res_monitor[] = {
     { 27400, OBJ_OBJLNK, OP_R, 0 }, { 27401, OBJ_STRING, OP_R, 0 }, { 27402, OBJ_STRING, OP_R, 0 },
     { 27403, OBJ_STRING, OP_R, 0 }, { 27404, OBJ_STRING, OP_R, 0 },
@@ -198,6 +200,7 @@ int obj_instances(uint16_t obj, uint16_t *ids, int max)
         break;
     case 3300:
     case 3303:
+    case 3308:
         for (int i = 0; i < MAX_SENSORS && n < max; i++)
             if (g_sens[i].used && g_sens[i].obj == obj)
                 ids[n++] = g_sens[i].inst;
@@ -236,6 +239,7 @@ const obj_res_t *obj_resources(uint16_t obj, int *count)
     case 15: *count = COUNT(res_devcap); return res_devcap;
     case 3300:
     case 3303: *count = COUNT(res_sensor); return res_sensor;
+    case 3308: *count = COUNT(res_setpoint); return res_setpoint;
     case 35003: *count = COUNT(res_monitor); return res_monitor;
     default: *count = 0; return NULL;
     }
@@ -440,6 +444,10 @@ uint8_t obj_read(uint16_t obj, uint16_t inst, uint16_t res, uint16_t ri, obj_val
             v->f = sensor_value(s);
         return 0;
     }
+    case 3308:
+        v->type = OBJ_FLOAT;
+        v->f = sensor_find(obj, inst)->value;
+        return 0;
     case 35003:
         if (res == 27400) {
             sw_slot_t *s = sw_for_monitor(inst);
@@ -585,6 +593,66 @@ static void claim_from_manifest(int slot)
     }
 }
 
+/* Claims the Set Point instance of each input mapped to lwm2m:3308/x/5900, the
+ * one resource of this node a server writes for a service; any other input
+ * mapping is refused (-1, err says which). */
+static int claim_inputs(int slot, char *err, size_t cap)
+{
+    const char *key, *mapping;
+    for (int n = 0; (mapping = rt_input_mapping(g_sw[slot].id, n, &key)) != NULL; n++) {
+        uint16_t obj, res;
+        int32_t inst;
+        if (parse_mapping(mapping, &obj, &inst, &res) != 0 || obj != 3308 || res != 5900) {
+            snprintf(err, cap, "input '%s': %s is not writable here", key, mapping);
+            return -1;
+        }
+        if (sensor_claim(slot, obj, inst) == NULL) {
+            snprintf(err, cap, "input '%s': no free instance for %s", key, mapping);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The input of the service at software slot `slot` mapped to /obj/inst/res, or NULL. */
+static const char *mapped_input(int slot, uint16_t obj, uint16_t inst, uint16_t res)
+{
+    const char *key, *mapping;
+    for (int n = 0; (mapping = rt_input_mapping(g_sw[slot].id, n, &key)) != NULL; n++) {
+        uint16_t o, r;
+        int32_t i;
+        if (parse_mapping(mapping, &o, &i, &r) == 0 && o == obj && r == res && (i < 0 || i == inst))
+            return key;
+    }
+    return NULL;
+}
+
+/* A server's write of Set Point Value: on_input of the service whose input is
+ * mapped there, with the value in the input's type. Refused (4.05) while the
+ * service is not running, and then not stored. */
+static uint8_t setpoint_write(uint16_t inst, const obj_value_t *v, int check_only)
+{
+    sensor_inst_t *si = sensor_find(3308, inst);
+    int slot = si->owner;
+    const char *key = slot >= 0 ? mapped_input(slot, 3308, inst, 5900) : NULL;
+    rt_stats_t st;
+    if (key == NULL)
+        return fail(COAP_405_METHOD_NOT_ALLOWED, "/3308/%u/5900 feeds no service input", inst);
+    if (rt_stats(g_sw[slot].id, &st) != 0 || st.state != RT_STATE_RUNNING)
+        return fail(COAP_405_METHOD_NOT_ALLOWED, "/3308/%u/5900: input '%s' of /9/%u: the service is not running",
+                    inst, key, g_sw[slot].id);
+    if (check_only)
+        return 0;
+    int rc = rt_input_number(g_sw[slot].id, key, v->f);
+    if (rc == RT_EVALUE)
+        return fail(COAP_400_BAD_REQUEST, "/3308/%u/5900: %g does not fit input '%s'", inst, v->f, key);
+    if (rc != 0 && rc != RT_EFAULT) /* a fault in on_input is reported in /9 and 35003 */
+        return fail(COAP_405_METHOD_NOT_ALLOWED, "/3308/%u/5900: input '%s': %s", inst, key, rt_strerror(rc));
+    si->value = (float)v->f;
+    lwm2m_resource_changed(3308, inst, 5900);
+    return 0;
+}
+
 /* ------------------------------------------------------------ /9 lifecycle */
 
 static void sw_changed(sw_slot_t *s, uint16_t res)
@@ -680,6 +748,14 @@ static uint8_t sw_install(sw_slot_t *s)
         sw_set_state(s, SW_DELIVERED, install_result(rc));
         return 0; /* the execute itself succeeded; the outcome is in Update Result */
     }
+    if (claim_inputs(sw_index(s), err, sizeof(err)) != 0) {
+        rt_remove(s->id);
+        sensors_release(sw_index(s));
+        lwm2m_log("install of /9/%u failed: %s", s->id, err);
+        sw_set_error(s, err);
+        sw_set_state(s, SW_DELIVERED, install_result(RT_EINVAL));
+        return 0;
+    }
     rt_stats_t st;
     if (rt_stats(s->id, &st) == 0) {
         snprintf(s->name, sizeof(s->name), "%s", st.name);
@@ -766,6 +842,8 @@ uint8_t obj_write(uint16_t obj, uint16_t inst, uint16_t res, const obj_value_t *
     }
     if (obj == 9) /* 2 Package */
         return sw_write_package(sw_find(inst), v, check_only);
+    if (obj == 3308) /* 5900 Set Point Value */
+        return setpoint_write(inst, v, check_only);
     return fail(COAP_405_METHOD_NOT_ALLOWED, "/%u/%u/%u is not writable", obj, inst, res);
 }
 

@@ -1,7 +1,8 @@
 /* The node's LwM2M objects: 1 Server, 3 Device, 4 Connectivity Monitoring,
- * 9 Software Management, 15 DevCapMgmt, 3303/3300 sensors, 35003 Software
- * Package Monitoring. The LwM2M layer (lwm2m.c) does the encoding; this
- * module holds values and the /9 lifecycle that drives the service runtime.
+ * 9 Software Management, 15 DevCapMgmt, 3303/3300 sensors, 3308 set points
+ * (service inputs), 35003 Software Package Monitoring. The LwM2M layer
+ * (lwm2m.c) does the encoding; this module holds values and the /9 lifecycle
+ * that drives the service runtime.
  *
  * Functions returning uint8_t answer 0 on success or the CoAP error code to
  * send (e.g. COAP_404_NOT_FOUND). */

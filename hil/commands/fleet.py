@@ -1,6 +1,7 @@
 """``embserve-hil fleet CONFIG.yaml``: a fleet's nodes (emulated or simulated) behind a gateway with all its APIs.
 
-Prints where each API listens, then a summary line every few seconds until
+Prints where each API listens (the live fleet page among them, also on a port
+of its own with ``--http PORT``), then a summary line every few seconds until
 interrupted (Ctrl-C) or ``--duration`` has passed. The fleet file format is in
 :mod:`hil.fleet`.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 import time
@@ -33,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address the gateway's APIs bind to (default 127.0.0.1)")
     parser.add_argument("--coap-port", type=int, default=0, help="UDP port of the LwM2M server (default: a free one)")
     parser.add_argument("--rest-port", type=int, default=0, help="TCP port of the REST API (default: a free one)")
+    parser.add_argument("--http", type=int, default=None, metavar="PORT",
+                        help="also serve the live fleet page on this port (0: a free one); the REST API serves it at /fleet too")
     parser.add_argument("--every", type=float, default=5.0, metavar="SECONDS", help="seconds between summaries (default 5)")
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long (default: run until interrupted)")
     parser.add_argument("--deploy-via", choices=["lwm2m", "mqtt", "rest"], default="lwm2m", help="path for the fleet's services (default lwm2m)")
@@ -69,6 +73,8 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     mqtt = parse_hostport(args.mqtt) if args.mqtt else None
     if args.every <= 0:
         raise FleetError(f"--every {args.every}: must be a positive number of seconds")
+    if args.http is not None and not 0 <= args.http < 65536:
+        raise FleetError(f"--http {args.http}: not a TCP port (0 for a free one)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -78,9 +84,14 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             specs, mqtt=mqtt, host=args.host, coap_port=args.coap_port, rest_port=args.rest_port,
             log_dir=args.log_dir, deploy_via=args.deploy_via, user_networking=args.user_net,
             emulator_options={"qemu_icount": args.qemu_icount} if args.qemu_icount else None,
-        ) as fleet:
+        ) as fleet, contextlib.AsyncExitStack() as extra:
             for api, where in fleet.endpoints().items():
                 _say(out, f"{api:<5} {where}")
+            if args.http is not None:
+                from ..gateway.fleet_view import FleetPageServer
+
+                page = await extra.enter_async_context(FleetPageServer(fleet.view, args.host, args.http))
+                _say(out, f"{'http':<5} {page.url}")
             if (networks := fleet.network.describe()) is not None:
                 _say(out, f"net   {networks}")
             _say(out, f"fleet {len(specs)} nodes from {args.config}")

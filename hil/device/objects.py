@@ -350,7 +350,7 @@ class ObjectStore:
         rd = self._definition(path)
         res_path = Path(path.obj, path.inst, path.res)
         if not rd.readable:
-            raise MethodNotAllowed(f"{res_path} ({rd.name}) is not readable: it allows {_ops(rd)}")
+            raise MethodNotAllowed(f"{res_path} ({rd.name}) is not readable: it allows {allowed_operations(rd)}")
         if path.res not in inst:
             raise NotFound(f"{res_path} ({rd.name}) is not present on this instance")
         value = self._read_resource(obj, inst, res_path)
@@ -382,7 +382,7 @@ class ObjectStore:
             res_path = Path(path.obj, path.inst, rid)
             rd = self._definition(res_path)
             if not rd.writable:
-                raise MethodNotAllowed(f"{res_path} ({rd.name}) is not writable: it allows {_ops(rd)}")
+                raise MethodNotAllowed(f"{res_path} ({rd.name}) is not writable: it allows {allowed_operations(rd)}")
             # Replace swaps a multiple resource's instances wholesale, unless one resource
             # instance was addressed; Partial Update adds to them
             merge = not replace or path.ri is not None
@@ -406,7 +406,7 @@ class ObjectStore:
         obj, inst = self._instance(path)
         rd = self._definition(path)
         if not rd.executable:
-            raise MethodNotAllowed(f"{path} ({rd.name}) is not executable: it allows {_ops(rd)}")
+            raise MethodNotAllowed(f"{path} ({rd.name}) is not executable: it allows {allowed_operations(rd)}")
         if path.res not in inst:
             raise NotFound(f"{path} ({rd.name}) is not supported by this instance")
         if obj.handler is not None:
@@ -718,7 +718,8 @@ def _flatten(res_path: Path, rd: ResourceDef, value: Any) -> Content:
     return {res_path: value}
 
 
-def _ops(rd: ResourceDef) -> str:
+def allowed_operations(rd: ResourceDef) -> str:
+    """"read, write": what the OMA definition lets the server do with the resource."""
     names = {"R": "read", "W": "write", "E": "execute"}
     allowed = [names[c] for c in rd.ops if c in names]
     return ", ".join(allowed) or "nothing"

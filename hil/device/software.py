@@ -18,9 +18,18 @@ A service that faults is stopped: Update Result 57, Activation State false,
 the message in 35003 Error and on the console; the node and other services
 go on. Outputs land on the resource their mapping names: ``lwm2m:3303/x/5700``
 takes the board's ``/3303/0`` if no other service owns it (the board sensor
-then stops writing it) or a new ``/3303`` instance. Inputs are written by key
-(``embserve service input <id> <key> <value>`` on the shell) or through a
-writable resource they are mapped to.
+then stops writing it) or a new ``/3303`` instance.
+
+Inputs are written by key (``embserve service input <id> <key> <value>`` on
+the shell) or by the server: an input mapped to a writable resource, such as
+``lwm2m:3308/x/5900`` (Set Point Value), gets its instance at install as an
+output does, and a Write of that resource calls the service's ``on_input``
+with the value in the input's type (an int input takes whole numbers only:
+4.00 otherwise). While the service is not running the Write is answered 4.05
+and the value is not stored. Install refuses (Update Result 54) an input
+mapped to a resource the server cannot write (the OMA operations), to one that
+is not an Integer or Float, or to one of the node's own management objects
+(below 2048: Server, Device, Software Management, ...).
 
 Object 35003 has instance 0 for the device (27400 → ``3:0``) and one per
 installed package (27400 → ``9:{id}``); its values are computed on read.
@@ -47,8 +56,9 @@ from ..service.runtime import (
     ServiceState,
     ServiceStateError,
 )
+from ..service.sdk_api import ValueType
 from .console import Console
-from .objects import MethodNotAllowed, ObjectHandler, ObjectStore
+from .objects import BadRequest, MethodNotAllowed, ObjectHandler, ObjectStore, allowed_operations
 from .sensors import Sensors
 from .shell import Command, Shell, ShellError
 
@@ -58,6 +68,9 @@ log = logging.getLogger("hil.device.software")
 SDK_SENSOR_TYPES = {3: "temperature", 4: "humidity", 5: "pressure", 1: "light"}
 SOFTWARE = 9
 MONITOR = 35003
+# Objects below this are OMA's management objects (Security, Server, Device, ...):
+# the node's own, never a service's input (a Write there drives the node itself).
+FIRST_SERVICE_OBJECT = 2048
 
 
 @dataclass
@@ -70,6 +83,7 @@ class Package:
     service: LoadedService | None = None
     monitor: int | None = None  # its 35003 instance
     outputs: dict[str, list[Path]] = field(default_factory=dict)  # output key -> resource paths
+    inputs: dict[Path, str] = field(default_factory=dict)  # resource path the server writes -> input key
     error: str = ""
 
 
@@ -200,6 +214,7 @@ class Services:
             return
         try:
             manifest = parse_manifest(package.data, source=f"/9/{inst}/2")
+            self._check_input_mappings(manifest, f"/9/{inst}/2")
             shortfall = self._memory_shortfall(manifest, inst)
             if shortfall:
                 self._install_failed(package, UpdateResult.NOT_ENOUGH_STORAGE, shortfall)
@@ -214,6 +229,7 @@ class Services:
             return
         package.manifest, package.service, package.error = manifest, service, ""
         package.outputs = {spec.key: self._claim(inst, spec) for spec in manifest.outputs}
+        package.inputs = {path: spec.key for spec in manifest.inputs for path in self._claim(inst, spec, InputHandler)}
         base = Path(SOFTWARE, inst)
         store.set(base.child(0), manifest.name)
         store.set(base.child(1), str(manifest.version))
@@ -251,8 +267,29 @@ class Services:
         self._ensure_monitor(package)
         self.node.shell.log("err", "embserve", f"install of /9/{package.instance} failed: {message}")
 
-    def _claim(self, inst: int, spec: Any) -> list[Path]:
-        """Resources an output is mapped to, claiming (or creating) the instances."""
+    def _check_input_mappings(self, manifest: Manifest, source: str) -> None:
+        """Refuse inputs mapped to what the server cannot write: before anything is loaded or claimed."""
+        store = self.node.objects
+        for i, spec in enumerate(manifest.inputs):
+            for j, mapping in enumerate(spec.mappings):
+                obj = store.definitions.get(mapping.obj)
+                rd = obj.resource(mapping.res) if obj is not None else None
+                if obj is None or rd is None:
+                    why = f"object {mapping.obj} has no definition" if obj is None else \
+                        f"object {mapping.obj} ({obj.name}) has no resource {mapping.res}"
+                elif not rd.writable:
+                    why = f"{rd.name} allows {allowed_operations(rd)}"
+                elif rd.type not in (ResourceType.INTEGER, ResourceType.FLOAT):
+                    why = f"{rd.name} is a {rd.type.value}; an input takes an integer or a float"
+                elif mapping.obj < FIRST_SERVICE_OBJECT:
+                    why = f"object {mapping.obj} ({obj.name}) is the node's own"
+                else:
+                    continue
+                raise ManifestError(source, f"inputs[{i}].data_model_mapping[{j}]",
+                                    f"input '{spec.key}': {mapping} is not writable here ({why})")
+
+    def _claim(self, inst: int, spec: Any, handler: type[ObjectHandler] | None = None) -> list[Path]:
+        """Resources an output (or input: ``handler`` on the object) is mapped to, claiming (or creating) the instances."""
         store = self.node.objects
         paths = []
         for mapping in spec.mappings:
@@ -264,6 +301,8 @@ class Services:
                     break
             if mapping.obj not in store.objects():
                 store.add_object(mapping.obj)
+            if handler is not None and store.handler(mapping.obj) is None:
+                store.set_handler(mapping.obj, handler(self))
             if chosen is None:
                 # created with every mandatory resource (Sensor Value at 0.0 until the first output)
                 chosen = store.free_instance_id(mapping.obj)
@@ -312,6 +351,7 @@ class Services:
         if package.service is not None:
             package.service.unload()
         package.service = package.manifest = None
+        package.inputs = {}
         self._release(package)
         store = self.node.objects
         if package.monitor is not None and store.exists(Path(MONITOR, package.monitor)):
@@ -328,6 +368,25 @@ class Services:
     def input(self, inst: int, key: str, value: float) -> None:
         package = self._installed(inst, f"input {key}")
         package.service.input(key, value)
+
+    def write_input(self, path: Path, value: Any) -> None:
+        """The server writes ``path``: the service whose input is mapped there gets it (on_input)."""
+        owner = self.owners.get(Path(path.obj, path.inst))
+        package = self.packages.get(owner) if owner is not None else None
+        key = package.inputs.get(path) if package is not None else None
+        if key is None or package.manifest is None or package.service is None:
+            return  # no input is mapped here: the value is only stored
+        spec = package.manifest.input(key)
+        if spec is not None and spec.type is ValueType.INT:
+            if not float(value).is_integer():
+                raise BadRequest(f"{path}: input '{key}' of {package.manifest.name} is an int; {value!r} is not whole")
+            value = int(value)
+        try:
+            package.service.input(key, value)
+        except ServiceStateError as e:
+            raise MethodNotAllowed(f"{path}: input '{key}' of /9/{package.instance}: {e}") from None
+        except ServiceInputError as e:
+            raise BadRequest(f"{path}: {e}") from None
 
     def _installed(self, inst: int, action: str) -> Package:
         package = self.packages.get(inst)
@@ -434,6 +493,16 @@ class SoftwareHandler(ObjectHandler):
 
     def on_delete(self, path: Path) -> None:
         self.services.remove(path.inst)
+
+
+class InputHandler(ObjectHandler):
+    """An object a service's input is mapped to: the server's writes go to that service."""
+
+    def __init__(self, services: Services):
+        self.services = services
+
+    def on_write(self, path: Path, value: Any) -> None:
+        self.services.write_input(path, value)
 
 
 class MonitorHandler(ObjectHandler):

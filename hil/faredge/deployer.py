@@ -182,6 +182,8 @@ class Deployer:
         # The kubelet's NextGenGW mode numbers instances from 0, leshan mode from 1000.
         self.first_instance = 0 if self.via == "mqtt" else 1000
         self._locks: dict[str, asyncio.Lock] = {}
+        #: called with every deployment done, reused or new, as it completes (test reports time it)
+        self.listeners: list[Callable[[Deployment], None]] = []
 
     def _make_channel(self, via: str, broker: tuple[str, int] | None, rest_url: str | None) -> DeployChannel:
         if via == "lwm2m":
@@ -248,7 +250,7 @@ class Deployer:
                 for inst, info in existing:
                     if str(info.get(1)) == str(manifest.version) and info.get(12) is True and instance in (None, inst):
                         log.info("%s: %s v%s already active at /9/%d", endpoint, manifest.name, manifest.version, inst)
-                        return Deployment(endpoint, inst, manifest.name, manifest.version, where, digest, True, steps, manifest)
+                        return self._done(Deployment(endpoint, inst, manifest.name, manifest.version, where, digest, True, steps, manifest))
                 for inst, info in existing:
                     log.info("%s: replacing %s v%s at /9/%d", endpoint, manifest.name, info.get(1), inst)
                     await self._delete(endpoint, inst)
@@ -260,6 +262,11 @@ class Deployer:
             raise DeployError(f"deploying {manifest.name} v{manifest.version} to {endpoint} failed: {e}",
                               endpoint=endpoint, step=e.step) from None
         log.info("%s", deployment.describe())
+        return self._done(deployment)
+
+    def _done(self, deployment: Deployment) -> Deployment:
+        for listener in list(self.listeners):
+            listener(deployment)
         return deployment
 
     async def _retry(self, step: Callable[[], Awaitable[T]]) -> T:

@@ -18,6 +18,8 @@ base URL is ``api.url`` (``http://127.0.0.1:PORT``). Calls:
 ``GET /api/clients/{ep}/composite?paths=/a,/b``   Read-Composite; content ``{"/a": node, ...}``
 ``PUT /api/clients/{ep}/composite``               Write-Composite; body ``{"/3/0/14": value or node, ...}``
 ``POST /api/clients/{ep}/composite/observe?paths=``  Observe-Composite (``DELETE`` cancels)
+``GET /fleet``, ``/api/fleet``, ``/api/fleet/events``  the live fleet page, its data and its batched
+                                                  updates (:mod:`hil.gateway.fleet_view`)
 ``GET /api/event``                                server-sent events: ``REGISTRATION``,
                                                   ``UPDATED`` (``{"registration": ...}``) and
                                                   ``DEREGISTRATION`` (on de-registration
@@ -52,6 +54,7 @@ from aiohttp import web
 
 from ..lwm2m.model import LwM2MError, Path
 from . import leshan
+from .fleet_view import FleetPage, FleetView
 from .errors import (
     GatewayDecodeError,
     GatewayError,
@@ -73,8 +76,13 @@ _END = object()
 class RestApi:
     """The gateway's Leshan-style HTTP API; see the module docs."""
 
-    def __init__(self, gateway: Any, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None):
+    def __init__(self, gateway: Any, host: str = "127.0.0.1", port: int = 0, *, log: logging.Logger | None = None,
+                 fleet_view: FleetView | None = None):
+        """``fleet_view``: the view the fleet page shows (default: one of its own on ``gateway``)."""
         self.gateway = gateway
+        self._own_fleet_view = fleet_view is None
+        self.fleet_view = fleet_view
+        self.fleet_page: FleetPage | None = None
         self.host = host
         self.port = port
         self.log = log or logging.getLogger("hil.gateway.rest")
@@ -94,6 +102,10 @@ class RestApi:
 
     async def start(self) -> Self:
         app = web.Application()
+        if self.fleet_view is None:
+            self.fleet_view = FleetView(self.gateway)
+        self.fleet_page = FleetPage(self.fleet_view, log=self.log)
+        app.add_routes(self.fleet_page.routes())
         app.add_routes(
             [
                 web.get("/api/event", self._events),
@@ -135,6 +147,11 @@ class RestApi:
         self._observations.clear()
         for queue in list(self._streams):
             queue.put_nowait(_END)
+        if self.fleet_page is not None:
+            self.fleet_page.close()
+        if self._own_fleet_view and self.fleet_view is not None:
+            self.fleet_view.close()
+            self.fleet_view = None
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()

@@ -29,6 +29,7 @@ from ..lwm2m import codecs, tlv
 from ..lwm2m.codecs import LINK, OPAQUE, SENML_CBOR, SENML_JSON, TEXT, TLV
 from ..lwm2m.link import Link, parse_links
 from ..lwm2m.model import DEFINITIONS, Content, LwM2MError, Path, ResourceType
+from ..progress import waiting
 from .answers import await_answer, decode, raise_for_code
 from .composite import CompositeObservation, describe, parse_paths, request_body
 from .formats import FormatChooser, Kind, kind_of, negotiate
@@ -277,7 +278,8 @@ class Gateway:
             raise UnknownEndpoint(endpoint, self.registry.by_endpoint) from None
 
     async def wait_for_registration(self, endpoint: str, timeout: float = 10.0) -> Registration:
-        return await self.registry.wait_for(endpoint, timeout)
+        with waiting(f"{endpoint} to register at the gateway", timeout):
+            return await self.registry.wait_for(endpoint, timeout)
 
     def subscribe(self) -> Subscription:
         """Events from now on: ``async with gw.subscribe() as events: ev = await events.get()``."""

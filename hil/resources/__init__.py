@@ -10,7 +10,7 @@ one as a subpackage of this one (setup.py maps them)::
 
 the SDK's header and link script live in :mod:`hil.sdk`, and the LwM2M
 object definitions generated from the OMA registry in this package itself
-(``lwm2m_objects.json``). Everything the
+(``lwm2m_objects.json``), as does the live fleet page (``fleet_page/``). Everything the
 library, the CLI and the plugin read at run time is looked up here, so it is
 found the same way in an installed wheel and in the editable install of a
 checkout, never through paths relative to the repository.
@@ -70,3 +70,8 @@ def sdk_link_script() -> Path:
 def lwm2m_objects() -> Path:
     """The LwM2M object definitions (JSON), generated from the OMA registry by ``scripts/lwm2m_objects``."""
     return _on_disk(files("hil.resources") / "lwm2m_objects.json", "the LwM2M object definitions")
+
+
+def fleet_page_file(name: str) -> Path:
+    """A file of the live fleet page the gateway serves: ``index.html``, ``fleet.js``, ``fleet.css``."""
+    return _on_disk(files("hil.resources") / "fleet_page" / name, f"the fleet page's {name}")

@@ -23,6 +23,7 @@ from ..console import Console, Shell
 from ..infra.process import MissingBinaryError
 from ..lwm2m import Path as LwPath
 from ..net import SlipBridge
+from ..progress import waiting
 from ..service.manifest import Manifest
 from ..service.sdk_api import ValueType
 from .errors import BootstrapRefused, CapabilityMissing, TargetError, TargetUnavailable
@@ -73,6 +74,9 @@ class Target(abc.ABC):
     #: the node takes the reference firmware's shell commands (``sensor set``, ``embserve service
     #: input``) unless its board file says otherwise; a board on a serial port runs whatever was flashed
     reference_shell: ClassVar[bool] = True
+
+    #: the firmware file the device runs, once started (None: the simulator, or a board flashed beforehand)
+    firmware: Path | None = None
 
     @classmethod
     def check_tools(cls) -> None:
@@ -281,7 +285,8 @@ class Target(abc.ABC):
 
     async def __aenter__(self) -> "Target":
         try:
-            await self.start()
+            with waiting(f"{self.endpoint} to boot on {self.name}"):
+                await self.start()
         except BaseException:
             await self.stop()
             raise
@@ -294,7 +299,8 @@ class Target(abc.ABC):
 
 _TARGETS: dict[str, type[Target]] = {}
 # Backends are imported on first use so a missing optional tool never breaks the others.
-_MODULES = {"sim": "hil.targets.sim", "qemu": "hil.targets.qemu", "renode": "hil.targets.renode", "serial": "hil.targets.serial"}
+_MODULES = {"sim": "hil.targets.sim", "qemu": "hil.targets.qemu", "renode": "hil.targets.renode", "serial": "hil.targets.serial",
+            "labgrid": "hil.targets.labgrid"}
 
 
 def register_target(cls: type[Target]) -> type[Target]:

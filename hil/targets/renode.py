@@ -173,7 +173,7 @@ class RenodeTarget(Target):
         except TargetUnavailable as e:
             raise TargetUnavailable(f"{self.endpoint}: {e}") from None
         platform, slip_uart = self._platform(), self._slip_uart()
-        firmware = await self._firmware()
+        firmware = self.firmware = await self._firmware()
         board = self.config.board
         assert board is not None  # _platform() needs one
         self.process = RenodeProcess(log_dir=self.config.log_dir, name=f"{self.endpoint}.renode")

@@ -193,23 +193,26 @@ class SerialTarget(Target):
 
         self.boot.restart()
         flashed = await self._flash()
+        how = await self._reset()
+        if how is None:
+            how = "flashing" if flashed else "attaching (no reset configured: a newline was sent every second)"
+        await self._wait_for_boot(self.settings["boot_timeout"], poke=how.startswith("attaching"), how=how)
+        self.console.drain()
+        if self.uplink is not None:
+            await self.uplink.bring_up_interface(self.shell)
+
+    async def _reset(self) -> str | None:
+        """Reset the board as configured; how it was done, or None when nothing resets it."""
         reset = self.settings["reset"]
         if reset in ("dtr", "rts"):
             self.boot.restart()
             await asyncio.to_thread(self._pulse, reset, self.settings["reset_pulse"])
-            how = f"a {reset.upper()} pulse"
-        elif reset == "command":
+            return f"a {reset.upper()} pulse"
+        if reset == "command":
             self.boot.restart()
             await self._run_command("reset", self.settings["reset_command"], RESET_COMMAND_TIMEOUT)
-            how = "the reset command"
-        elif flashed:
-            how = "flashing"
-        else:
-            how = "attaching (no reset configured: a newline was sent every second)"
-        await self._wait_for_boot(self.settings["boot_timeout"], poke=reset == "none" and not flashed, how=how)
-        self.console.drain()
-        if self.uplink is not None:
-            await self.uplink.bring_up_interface(self.shell)
+            return "the reset command"
+        return None
 
     def _open(self) -> serial.SerialBase:
         url = self.url
@@ -248,6 +251,7 @@ class SerialTarget(Target):
         if not firmware.is_file():
             raise TargetError(f"{self.endpoint}: firmware {firmware} does not exist; nothing to flash")
         await self._run_command("flash", command, self.settings["flash_timeout"], firmware=firmware)
+        self.firmware = firmware
         return True
 
     def _pulse(self, line: str, seconds: float) -> None:

@@ -34,7 +34,7 @@ OBJECTS: dict[int, str] = {
     0: "1.1", 1: "1.1", 2: "", 3: "1.1", 4: "1.1", 5: "1.1", 6: "", 7: "",  # LwM2M core (1.1)
     9: "", 15: "",  # software management, device capabilities
     3300: "", 3301: "", 3302: "", 3303: "", 3304: "", 3313: "", 3314: "",  # IPSO sensors
-    3315: "", 3323: "", 3324: "", 3334: "",
+    3308: "", 3315: "", 3323: "", 3324: "", 3334: "",  # 3308 Set Point: a writable service input
 }
 CUSTOM = (35001, 35003)  # embServe's own objects, XML next to this script
 

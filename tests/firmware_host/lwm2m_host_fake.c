@@ -4,7 +4,9 @@
  *
  * Everything below the LwM2M layer is a FAKE: the network, the clock, the
  * sensors, the console and the service runtime (which "installs" any package
- * that starts with '{'). The point is memory safety and liveness of the
+ * that starts with '{', its input "setpoint" mapped to Set Point Value, or,
+ * when the next byte is '!', to a read-only resource, which install must
+ * refuse). The point is memory safety and liveness of the
  * request paths with hostile input, which the target cannot check itself
  * (no MPU, no sanitizer); the real behaviour is tested under QEMU in
  * tests/integration/test_firmware_lwm2m.py.
@@ -13,7 +15,8 @@
  * <answers> answers, ..." and exits 0 when every well-formed confirmable
  * request got an answer with its message id and the node still serves a
  * plain read at the end; ASan/UBSan abort on any memory or UB error.
- *        lwm2m_host_fake schedule silent|answer: see schedule(). */
+ *        lwm2m_host_fake schedule silent|answer: see schedule().
+ *        lwm2m_host_fake inputs: see inputs(). */
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,9 +90,10 @@ void fw_console_line(const char *service_name, const char *line)
 }
 
 typedef struct {
-    int used, state;
+    int used, state, readonly_input;
 } fake_service_t;
 static fake_service_t g_services[65536];
+static int g_show_inputs; /* "inputs" mode: print what reaches on_input */
 
 int rt_install(int id, const uint8_t *pkg, uint32_t len, char *err, uint32_t errlen)
 {
@@ -99,6 +103,7 @@ int rt_install(int id, const uint8_t *pkg, uint32_t len, char *err, uint32_t err
     }
     g_services[id].used = 1;
     g_services[id].state = RT_STATE_INSTALLED;
+    g_services[id].readonly_input = len > 1 && pkg[1] == '!';
     return 0;
 }
 int rt_activate(int id) { return g_services[id].used ? (g_services[id].state = RT_STATE_RUNNING, 0) : RT_ENOENT; }
@@ -116,6 +121,25 @@ int rt_stats(int id, rt_stats_t *out)
     return 0;
 }
 const char *rt_strerror(int err) { return err == RT_ENOENT ? "no such service" : "fake error"; }
+const char *rt_input_mapping(int id, int n, const char **key)
+{
+    if (!g_services[id].used || n != 0)
+        return NULL;
+    *key = "setpoint";
+    return g_services[id].readonly_input ? "lwm2m:3303/x/5700" : "lwm2m:3308/x/5900";
+}
+int rt_input_number(int id, const char *key, double value)
+{
+    if (!g_services[id].used || strcmp(key, "setpoint") != 0)
+        return RT_ENOENT;
+    if (value != value)
+        return RT_EVALUE;
+    if (g_services[id].state != RT_STATE_RUNNING)
+        return RT_ESTATE;
+    if (g_show_inputs)
+        printf("on_input of /9/%d: %s=%g\n", id, key, value);
+    return 0;
+}
 
 /* ------------------------------------------------------------ driver */
 
@@ -154,12 +178,13 @@ static void accept_registration(void)
     }
 }
 
-static const char *const segments[] = { "1", "3", "4", "9", "15", "3303", "35003", "0", "1000", "2", "4", "7",
+static const char *const segments[] = { "1", "3", "4", "9", "15", "3303", "3308", "35003", "0", "1000", "2", "4", "7",
                                         "10", "5700", "27400", "x", "", "65535", "65536", "99999", "01" };
 static const char *const known_paths[] = { "/1/0", "/1/0/1", "/1/0/3", "/1/0/8", "/3/0", "/3/0/13", "/3/0/11/0",
                                            "/4/0/4", "/9", "/9/0", "/9/0/2", "/9/0/4", "/9/0/6", "/9/0/10",
                                            "/9/0/11", "/9/1", "/9/1/2", "/9/1/4", "/9/1/10", "/15/0", "/3303",
-                                           "/3303/0/5700", "/3303/1", "/35003", "/35003/1/27404" };
+                                           "/3303/0/5700", "/3303/1", "/3308/0/5900", "/3308/1", "/35003",
+                                           "/35003/1/27404" };
 static const uint16_t formats[] = { 0, 40, 42, 110, 1542, 11542, 65535 };
 
 static int build_random_request(uint8_t *out, uint16_t mid)
@@ -260,6 +285,64 @@ static int schedule(int answer)
     return 0;
 }
 
+/* One confirmable request to the registered client; prints "<code> <payload>". */
+static void request(uint8_t code, const char *path, int cf, const char *payload)
+{
+    static uint16_t mid = 0x4000;
+    coap_pdu_t p;
+    uint8_t d[COAP_MAX_DATAGRAM], body[64], tok[1] = { 0x42 };
+    char segs[48];
+    coap_pdu_init(&p, COAP_CON, code, ++mid, tok, 1, body, sizeof(body));
+    snprintf(segs, sizeof(segs), "%s", path);
+    for (char *seg = strtok(segs, "/"); seg; seg = strtok(NULL, "/"))
+        coap_pdu_add_str(&p, COAP_OPT_URI_PATH, seg);
+    if (cf >= 0)
+        coap_pdu_add_uint(&p, COAP_OPT_CONTENT_FORMAT, (uint32_t)cf);
+    if (code == COAP_GET)
+        coap_pdu_add_uint(&p, COAP_OPT_ACCEPT, COAP_CF_TEXT);
+    if (payload)
+        coap_pdu_set_payload(&p, payload, (uint16_t)strlen(payload));
+    deliver(d, (uint16_t)coap_serialize(&p, d, sizeof(d)));
+    coap_msg_t r;
+    if (coap_parse(&r, g_last, g_last_len) != COAP_PARSE_OK || r.mid != mid) {
+        printf("%s: no answer\n", path);
+        return;
+    }
+    printf("%s %u.%02u %.*s\n", path, COAP_CODE_CLASS(r.code), COAP_CODE_DETAIL(r.code), (int)r.payload_len,
+           (const char *)r.payload);
+}
+
+/* "inputs": the object-store write path of a service input mapped to Set Point
+ * Value, over the (fake) runtime: the instance claimed at install, a write
+ * refused while the service is not running and delivered while it runs, an
+ * install refused for an input mapped to a read-only resource, the instance
+ * released with the service. Prints each answer for the Python test. */
+static int inputs(void)
+{
+    g_show_inputs = 1;
+    g_now = 1000;
+    lwm2m_init();
+    lwm2m_server_add("coap://10.0.2.2:5683", "inputs");
+    accept_registration();
+    request(COAP_POST, "/9", -1, NULL); /* creates /9/0 */
+    request(COAP_POST, "/9", -1, NULL); /* and /9/1 */
+    request(COAP_PUT, "/9/1/2", COAP_CF_OPAQUE, "{!}");
+    request(COAP_POST, "/9/1/4", -1, NULL);
+    request(COAP_GET, "/9/1/9", -1, NULL);
+    request(COAP_GET, "/35003/2/27404", -1, NULL);
+    request(COAP_GET, "/3308/0/5900", -1, NULL); /* nothing claimed for the refused service */
+    request(COAP_PUT, "/9/0/2", COAP_CF_OPAQUE, "{}");
+    request(COAP_POST, "/9/0/4", -1, NULL);
+    request(COAP_PUT, "/3308/0/5900", COAP_CF_TEXT, "23.5");  /* installed, not running */
+    request(COAP_POST, "/9/0/10", -1, NULL);
+    request(COAP_PUT, "/3308/0/5900", COAP_CF_TEXT, "23.5");
+    request(COAP_GET, "/3308/0/5900", -1, NULL);
+    request(COAP_PUT, "/3308/0/5900", COAP_CF_TEXT, "nan"); /* a float, but no input value */
+    request(COAP_DELETE, "/9/0", -1, NULL);
+    request(COAP_GET, "/3308/0/5900", -1, NULL);
+    return 0;
+}
+
 /* "boots N": N warm boots at the same fake time, each printing its Register's
  * "<boot count> <message id> <token hex>": every boot must pick new ones. */
 static int boots(long n)
@@ -285,6 +368,8 @@ int main(int argc, char **argv)
         return schedule(strcmp(argv[2], "answer") == 0);
     if (argc > 2 && strcmp(argv[1], "boots") == 0)
         return boots(strtol(argv[2], NULL, 10));
+    if (argc > 1 && strcmp(argv[1], "inputs") == 0)
+        return inputs();
 
     long iterations = argc > 1 ? strtol(argv[1], NULL, 10) : 100000;
     if (argc > 2)

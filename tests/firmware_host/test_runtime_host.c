@@ -240,6 +240,27 @@ static void test_manifest_fields(void)
     CHECK(json_string_equals(&d, m.service_tok, "VURMTQ=="));
 }
 
+/* A server's number for an input: whole 32-bit values for an int input, float32 for a float one. */
+static void test_manifest_input_number(void)
+{
+    rt_io_decl_t in_int = {.key = "rate", .type = RT_TYPE_INT}, in_float = {.key = "setpoint", .type = RT_TYPE_FLOAT};
+    int32_t i = 7;
+    float f = 7.0f;
+
+    CHECK(manifest_input_number(&in_int, 2000.0, &i, &f) == 0 && i == 2000 && f == 7.0f);
+    CHECK(manifest_input_number(&in_int, -2147483648.0, &i, &f) == 0 && i == INT32_MIN);
+    CHECK(manifest_input_number(&in_int, 2147483647.0, &i, &f) == 0 && i == INT32_MAX);
+    i = 7;
+    CHECK(manifest_input_number(&in_int, 1500.5, &i, &f) == -1 && i == 7);     /* not whole */
+    CHECK(manifest_input_number(&in_int, 2147483648.0, &i, &f) == -1);         /* beyond 32 bits */
+    CHECK(manifest_input_number(&in_int, -2147483649.0, &i, &f) == -1);
+    CHECK(manifest_input_number(&in_float, 23.5, &i, &f) == 0 && f == 23.5f && i == 7);
+    CHECK(manifest_input_number(&in_float, -1e30, &i, &f) == 0 && f == -1e30f);
+    CHECK(manifest_input_number(&in_float, 1e39, &i, &f) == -1);               /* beyond float32 */
+    CHECK(manifest_input_number(&in_float, 0.0 / 0.0, &i, &f) == -1);          /* NaN */
+    CHECK(manifest_input_number(&in_int, 0.0 / 0.0, &i, &f) == -1);
+}
+
 static void test_manifest_errors(void)
 {
     CHECK_STR(manifest_error("{\"name\":1}"), "manifest: 'name' missing or not a string");
@@ -689,6 +710,7 @@ static const struct {
     {"base64", test_base64, 0},
     {"manifest_fields", test_manifest_fields, 0},
     {"manifest_errors", test_manifest_errors, 0},
+    {"manifest_input_number", test_manifest_input_number, 0},
     {"udlm_synthetic_load", test_udlm_synthetic_load, 0},
     {"udlm_rejects", test_udlm_rejects, 0},
     {"fita_module", test_fita_module, 1},

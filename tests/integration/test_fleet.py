@@ -144,6 +144,7 @@ def test_cli_starts_its_own_broker_and_stops_on_ctrl_c(tmp_path):
         ("nodes: {}\n", [], "non-empty 'nodes:'"),
         ("nodes: {a: {}}\n", ["--mqtt", "nohost"], "HOST:PORT"),
         ("nodes: [\n", [], "not valid YAML"),
+        ("nodes: {a: {}}\n", ["--http", "70000"], "--http 70000: not a TCP port"),
     ],
 )
 def test_cli_rejects_bad_input_with_a_clear_message(tmp_path, content, args, fragment):

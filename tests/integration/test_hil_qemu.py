@@ -11,6 +11,7 @@ tests, and the two runs go side by side.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -37,6 +38,13 @@ async def run_hil_suite(elf: Path, out_dir: Path, net: str) -> None:
     assert suite is not None, report.read_text()[:2000]
     counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
     assert counts == {"tests": HIL_TESTS, "failures": 0, "errors": 0, "skipped": 0}, f"{net}: {counts}\n{out[-4000:]}"
+
+    # What ran is in each test's JUnit properties (docs/reports.md): the firmware given, by its digest.
+    firmware_sha256 = hashlib.sha256(elf.read_bytes()).hexdigest()
+    for case in suite.iter("testcase"):
+        props = {p.get("name"): p.get("value") for p in case.iter("property")}
+        assert (props["target"], props["board"], props["firmware_sha256"]) == ("qemu", "mps2_an385", firmware_sha256), props
+        assert int(props["readings"]) > 0 and float(props["deploy_ms"]) > 0, props
 
     # Every test ran on a QEMU node: its own log directory holds the firmware's boot on the console.
     consoles = sorted(logs.glob("*/node1.console.log"))

@@ -193,6 +193,10 @@ def _tampered(package: bytes, **changes) -> bytes:
     return json.dumps(doc).encode()
 
 
+def _rate_mapped(package: bytes, mapping: str) -> bytes:
+    return _tampered(package, inputs=[{"key": "rate", "type": 0, "data_model_mapping": [mapping]}])
+
+
 def _module(package: bytes) -> bytes:
     return base64.b64decode(json.loads(package)["service"])
 
@@ -205,6 +209,13 @@ def _module(package: bytes) -> bytes:
         ("truncated module", lambda p: _tampered(p, service=base64.b64encode(_module(p)[:100]).decode()), "size"),
         ("sdk_api 99", lambda p: _tampered(p, dependencies={"sdk_api": 99}), "sdk_api"),
         ("not json", lambda p: b"{ this is not json", "JSON"),
+        # an input mapped to what a server cannot write: refused before anything is loaded or claimed
+        ("rate to a read-only resource", lambda p: _rate_mapped(p, "lwm2m:3303/x/5700"),
+         "input 'rate': lwm2m:3303/x/5700 is not writable here (Sensor Value allows read)"),
+        ("rate to a string", lambda p: _rate_mapped(p, "lwm2m:3308/x/5750"), "Application Type is a string"),
+        ("rate to the node's Lifetime", lambda p: _rate_mapped(p, "lwm2m:1/x/1"), "object 1 (LwM2M Server) is the node's own"),
+        ("rate to an unknown object", lambda p: _rate_mapped(p, "lwm2m:3311/x/5850"), "object 3311 has no definition"),
+        ("rate to a missing resource", lambda p: _rate_mapped(p, "lwm2m:3308/x/5999"), "(Set Point) has no resource 5999"),
     ],
 )
 async def test_bad_packages_fail_install_with_a_precise_error(rig, temperature_json, case, make, expected):
@@ -221,6 +232,7 @@ async def test_bad_packages_fail_install_with_a_precise_error(rig, temperature_j
         await gw.execute("svc1", "/9/1000/10")
     assert refused.value.code.startswith("4.05")
     assert "embServe Node" in (await gw.read("svc1", "/3/0/17"))[Path(3, 0, 17)]
+    assert not gw.registration("svc1").available_instances.get(3308), "an instance claimed for a refused service"
 
 
 async def test_unknown_import_fails_install(rig, built):

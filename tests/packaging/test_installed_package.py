@@ -289,7 +289,7 @@ def test_wheel_and_sdist_hold_every_shipped_file(dist: tuple[Path, Path]) -> Non
     # Nothing else from those folders (build output, caches) gets in.
     extra = sorted(n for n in names if n.startswith("hil/resources/") and n not in expected)
     assert not extra, f"{wheel.name} carries files the repository does not have: {extra}"
-    for kind in ("boards", "renode", "firmware/src", "services/temperature_sensor"):
+    for kind in ("boards", "renode", "firmware/src", "services/temperature_sensor", "services/thermostat"):
         assert any(p.startswith(kind + "/") for p in shipped), f"nothing of {kind}/ found to compare"
     assert {"hil/sdk/module.ld", "hil/sdk/include/embserve.h"} <= names
 

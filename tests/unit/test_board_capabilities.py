@@ -3,12 +3,12 @@
 The field tests load real board files. The target tests drive the serial
 target against the fake board of fake_serial_board.py (a scripted shell on a
 pty) and the LwM2M way of writing an input against a fake gateway that
-records writes. The shell ways and the skips, through a real gateway and
-real firmware, are tests/integration/capability_rigs.py (run by
+records writes: which instance and type it picks, and how it refuses an
+input it cannot write. The shell ways and the skips, through a real gateway
+and real firmware, are tests/integration/capability_rigs.py (run by
 test_serial_slip_qemu.py) and test_hil_capabilities_sim.py; the LwM2M way
-has no device to meet yet (neither the simulator nor the reference firmware
-hands a write of an input-mapped resource to the service), so the fake
-gateway is all it is checked against.
+meeting the simulator and the reference firmware is
+tests/integration/test_lwm2m_service_inputs.py.
 """
 
 from __future__ import annotations

@@ -11,7 +11,9 @@ AddressSanitizer/UBSan when the compiler has them. Two uses:
   that the node still serves a plain read at the end;
 * the registration schedule in fake time, which would take minutes of real
   time under QEMU: CoAP retransmission and the backoff between attempts when
-  nobody answers, periodic Updates before the lifetime runs out, De-register.
+  nobody answers, periodic Updates before the lifetime runs out, De-register;
+* the write path of a service input mapped to Set Point Value (/3308/x/5900)
+  over the fake runtime, answer by answer.
 """
 
 from __future__ import annotations
@@ -116,3 +118,24 @@ def test_fake_network_every_warm_boot_registers_with_a_new_message_id_and_token(
     rows = [line.split() for line in run.stdout.splitlines()]
     assert [int(count) for count, _, _ in rows] == list(range(1, 51))
     assert len({mid for _, mid, _ in rows}) == 50 and len({token for _, _, token in rows}) == 50, rows
+
+
+def test_fake_runtime_set_point_writes_reach_on_input_only_while_the_service_runs(host_client: FsPath) -> None:
+    run = subprocess.run([str(host_client), "inputs"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "/9 2.01 ", "/9 2.01 ",
+        # an input mapped to a read-only resource: install refused (54, the reason in 35003), nothing claimed
+        "/9/1/2 2.04 ", "/9/1/4 2.04 ", "/9/1/9 2.05 54",
+        "/35003/2/27404 2.05 input 'setpoint': lwm2m:3303/x/5700 is not writable here",
+        "/3308/0/5900 4.04 /3308/0 does not exist",
+        # mapped to Set Point Value: the instance comes with the install
+        "/9/0/2 2.04 ", "/9/0/4 2.04 ",
+        "/3308/0/5900 4.05 /3308/0/5900: input 'setpoint' of /9/0: the service is not running",
+        "/9/0/10 2.04 ",
+        "on_input of /9/0: setpoint=23.5", "/3308/0/5900 2.04 ",
+        "/3308/0/5900 2.05 23.5",
+        "/3308/0/5900 4.00 /3308/0/5900: nan does not fit input 'setpoint'",
+        # and goes with the service
+        "/9/0 2.02 ", "/3308/0/5900 4.04 /3308/0 does not exist",
+    ], run.stdout

@@ -19,14 +19,14 @@ import hil
 # Bottom up; units on one line are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("hil",),  # the package root: its version
-    ("resources", "cache"),  # where shipped files and the per-user cache are
-    ("lwm2m", "service", "console", "boards", "net"),
+    ("resources", "cache", "progress"),  # where shipped files and the per-user cache are; long waits told
+    ("lwm2m", "service", "console", "boards", "net", "report"),
     ("fita", "sdk", "infra", "readings", "reference_firmware", "fleet_file"),
     ("device", "gateway"),
     ("faredge",),
     ("targets", "fleet_net"),
     ("fleet",),
-    ("pytest_plugin", "commands", "suites"),
+    ("pytest_plugin", "pytest_report", "commands", "suites"),
     ("cli",),
 )
 

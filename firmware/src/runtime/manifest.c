@@ -143,3 +143,17 @@ int manifest_parse(rt_manifest_t *m, json_doc_t *doc, const char *text, uint32_t
         return -1;
     return 0;
 }
+
+int manifest_input_number(const rt_io_decl_t *in, double v, int32_t *i, float *f)
+{
+    if (!(v == v) || v > 3.4028234663852886e38 || v < -3.4028234663852886e38)
+        return -1;      /* NaN, or beyond any float32 */
+    if (in->type == RT_TYPE_FLOAT) {
+        *f = (float)v;
+        return 0;
+    }
+    if (v < -2147483648.0 || v > 2147483647.0 || (double)(int32_t)v != v)
+        return -1;
+    *i = (int32_t)v;
+    return 0;
+}

@@ -37,4 +37,9 @@ typedef struct {
 int manifest_parse(rt_manifest_t *m, json_doc_t *doc, const char *text, uint32_t len,
                    json_tok_t *toks, uint16_t cap, char *err, uint32_t errlen);
 
+/* A number written to an input (a server's write of the resource the input is
+ * mapped to) in the input's type: *i for an int input (whole, 32-bit), *f for
+ * a float input (finite, float32 range); 0, or -1 when it does not fit. */
+int manifest_input_number(const rt_io_decl_t *in, double v, int32_t *i, float *f);
+
 #endif

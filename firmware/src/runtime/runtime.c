@@ -554,22 +554,17 @@ static int parse_float(const char *t, float *out)
     return 0;
 }
 
-int rt_input(int inst_id, const char *key, const char *value_text)
+static const rt_io_decl_t *input_decl(const slot_t *s, const char *key)
 {
-    slot_t *s = find(inst_id);
-    if (!s)
-        return RT_ENOENT;
-    if (key == NULL || value_text == NULL)
-        return RT_EKEY;
-    const rt_io_decl_t *decl = NULL;
-    for (int i = 0; i < s->man.n_in; i++)
+    for (int i = 0; key && i < s->man.n_in; i++)
         if (strcmp(s->man.in[i].key, key) == 0)
-            decl = &s->man.in[i];
-    if (!decl)
-        return RT_EKEY;
-    if (decl->type == RT_TYPE_INT ? parse_int(value_text, &s->io_value.i)
-                                  : parse_float(value_text, &s->io_value.f))
-        return RT_EVALUE;
+            return &s->man.in[i];
+    return NULL;
+}
+
+/* on_input with s->io_value, which holds a value of decl's type. */
+static int deliver_input(slot_t *s, const rt_io_decl_t *decl)
+{
     if (s->state != RT_STATE_RUNNING)
         return RT_ESTATE;
     if (!s->mod.on_input)
@@ -580,6 +575,48 @@ int rt_input(int inst_id, const char *key, const char *value_text)
     s->io.data = &s->io_value;
     s->io.data_len = 1;     /* one value, as the SDK counts them */
     return run_call(s, s->mod.on_input, &s->io, "on_input()");
+}
+
+int rt_input(int inst_id, const char *key, const char *value_text)
+{
+    slot_t *s = find(inst_id);
+    if (!s)
+        return RT_ENOENT;
+    const rt_io_decl_t *decl = input_decl(s, key);
+    if (!decl || value_text == NULL)
+        return RT_EKEY;
+    if (decl->type == RT_TYPE_INT ? parse_int(value_text, &s->io_value.i)
+                                  : parse_float(value_text, &s->io_value.f))
+        return RT_EVALUE;
+    return deliver_input(s, decl);
+}
+
+int rt_input_number(int inst_id, const char *key, double value)
+{
+    slot_t *s = find(inst_id);
+    if (!s)
+        return RT_ENOENT;
+    const rt_io_decl_t *decl = input_decl(s, key);
+    if (!decl)
+        return RT_EKEY;
+    if (manifest_input_number(decl, value, &s->io_value.i, &s->io_value.f) != 0)
+        return RT_EVALUE;
+    return deliver_input(s, decl);
+}
+
+const char *rt_input_mapping(int inst_id, int n, const char **key)
+{
+    const slot_t *s = find(inst_id);
+    if (!s || n < 0)
+        return NULL;
+    for (int i = 0; i < s->man.n_in; i++) {
+        if (n < s->man.in[i].nmap) {
+            *key = s->man.in[i].key;
+            return s->man.in[i].mapping[n];
+        }
+        n -= s->man.in[i].nmap;
+    }
+    return NULL;
 }
 
 int rt_stats(int inst_id, rt_stats_t *out)

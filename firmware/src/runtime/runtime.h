@@ -14,6 +14,8 @@ int  rt_activate(int inst_id);     /* setup() then loop() in its own thread */
 int  rt_deactivate(int inst_id);   /* on_quit(); loop returns */
 void rt_remove(int inst_id);       /* stop + free */
 int  rt_input(int inst_id, const char *key, const char *value_text);  /* calls on_input with the io struct */
+int  rt_input_number(int inst_id, const char *key, double value);     /* the same with a number (a server's write), in the input's type */
+const char *rt_input_mapping(int inst_id, int n, const char **key);   /* n-th (input, mapping) pair, e.g. "lwm2m:3308/x/5900"; NULL past the last */
 typedef struct { char name[32]; int version; uint32_t cpu_permille; uint32_t mem_bytes; uint32_t uptime_s; char error[64]; int state; } rt_stats_t;  /* state: 0 none 1 installed 2 running 3 stopped 4 faulted */
 int  rt_stats(int inst_id, rt_stats_t *out);
 void rt_poll(void);                /* main loop: delivers queued outputs/console lines via the callbacks below, in main-thread context */
