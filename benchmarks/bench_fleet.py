@@ -14,11 +14,14 @@
   node against what the period allows, and the CPU the whole run took.
 
 Without the privileges for a network namespace the fleet falls back to user
-networking, and the figures say so. Run it when the machine is otherwise
+networking, and the figures say so. BENCH_FLEET_IMAGE runs another firmware
+ELF instead of the reference firmware (e.g. an older build, for before/after
+figures); BENCH_FLEET_PARTS picks parts (default start,idle,readings). Run it when the machine is otherwise
 idle; the load average before and after is printed.
 
     python -m benchmarks fleet
     BENCH_FLEET_SIZES=5,20,50,100 BENCH_READINGS_NODES=100 python -m benchmarks fleet
+    BENCH_FLEET_PARTS=idle BENCH_FLEET_IMAGE=/tmp/old/embserve.elf python -m benchmarks fleet
 """
 
 from __future__ import annotations
@@ -147,18 +150,22 @@ async def sustained_readings(base: Path, count: int, seconds: float) -> None:
 async def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     (base / "images").mkdir()
-    shutil.copy(reference_firmware(), base / "images" / "embserve.elf")
-    print(f"load average before: {load()} on {os.cpu_count()} cores")
+    image = Path(os.environ.get("BENCH_FLEET_IMAGE") or reference_firmware())
+    shutil.copy(image, base / "images" / "embserve.elf")
+    parts = os.environ.get("BENCH_FLEET_PARTS", "start,idle,readings").split(",")
+    print(f"image {image}; load average before: {load()} on {os.cpu_count()} cores")
     try:
-        print("fleet start -> all registered (the nodes' own image, on their network):")
-        for count in env_ints("BENCH_FLEET_SIZES", "5,20,50"):
-            await start_to_registered(base, count)
-        idle_nodes = env_ints("BENCH_IDLE_NODES", "10")[0]
-        print("idle CPU per QEMU node, by QEMU's options:")
-        await idle_cpu(base, idle_nodes, float(os.environ.get("BENCH_IDLE_SECONDS", "20")))
-        print("temperature service on every node, 30 s period:")
-        for count in env_ints("BENCH_READINGS_NODES", "50"):
-            await sustained_readings(base, count, float(os.environ.get("BENCH_READINGS_SECONDS", "150")))
+        if "start" in parts:
+            print("fleet start -> all registered (the nodes' own image, on their network):")
+            for count in env_ints("BENCH_FLEET_SIZES", "5,20,50"):
+                await start_to_registered(base, count)
+        if "idle" in parts:
+            print("idle CPU per QEMU node, by QEMU's options:")
+            await idle_cpu(base, env_ints("BENCH_IDLE_NODES", "10")[0], float(os.environ.get("BENCH_IDLE_SECONDS", "20")))
+        if "readings" in parts:
+            print("temperature service on every node, 30 s period:")
+            for count in env_ints("BENCH_READINGS_NODES", "50"):
+                await sustained_readings(base, count, float(os.environ.get("BENCH_READINGS_SECONDS", "150")))
     finally:
         print(f"load average after: {load()}")
         shutil.rmtree(base, ignore_errors=True)
