@@ -38,11 +38,11 @@ def need_namespaces() -> None:
 
 
 @pytest.fixture
-def images(tmp_path: Path, hil_reference_firmware: Path) -> Path:
+def images(tmp_path: Path, hil_reference_firmware) -> Path:
     """A directory with images/embserve.elf (the reference firmware), as IoTNetEMU lays its files out."""
     skip_without_qemu_tools()
     (tmp_path / "images").mkdir()
-    shutil.copy(hil_reference_firmware, tmp_path / "images" / "embserve.elf")
+    shutil.copy(hil_reference_firmware("mps2_an385"), tmp_path / "images" / "embserve.elf")
     return tmp_path
 
 
