@@ -1,48 +1,52 @@
-"""Fleets: many simulated nodes behind one gateway with all its northbound APIs.
+"""Fleets: a fleet file's nodes behind one gateway with all its northbound APIs.
 
-A fleet file takes IoTNetEMU's ``config.yaml`` shape, so FITA's examples run
-as they are, plus a few keys of this project::
+The file is IoTNetEMU's ``config.yaml`` (:mod:`hil.fleet_file`), run as
+IoTNetEMU runs it: a ``zephyr`` node boots its ``image`` on QEMU
+``mps2-an385`` (or on Renode, when its board or ``--backend`` says so); a
+``sim`` node is the in-process simulator, for scale. The networks the nodes
+name are built in a network namespace of the fleet's own
+(:mod:`hil.fleet_net`), where the gateway listens at the address the
+bootstrap commands name; those are then sent to each node's shell as
+written, in order, after its prompt.
 
-    nodes:
-      node{1..500}:                 # brace range: node1 ... node500 ({001..500} pads)
-        type: zephyr                # IoTNetEMU keys (type, image, networks) are accepted and unused
-        bootstrap:
-          - 'embserve connector lwm2m server_add coap://10.10.12.254:5683 node{1..500}'
-        sensors:                    # ours: name -> value or source spec (default temperature=21.5)
-          temperature: 'wave:base=21,amplitude=2,period=60'
-        lifetime: 300               # ours: registration lifetime, seconds
-        services: [service.json]    # ours: deployed on each node once it registered
-    networks: {...}                 # accepted and unused
-
-Bootstrap commands run in each node's shell after boot. The ``coap://`` address
-in them is the emulated network's gateway, which does not exist here: it is
-rewritten to the real gateway's address, with one log line per address
-rewritten. In a ranged entry, the entry's name (``node{1..500}``) or
-``{name}`` in a command stands for each node's own name. A node without
-bootstrap commands gets ``embserve connector lwm2m server_add <gateway> <name>``.
+Where a node cannot be on its network (no root, ``--user-net``, a node in
+a file without networks), the ``coap://`` address in its bootstrap commands
+is rewritten to where that node reaches the gateway (the host's loopback; for
+QEMU user networking 10.0.2.2), with one log line per address rewritten. A
+node without bootstrap commands gets ``embserve connector lwm2m server_add
+<gateway> <name>``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-import itertools
 import logging
 import re
 import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-import yaml
-
+from .boards import get_board
 from .device.clock import VirtualClock
 from .device.node import Node
 from .fita.mqtt import MqttAuth
+from .fleet_file import (  # noqa: F401 - the file format, re-exported for users of hil.fleet
+    DEFAULT_SENSORS,
+    FleetError,
+    FleetPlan,
+    NodeSpec,
+    expand_braces,
+    load_fleet,
+    parse_fleet,
+)
+from .fleet_net import FleetNetwork
 from .gateway.fleet_view import FleetView
 from .gateway.rest import RestApi
 from .gateway.sdf_mqtt import SdfMqttBridge
@@ -51,27 +55,25 @@ from .infra.broker import Broker
 from .infra.certs import ServerCertificate, make_server_certificate
 from .infra.ports import is_loopback_host
 from .secret import Secret, new_token_file, write_private
+from .targets.base import Target, TargetConfig, get_target_class
+from .targets.errors import BootstrapRefused
 
 log = logging.getLogger("hil.fleet")
 
-_RANGE = re.compile(r"\{(\d+)\.\.(\d+)\}")
 _COAP_URI = re.compile(r"coaps?://\S+")
-DEFAULT_SENSORS = {"temperature": 21.5}
 MQTT_USER = "embserve-hil"  # the user the fleet's own broker lets in
 START_CONCURRENCY = 64  # nodes booting at once: bounds the burst of registrations
-
-
-class FleetError(ValueError):
-    """A fleet file that cannot be used; the message names the file, the entry and the problem."""
+EMULATOR_CONCURRENCY = 8  # emulators booting at once: each boot is a burst of CPU
 
 
 @dataclass
-class NodeSpec:
-    name: str
-    bootstrap: list[str]
-    sensors: dict[str, Any]
-    lifetime: int = 300
-    services: list[str] = field(default_factory=list)
+class KindSummary:
+    """One kind of node (``qemu``, ``renode``, ``sim``) in a :class:`FleetSummary`."""
+
+    nodes: int = 0
+    registered: int = 0
+    services: int = 0
+    readings_per_second: float = 0.0
 
 
 @dataclass
@@ -80,93 +82,18 @@ class FleetSummary:
     registered: int
     services: int
     readings_per_second: float
+    kinds: dict[str, KindSummary] = field(default_factory=dict)  # the same figures per kind of node
 
     def line(self) -> str:
-        return (
+        text = (
             f"nodes {self.registered}/{self.nodes} registered, services {self.services}, "
             f"readings {self.readings_per_second:.1f}/s"
         )
-
-
-# --------------------------------------------------------------------------- fleet file
-
-
-def expand_braces(name: str) -> list[str]:
-    """``node{1..3}`` -> node1, node2, node3; ``n{01..10}`` keeps the padding; several ranges multiply."""
-    ranges = list(_RANGE.finditer(name))
-    if not ranges:
-        return [name]
-    choices: list[list[str]] = []
-    for m in ranges:
-        first, last = m.group(1), m.group(2)
-        lo, hi = int(first), int(last)
-        if hi < lo:
-            raise FleetError(f"node name {name!r}: range {m.group(0)} runs backwards")
-        width = len(first) if first.startswith("0") and len(first) > 1 else 0
-        choices.append([str(i).zfill(width) for i in range(lo, hi + 1)])
-    names = []
-    for combo in itertools.product(*choices):
-        out, pos = [], 0
-        for m, value in zip(ranges, combo):
-            out.append(name[pos : m.start()])
-            out.append(value)
-            pos = m.end()
-        out.append(name[pos:])
-        names.append("".join(out))
-    return names
-
-
-def load_fleet(path: str | Path) -> list[NodeSpec]:
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise FleetError(f"{path}: cannot read the fleet file: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise FleetError(f"{path}: not valid YAML: {exc}") from None
-    return parse_fleet(doc, str(path))
-
-
-def parse_fleet(doc: Any, source: str = "<fleet>") -> list[NodeSpec]:
-    if not isinstance(doc, dict) or not isinstance(doc.get("nodes"), dict) or not doc["nodes"]:
-        raise FleetError(f"{source}: expected a mapping with a non-empty 'nodes:' mapping (IoTNetEMU config.yaml shape)")
-    specs: list[NodeSpec] = []
-    seen: dict[str, str] = {}
-    for key, entry in doc["nodes"].items():
-        key = str(key)
-        where = f"{source}: nodes.{key}"
-        entry = entry or {}
-        if not isinstance(entry, dict):
-            raise FleetError(f"{where}: expected a mapping of node settings, got {type(entry).__name__}")
-        if entry.get("type", "zephyr") != "zephyr":
-            raise FleetError(f"{where}: type {entry['type']!r} is not simulated here; only 'zephyr' nodes (embServe) are")
-        bootstrap = entry.get("bootstrap") or []
-        if not isinstance(bootstrap, list) or not all(isinstance(c, str) for c in bootstrap):
-            raise FleetError(f"{where}.bootstrap: expected a list of shell command strings")
-        sensors = _sensors(entry.get("sensors"), where)
-        lifetime = entry.get("lifetime", 300)
-        if not isinstance(lifetime, int) or isinstance(lifetime, bool) or lifetime < 1:
-            raise FleetError(f"{where}.lifetime: expected a positive whole number of seconds, got {lifetime!r}")
-        services = entry.get("services") or []
-        if not isinstance(services, list) or not all(isinstance(s, str) for s in services):
-            raise FleetError(f"{where}.services: expected a list of service.json files or image references")
-        for name in expand_braces(key):
-            if name in seen:
-                raise FleetError(f"{where}: node {name!r} is also defined by nodes.{seen[name]}")
-            seen[name] = key
-            commands = [c.replace(key, name).replace("{name}", name) for c in bootstrap]
-            specs.append(NodeSpec(name, commands, dict(sensors), lifetime, list(services)))
-    return specs
-
-
-def _sensors(value: Any, where: str) -> dict[str, Any]:
-    if value is None:
-        return dict(DEFAULT_SENSORS)
-    if isinstance(value, dict):
-        return {str(k): v for k, v in value.items()}
-    if isinstance(value, list) and all(isinstance(v, str) and "=" in v for v in value):
-        return dict(v.split("=", 1) for v in value)
-    raise FleetError(f"{where}.sensors: expected a mapping such as {{temperature: 21.5}} or a list of 'name=spec'")
+        if set(self.kinds) - {"sim"}:
+            text += " (" + "; ".join(
+                f"{kind} {k.registered}/{k.nodes}, services {k.services}, {k.readings_per_second:.1f}/s"
+                for kind, k in sorted(self.kinds.items())) + ")"
+        return text
 
 
 def rewrite_bootstrap(commands: list[str], gateway_uri: str) -> tuple[list[str], set[str]]:
@@ -185,9 +112,15 @@ def rewrite_bootstrap(commands: list[str], gateway_uri: str) -> tuple[list[str],
 
 
 class Fleet:
-    """Broker (or a given one), gateway, SDF/MQTT bridge, REST API and the fleet's nodes.
+    """Broker (or a given one), gateway, SDF/MQTT bridge, REST API, the fleet's networks and nodes.
 
-    ``async with Fleet(specs) as fleet``; ``fleet.summary()`` any time.
+    ``async with Fleet(load_fleet(path)) as fleet``; ``fleet.summary()`` any time.
+    ``specs`` is what :func:`load_fleet` returns (a plain list of node specs
+    is a fleet without networks or applications). ``user_networking``: no
+    namespace even as root (the fallback's behaviour, on purpose).
+    ``emulator_options``: added to every emulated node's target options
+    (e.g. ``qemu_icount``, ``qemu_extra_args``). ``log_dir`` also holds the
+    nodes' console and emulator logs (default: a new temporary directory).
     """
 
     def __init__(
@@ -205,6 +138,8 @@ class Fleet:
         insecure_open: bool = False,
         state_dir: str | Path | None = None,
         mqtt_auth: MqttAuth | None = None,
+        user_networking: bool = False,
+        emulator_options: Mapping[str, Any] | None = None,
     ):
         """Access (docs/gateway-apis.md): the broker started here always has a user with a generated
         password (written 0600 to ``state_dir/mqtt-password``) and, beyond loopback, TLS with a generated
@@ -213,7 +148,7 @@ class Fleet:
         ``mqtt_auth``: how to get into a broker given with ``mqtt``."""
         if not specs:
             raise FleetError("a fleet needs at least one node")
-        self.specs = specs
+        self.specs = specs if isinstance(specs, FleetPlan) else FleetPlan(specs)
         self.host = host
         self._mqtt_given = mqtt
         self._coap_port = coap_port
@@ -226,9 +161,17 @@ class Fleet:
         self.bridge: SdfMqttBridge | None = None
         self.rest: RestApi | None = None
         self.view: FleetView | None = None  # what the live fleet page shows
-        self.nodes: dict[str, Node] = {}
+        self.nodes: dict[str, Node] = {}  # the simulated nodes
+        self.targets: dict[str, Target] = {}  # the emulated nodes
+        self.network: FleetNetwork | None = None
+        self.user_networking = user_networking
+        self.emulator_options = dict(emulator_options or {})
+        self._node_options: dict[str, dict[str, Any]] = {}
+        self._kinds = {spec.name: spec.kind for spec in self.specs}
+        self._readings_seen: dict[str, int] = {}
         self._stack: contextlib.AsyncExitStack | None = None
         self._last_readings = (0, time.monotonic())
+        self._node_log_dir: Path | None = None
         self.deploy_failures: list[str] = []
         self.insecure_open = insecure_open
         self.beyond_loopback = not is_loopback_host(host)
@@ -298,6 +241,8 @@ class Fleet:
         try:
             stack.callback(lambda: [cleanup() for cleanup in self._stack_cleanup])
             self._prepare_access()
+            self.network = await stack.enter_async_context(FleetNetwork(self.specs, log_dir=self.log_dir,
+                                                                        user_networking=self.user_networking))
             if self._mqtt_given is None:
                 auth = self.mqtt_auth
                 users = {auth.username: auth.password} if auth is not None and auth.username and auth.password else None
@@ -305,7 +250,7 @@ class Fleet:
                     log_dir=self.log_dir, host=self.host, users=users, tls=self.mqtt_certificate,
                     insecure_open=self.insecure_open))
             host, port = self.mqtt_address
-            self.gateway = await stack.enter_async_context(Gateway(self.host, self._coap_port))
+            self.gateway = await stack.enter_async_context(await self._new_gateway())
             # nodes stop after the APIs close: the bridge's requests in flight must not meet closed nodes
             stack.push_async_callback(self._stop_nodes)
             self.bridge = await stack.enter_async_context(SdfMqttBridge(self.gateway, host, port, auth=self.mqtt_auth))
@@ -320,7 +265,23 @@ class Fleet:
             raise
         self._stack = stack
         self._last_readings = (self.bridge.stats.readings, time.monotonic())
+        self._readings_seen = dict(self.bridge.stats.readings_by_endpoint)
         return self
+
+    @property
+    def node_log_dir(self) -> Path:
+        """Where the nodes' consoles and emulators log."""
+        if self._node_log_dir is None:
+            self._node_log_dir = Path(self.log_dir) if self.log_dir else Path(tempfile.mkdtemp(prefix="embserve-hil-fleet-"))
+            self._node_log_dir.mkdir(parents=True, exist_ok=True)
+        return self._node_log_dir
+
+    async def _new_gateway(self) -> Gateway:
+        """On the host (``host``, ``coap_port``), or inside the fleet's namespace where its nodes are."""
+        assert self.network is not None
+        if self.network.in_namespace:
+            return Gateway(self.network.gateway_host(), sock=await self.network.gateway_socket())
+        return Gateway(self.host, self._coap_port)
 
     async def __aexit__(self, *exc: object) -> None:
         stack, self._stack = self._stack, None
@@ -328,36 +289,99 @@ class Fleet:
             await stack.aclose()
 
     async def _start_nodes(self) -> None:
+        """Boot every node and send it its bootstrap commands; the first node that fails stops the start."""
         assert self.gateway is not None
-        rewritten: dict[str, int] = {}
-        gate = asyncio.Semaphore(START_CONCURRENCY)
+        rewritten: collections.Counter[tuple[str, str]] = collections.Counter()
+        gates = {"sim": asyncio.Semaphore(START_CONCURRENCY), "emulated": asyncio.Semaphore(EMULATOR_CONCURRENCY)}
 
         async def start(spec: NodeSpec) -> None:
-            commands, replaced = rewrite_bootstrap(spec.bootstrap, self.gateway.uri)
-            for uri in replaced:
-                rewritten[uri] = rewritten.get(uri, 0) + 1
-            if not commands:
-                commands = [f"embserve connector lwm2m server_add {self.gateway.uri} {spec.name}"]
-            async with gate:
-                node = Node(spec.name, clock=self.clock, sensors=spec.sensors, lifetime=spec.lifetime, host=self.host)
-                self.nodes[spec.name] = node
-                await node.start()
-                for command in commands:
-                    out = await node.shell.run_line(command)
-                    if node.shell.last_status != 0:
-                        log.warning("%s: bootstrap command %r failed: %s", spec.name, command, out)
+            async with gates["emulated" if spec.emulated else "sim"]:
+                if spec.emulated:
+                    await self._start_emulated(spec, rewritten)
+                else:
+                    await self._start_simulated(spec, rewritten)
 
-        await asyncio.gather(*(start(spec) for spec in self.specs))
-        for uri, count in sorted(rewritten.items()):
-            log.warning("bootstrap address %s rewritten to the gateway's %s (%d node%s)", uri, self.gateway.uri, count, "s" * (count != 1))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for spec in self.specs:
+                    group.create_task(start(spec), name=f"start {spec.name}")
+        except BaseExceptionGroup as group:
+            failures = [e for e in group.exceptions if not isinstance(e, asyncio.CancelledError)]
+            raise (failures or group.exceptions)[0] from None
+        for (uri, to), count in sorted(rewritten.items()):
+            log.warning("bootstrap address %s rewritten to the gateway's %s (%d node%s)", uri, to, count, "s" * (count != 1))
+
+    def _bootstrap_for(self, spec: NodeSpec, gateway_uri: str, rewritten: collections.Counter[tuple[str, str]]) -> list[str]:
+        """The node's commands: as written when it is on its network, else pointed at ``gateway_uri``."""
+        if not spec.bootstrap:
+            return [f"embserve connector lwm2m server_add {gateway_uri} {spec.name}"]
+        assert self.network is not None
+        if spec.networks and self.network.in_namespace:
+            return list(spec.bootstrap)
+        commands, replaced = rewrite_bootstrap(spec.bootstrap, gateway_uri)
+        for uri in replaced:
+            rewritten[(uri, gateway_uri)] += 1
+        return commands
+
+    async def _start_simulated(self, spec: NodeSpec, rewritten: collections.Counter[tuple[str, str]]) -> None:
+        assert self.gateway is not None and self.network is not None
+        options = await self.network.node_options(spec)
+        node = Node(spec.name, clock=self.clock, sensors=spec.sensors, lifetime=spec.lifetime, host=self.host,
+                    socket_factory=options.get("socket_factory"))
+        self.nodes[spec.name] = node
+        await node.start()
+        for command in self._bootstrap_for(spec, self.gateway.uri, rewritten):
+            out = await node.shell.run_line(command)
+            if node.shell.last_status != 0:
+                log.warning("%s: bootstrap command %r failed: %s", spec.name, command, out)
+
+    async def _start_emulated(self, spec: NodeSpec, rewritten: collections.Counter[tuple[str, str]]) -> None:
+        """Boot the node's image on its emulator, on its network, and bootstrap it; a :class:`FleetError` naming the field that failed."""
+        assert self.gateway is not None and self.network is not None and spec.image is not None
+        options = await self.network.node_options(spec)
+        self._node_options[spec.name] = options
+        config = TargetConfig(endpoint=spec.name, log_dir=self.node_log_dir, board=get_board(spec.board or "mps2_an385"),
+                              # real time, as IoTNetEMU runs its nodes: they share networks and applications
+                              firmware=spec.image, options={"virtual_time": False, **self.emulator_options, **options})
+        target = get_target_class(spec.kind)(config)
+        self.targets[spec.name] = target
+        address_field = f"{spec.where}.networks.{spec.networks[0].network.name}.ipv4_address" if spec.networks else None
+        try:
+            await target.start()
+        except BootstrapRefused as exc:
+            raise FleetError(f"{address_field or spec.where}: {exc}") from None
+        except Exception as exc:
+            raise FleetError(f"{spec.where}.image: {spec.kind} did not bring {spec.image.name} up: {_first_line(exc)}"
+                             f" (logs in {self.node_log_dir})") from None
+        uri = target.device_server_uri(self.gateway.host, self.gateway.port)
+        try:
+            await target.run_bootstrap(self._bootstrap_for(spec, uri, rewritten))
+        except BootstrapRefused as exc:
+            raise FleetError(f"{spec.where}.bootstrap: {exc}") from None
+        except Exception as exc:
+            raise FleetError(f"{spec.where}.bootstrap: {_first_line(exc)} (console log {target.console.log_path})") from None
 
     async def _stop_nodes(self) -> None:
         nodes, self.nodes = list(self.nodes.values()), {}
-        await asyncio.gather(*(n.aclose() for n in nodes), return_exceptions=True)
+        targets, self.targets = list(self.targets.values()), {}
+
+        async def stop_target(target: Target) -> None:
+            try:
+                await target.__aexit__(None, None, None)
+            finally:
+                if self.network is not None:
+                    self.network.release(self._node_options.pop(target.endpoint, {}))
+
+        await asyncio.gather(*(n.aclose() for n in nodes), *(stop_target(t) for t in targets), return_exceptions=True)
+
+    @property
+    def node_names(self) -> list[str]:
+        """Every node started (simulated and emulated)."""
+        return [*self.nodes, *self.targets]
 
     async def wait_registered(self, timeout: float = 30.0) -> None:
         assert self.gateway is not None
-        await asyncio.gather(*(self.gateway.wait_for_registration(name, timeout) for name in self.nodes))
+        await asyncio.gather(*(self.gateway.wait_for_registration(name, timeout) for name in self.node_names))
 
     async def deploy_services(self, timeout: float = 30.0) -> int:
         """Deploy each node's ``services`` once it is registered; returns how many deployments succeeded."""
@@ -387,18 +411,38 @@ class Fleet:
         return sum(results)
 
     def summary(self) -> FleetSummary:
+        """Registered nodes, services on them (/9 instances) and readings per second since the last summary, also per kind."""
         assert self.gateway is not None and self.bridge is not None
         regs = self.gateway.registrations
-        registered = sum(1 for name in self.nodes if name in regs)
-        services = sum(len(r.available_instances.get(9, [])) for name, r in regs.items() if name in self.nodes)
         count, since = self._last_readings
         now = time.monotonic()
+        elapsed = now - since
+        by_endpoint = self.bridge.stats.readings_by_endpoint
+        kinds: dict[str, KindSummary] = {}
+        for name in self.node_names:
+            kind = kinds.setdefault(self._kinds.get(name, "sim"), KindSummary())
+            kind.nodes += 1
+            reg = regs.get(name)
+            if reg is not None:
+                kind.registered += 1
+                kind.services += len(reg.available_instances.get(9, []))
+            new = by_endpoint.get(name, 0) - self._readings_seen.get(name, 0)
+            kind.readings_per_second += new / elapsed if elapsed > 0 else 0.0
         readings = self.bridge.stats.readings
-        rate = (readings - count) / (now - since) if now > since else 0.0
+        rate = (readings - count) / elapsed if elapsed > 0 else 0.0
         self._last_readings = (readings, now)
-        return FleetSummary(len(self.nodes), registered, services, rate)
+        self._readings_seen = dict(by_endpoint)
+        return FleetSummary(
+            sum(k.nodes for k in kinds.values()), sum(k.registered for k in kinds.values()),
+            sum(k.services for k in kinds.values()), rate, kinds,
+        )
 
     async def summaries(self, every: float) -> AsyncIterator[FleetSummary]:
         while True:
             await asyncio.sleep(every)
             yield self.summary()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3 python3-venv python3-pip    # the harness itself
   gcc-arm-none-eabi picolibc-arm-none-eabi libnewlib-arm-none-eabi  # services and firmware
-  qemu-system-arm                     # emulated boards
+  qemu-system-arm iproute2            # emulated boards; their networks (ip netns, bridges, TAP devices)
   clang libclang-rt-dev               # libFuzzer and sanitizers for the firmware parsers (tests/firmware_host)
   mosquitto                           # MQTT broker (gateway northbound API)
   docker-registry                     # OCI registry for the far-edge path

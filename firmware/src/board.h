@@ -68,6 +68,10 @@ void board_reset(void) __attribute__((noreturn));
  * interrupts would then lose time, so boards that can count cycles do. */
 uint32_t board_systick_periods(void);
 
+/* Nonzero when board_systick_periods counts cycles of a free-running counter
+ * (then SysTick may tick less often while the node idles: systick.c). */
+int board_counts_time(void);
+
 /* Whatever entropy the board has at boot (a hardware RNG where the board has
  * one, else timer phase); may be weak or constant under an emulator, whose
  * boots repeat exactly: bootseed.c mixes it with a boot counter. */

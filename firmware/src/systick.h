@@ -7,5 +7,7 @@
 void systick_init(void);
 /* Milliseconds since boot; wraps after ~49 days. */
 uint32_t fw_millis(void);
+/* Wait for an interrupt with a long tick (IDLE_TICK_MS), then count the time that passed (systick.c). */
+void systick_idle(void);
 
 #endif

@@ -1,4 +1,4 @@
-"""``embserve-hil fleet CONFIG.yaml``: a fleet of simulated nodes behind a gateway with all its APIs.
+"""``embserve-hil fleet CONFIG.yaml``: a fleet's nodes (emulated or simulated) behind a gateway with all its APIs.
 
 Prints where each API listens (the live fleet page among them, also on a port
 of its own with ``--http PORT``), then a summary line every few seconds until
@@ -21,12 +21,14 @@ from typing import TextIO
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "fleet",
-        help="run simulated nodes behind a gateway with CoAP, SDF/MQTT and REST APIs",
+        help="run a fleet file's nodes (QEMU/Renode or simulated) behind a gateway with CoAP, SDF/MQTT and REST APIs",
         description=(
             "Start the MQTT broker (unless --mqtt names one), the gateway with its SDF/MQTT bridge and "
-            "Leshan-style REST API, and the nodes of a fleet file (IoTNetEMU config.yaml shape, plus sensors, "
-            "lifetime, services and brace ranges such as node{1..500}). Prints where each API listens and a "
-            "summary every few seconds; stops on Ctrl-C."
+            "Leshan-style REST API, and the nodes of a fleet file (IoTNetEMU config.yaml: 'zephyr' nodes boot "
+            "their image on QEMU mps2-an385 or Renode, on the file's linux-br networks in a network namespace "
+            "of their own (root; otherwise user networking); plus 'sim' nodes, sensors, lifetime, services and "
+            "brace ranges such as node{1..500}). Prints where each API listens and a summary every few seconds; "
+            "stops on Ctrl-C, removing everything it created."
         ),
     )
     parser.add_argument("config", help="fleet file (YAML)")
@@ -39,13 +41,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--every", type=float, default=5.0, metavar="SECONDS", help="seconds between summaries (default 5)")
     parser.add_argument("--duration", type=float, default=None, metavar="SECONDS", help="stop after this long (default: run until interrupted)")
     parser.add_argument("--deploy-via", choices=["lwm2m", "mqtt", "rest"], default="lwm2m", help="path for the fleet's services (default lwm2m)")
-    parser.add_argument("--log-dir", default=None, help="directory for the broker's log (default: a temporary one)")
+    parser.add_argument("--log-dir", default=None,
+                        help="directory for the broker's and the nodes' logs (default: temporary ones)")
     add_access_options(parser)
     parser.add_argument("--insecure-open", action="store_true",
                         help="beyond loopback, serve REST and MQTT without token, password or TLS (anyone who can "
                         "reach them can deploy code to every node)")
     parser.add_argument("--state-dir", default=None, metavar="DIR",
                         help="where generated credentials go: rest-token, mqtt-password, mqtt-cert.pem (default: a new temporary directory)")
+    parser.add_argument("--simulate", action="store_true",
+                        help="run every node in the simulator (images and networks are not used)")
+    parser.add_argument("--backend", choices=["qemu", "renode"], default=None,
+                        help="emulator for every 'zephyr' node (default: the node's 'backend', else the first its board runs on)")
+    parser.add_argument("--user-net", action="store_true",
+                        help="no network namespace even as root: per-node user networking, bootstrap addresses rewritten")
+    parser.add_argument("--qemu-icount", default=None, metavar="OPTIONS",
+                        help="QEMU -icount for emulated nodes, e.g. 'shift=auto' (default: none; see docs/fleets.md)")
     parser.set_defaults(func=run)
 
 
@@ -99,7 +110,7 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     # the simulator is heavy: imported only for this command
     from ..fleet import Fleet, FleetError, load_fleet
 
-    specs = load_fleet(args.config)
+    specs = load_fleet(args.config, simulate=args.simulate, backend=args.backend)
     mqtt = parse_hostport(args.mqtt) if args.mqtt else None
     from ..infra.ports import is_loopback_host
 
@@ -119,7 +130,8 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
         async with Fleet(
             specs, mqtt=mqtt, host=args.host, coap_port=args.coap_port, rest_port=args.rest_port,
             log_dir=args.log_dir, deploy_via=args.deploy_via, api_token=token, mqtt_auth=mqtt_auth,
-            insecure_open=args.insecure_open, state_dir=args.state_dir,
+            insecure_open=args.insecure_open, state_dir=args.state_dir, user_networking=args.user_net,
+            emulator_options={"qemu_icount": args.qemu_icount} if args.qemu_icount else None,
         ) as fleet, contextlib.AsyncExitStack() as extra:
             for api, where in fleet.endpoints().items():
                 _say(out, f"{api:<5} {where}")
@@ -136,6 +148,8 @@ async def serve(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 # the one time it is shown; afterwards it is only in the 0600 file
                 _say(out, f"REST token {shown.reveal()}")
                 fleet.generated_token = None
+            if (networks := fleet.network.describe()) is not None:
+                _say(out, f"net   {networks}")
             _say(out, f"fleet {len(specs)} nodes from {args.config}")
             deploying = asyncio.ensure_future(fleet.deploy_services())
             deadline = None if args.duration is None else time.monotonic() + args.duration

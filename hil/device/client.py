@@ -36,7 +36,8 @@ import asyncio
 import enum
 import logging
 import os
-from collections.abc import Callable
+import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -53,6 +54,7 @@ from aiocoap.numbers.codes import Code
 
 from ..lwm2m import codecs
 from ..lwm2m.codecs import LINK, LWM2M_JSON, SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
+from ..lwm2m.coap_socket import server_context_on
 from ..lwm2m.link import registration_links
 from ..lwm2m.model import Content, LwM2MError, Path
 from ..lwm2m.security import SECURITY_OBJECT, PskCredential
@@ -70,6 +72,7 @@ LIFETIME = Path(1, 0, 1)
 UPDATE_TRIGGER = Path(1, 0, 8)
 
 LogSink = Callable[[str, str], None]  # (level "inf"/"wrn"/"err", message)
+SocketFactory = Callable[[], Awaitable[socket.socket]]  # a bound IPv6 (v4-mapped) UDP socket
 
 
 class State(enum.Enum):
@@ -139,6 +142,7 @@ class LwM2MClient:
         formats: tuple[int, ...] = (SENML_CBOR, SENML_JSON, TLV),
         announce: bool = True,
         psk: PskCredential | None = None,
+        socket_factory: SocketFactory | None = None,
     ):
         """``psk``: DTLS-PSK credential; the node then registers to coaps:// servers only (security mode 0)."""
         if lifetime < 1:
@@ -156,6 +160,7 @@ class LwM2MClient:
         self.clock = clock
         self.lifetime = int(lifetime)
         self.host = host
+        self.socket_factory = socket_factory  # a bound UDP socket made elsewhere (a fleet's namespace) instead of (host, 0)
         self.request_timeout = request_timeout
         self.backoff_initial = backoff_initial
         self.backoff_cap = backoff_cap
@@ -178,6 +183,8 @@ class LwM2MClient:
         self._lifetime_dirty = False
         self._listeners: list[Callable[[ClientEvent], None]] = []
         self._remove_store_listener: Callable[[], None] | None = None
+        if psk is not None and socket_factory is not None:
+            raise ValueError(f"{endpoint}: a DTLS-PSK node needs a socket of its own; a socket_factory gives a NoSec one")
         self.psk = psk
         # aiocoap keeps a DTLS session only while something refers to it: this does, so the
         # server's requests find the session the node registered over
@@ -188,13 +195,18 @@ class LwM2MClient:
     async def open(self) -> None:
         """Bind the node's socket and start serving the object store on it."""
         self.site = DeviceSite(self.store, self.clock, self.log, formats=self.formats, default_format=self.default_format)
-        self.context = await aiocoap.Context.create_server_context(
-            self.site,
-            bind=(self.host, 0),
-            # tinydtls: aiocoap's DTLS client; the server's requests come back over the session it opens
-            transports=["udp6", "tinydtls"] if self.psk is not None else ["udp6"],
-            loggername=f"hil.device.{self.endpoint}.coap",
-        )
+        if self.socket_factory is not None:
+            # a socket bound elsewhere (a fleet's network namespace); NoSec only (checked in __init__)
+            sock = await self.socket_factory()
+            self.context = await server_context_on(sock, self.site, f"hil.device.{self.endpoint}.coap")
+        else:
+            self.context = await aiocoap.Context.create_server_context(
+                self.site,
+                bind=(self.host, 0),
+                # tinydtls: aiocoap's DTLS client; the server's requests come back over the session it opens
+                transports=["udp6", "tinydtls"] if self.psk is not None else ["udp6"],
+                loggername=f"hil.device.{self.endpoint}.coap",
+            )
         self._remove_store_listener = self.store.add_listener(self._on_store_change)
 
     @property

@@ -42,7 +42,15 @@ from ..lwm2m.codecs import SENML_CBOR, SENML_FORMATS, SENML_JSON, TLV
 from ..lwm2m.model import DEFINITIONS, Path, ResourceType
 from ..lwm2m.transmission import TransmissionParameters
 from ..lwm2m.security import MODE_NOSEC, MODE_PSK, SECURITY_OBJECT, PskCredential
-from .client import LWM2M_VERSION, ClientEvent, LwM2MClient, RegistrationFailed, cancel_and_wait, parse_server_uri
+from .client import (
+    LWM2M_VERSION,
+    ClientEvent,
+    LwM2MClient,
+    RegistrationFailed,
+    SocketFactory,
+    cancel_and_wait,
+    parse_server_uri,
+)
 from .clock import TimerHandle, VirtualClock
 from .console import Console
 from .objects import MethodNotAllowed, ObjectHandler, ObjectStore
@@ -122,6 +130,7 @@ class Node:
         report: str = "notify",
         announce_format: bool = True,
         psk: PskCredential | None = None,
+        socket_factory: SocketFactory | None = None,
     ):
         """``formats``: the structured content formats the node speaks, preferred first (SenML CBOR,
         SenML JSON, TLV; e.g. ``(SENML_JSON,)`` for a 1.1 client built without TLV); text and opaque
@@ -149,6 +158,7 @@ class Node:
         self.board = board
         self.lifetime = int(lifetime)
         self.host = host
+        self.socket_factory = socket_factory
         self.seed = zlib.crc32(endpoint.encode()) if seed is None else seed
         self.memory_kb = memory_kb
         self.epoch = time.time() if epoch is None else epoch
@@ -293,6 +303,7 @@ class Node:
             self.clock,
             lifetime=self.lifetime,
             host=self.host,
+            socket_factory=self.socket_factory,
             request_timeout=self.request_timeout,
             transmission=self.transmission,
             console_log=lambda level, message: self.shell.log(level, "net_lwm2m_rd_client", message),

@@ -87,8 +87,8 @@ import logging
 import random
 import secrets
 import time
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 from typing import Any, Self
 
 import paho.mqtt.client as mqtt
@@ -144,6 +144,7 @@ class BridgeStats:
     requests: int = 0
     failed_requests: int = 0
     readings: int = 0
+    readings_by_endpoint: Counter[str] = field(default_factory=Counter)  # the readings, per node
     reconnects: int = 0  # connections made again after a loss
     queued: int = 0  # messages that waited for the broker to come back
     lost: int = 0  # messages dropped because the queue was full
@@ -521,6 +522,7 @@ class SdfMqttBridge:
         body = {"value": value, obj_name: value, "timestamp": timestamp}
         self._publish(reading_topic, json.dumps(body), f"reading of {endpoint}{path}")
         self.stats.readings += 1
+        self.stats.readings_by_endpoint[endpoint] += 1
 
     # ------------------------------------------------------------------ requests
 

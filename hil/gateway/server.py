@@ -53,6 +53,7 @@ from .registry import GONE, Registration, RegistrationEvent, Registry, Subscript
 from .send import SendInterface
 from .site import GatewaySite
 from .store import Deployment, GatewayStore
+from ..lwm2m.coap_socket import server_context_on
 from .transport import DatagramGuard, remote_for
 
 __all__ = [
@@ -139,6 +140,9 @@ class Gateway:
     (:mod:`hil.gateway.store`).
     ``registration_policy`` checks every Register and Update (e.g.
     :class:`~hil.gateway.strict.StrictRegistration`); the default takes them all.
+    ``sock``: serve on this bound UDP socket instead of binding ``host:port``
+    (e.g. one made inside a fleet's network namespace, where the nodes are;
+    ``host`` still names the address for :attr:`uri`).
 
     Content formats are chosen per registration (:mod:`hil.gateway.formats`)
     unless the caller names one (``fmt=``), which is then used as it is.
@@ -157,9 +161,11 @@ class Gateway:
         registration_policy: Any = None,
         psk: PskTable | None = None,
         dtls_port: int = 0,
+        sock: socket.socket | None = None,
     ):
         self.log = log or logging.getLogger("hil.gateway")
         self._bind = (host, port)
+        self._sock = sock  # bound elsewhere (e.g. in a network namespace); host and port then say where
         self.transmission = transmission or TransmissionParameters()
         self._tuning = self.transmission.tuning()
         self.request_timeout = self.transmission.exchange_timeout if request_timeout is None else request_timeout
@@ -180,6 +186,9 @@ class Gateway:
         self.in_flight = InFlight()
         self.host = host
         self.port = port
+        if psk is not None and sock is not None:
+            # the DTLS listener binds a socket of its own, in this process's namespace
+            raise GatewayError("a gateway on a socket made elsewhere (sock=) serves NoSec only; DTLS-PSK needs psk without sock")
         self.psk = psk
         self.dtls_port = dtls_port
         self.dtls: Any = None  # the DTLS interface (hil.gateway.dtls) when psk is given
@@ -199,10 +208,13 @@ class Gateway:
             security = self.sends.security = PskBinding(self.psk)
         site = GatewaySite(RegistrationInterface(self.registry, self.log, self.registration_policy, security),
                            self.sends, self.log)
-        # udp6 only: the default transport list would also open TCP/TLS/WS listeners
-        self._context = await aiocoap.Context.create_server_context(
-            site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
-        )
+        if self._sock is not None:
+            self._context = await server_context_on(self._sock, site, "hil.gateway.coap")
+        else:
+            # udp6 only: the default transport list would also open TCP/TLS/WS listeners
+            self._context = await aiocoap.Context.create_server_context(
+                site, bind=self._bind, transports=["udp6"], loggername="hil.gateway.coap"
+            )
         self.exchanges = DeviceExchanges(self._context, self.transmission, self.log, on_silent=self.reachability.silent)
         self.datagrams = DatagramGuard(
             self._context, self.log, on_heard=self.reachability.heard, on_unreachable=self.reachability.unreachable

@@ -129,6 +129,8 @@ class ManagedProcess:
     bind_attempts: int = 3
     #: bytes of output the log keeps (None: all of it)
     log_limit: int | None = None
+    #: descriptors the child inherits (same numbers), e.g. a TAP device for an emulator
+    pass_fds: tuple[int, ...] = ()
 
     def __init__(
         self,
@@ -241,6 +243,7 @@ class ManagedProcess:
             with self._lock:
                 self._proc = subprocess.Popen(
                     argv,
+                    pass_fds=self.pass_fds,
                     stdin=subprocess.DEVNULL,
                     stdout=log if self.log_limit is None else subprocess.PIPE,
                     stderr=subprocess.STDOUT,

@@ -105,7 +105,8 @@ def qemu_arguments(
     ``port``: where the console socket listens (``console="socket"``), or
     the monitor (``console="pty"``).
     ``nic``: ``"lan9118"`` for user networking, ``None`` for no network, or a
-    complete ``-nic`` value (e.g. ``"socket,model=lan9118,udp=...,localaddr=..."``).
+    complete ``-nic`` value (e.g. ``"socket,model=lan9118,udp=...,localaddr=..."``,
+    or ``"tap,fd=N,model=lan9118,mac=..."`` with ``N`` in the machine's ``pass_fds``).
     ``icount``: the ``-icount`` value, e.g. ``"shift=auto,sleep=off"`` to
     fast-forward idle time.
     ``slip``: UART1 carries the SLIP line, on a listening socket on
@@ -213,6 +214,7 @@ class QemuMachine(ManagedProcess):
         extra_args: Sequence[str] = (),
         machine: str = MACHINE,
         name: str | None = None,
+        pass_fds: Sequence[int] = (),
         ready_timeout: float = 10.0,
         term_timeout: float = 3.0,
         qmp: bool = False,
@@ -234,6 +236,7 @@ class QemuMachine(ManagedProcess):
         self.paused = paused
         self.pcap = Path(pcap) if pcap is not None else None
         self.niceness = niceness
+        self.pass_fds = tuple(pass_fds)  # e.g. the TAP device of nic="tap,fd=N,..."
         # Validate the wiring and network choice now, not when the process starts.
         qemu_arguments(self.firmware, 0, console=console, nic=nic, icount=icount, machine=machine, slip=slip,
                        slip_port=0 if slip and console == "socket" else None, pcap=self.pcap)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import importlib
+import re
 import shlex
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ from ..net import SlipBridge
 from ..progress import waiting
 from ..service.manifest import Manifest
 from ..service.sdk_api import ValueType
-from .errors import CapabilityMissing, TargetConfigError, TargetError, TargetUnavailable
+from .errors import BootstrapRefused, CapabilityMissing, TargetConfigError, TargetError, TargetUnavailable
 from .host_commands import run_host_command
 from .slip import SlipUplink
 from .virtual_time import EmulatorClock, ExchangeSource, TimeGovernor, wait_device_time
@@ -77,6 +78,19 @@ GDB_HOST = "127.0.0.1"
 GDB_WAIT = 3600.0
 
 STIMULUS_TIMEOUT = 60.0  # seconds a board's stimulus command may take
+#: how the reference firmware takes a static address (docs/fleets.md): on the interface that is up
+IPV4_COMMAND = "net ipv4 set {interface} {gateway}"
+#: what a Zephyr-style shell (and the reference firmware's) prints when it does not take a command
+_REFUSALS = re.compile(
+    r"command not found|wrong parameter count|unknown parameter|subcommand required|\binvalid\b|\bcannot\b"
+    r"|\bfailed\b|\berror\b|not available|usage:",
+    re.IGNORECASE,
+)
+
+
+def shell_refusal(lines: list[str]) -> str | None:
+    """The line in which a shell refused a command (unknown, bad arguments, failed), or None."""
+    return next((line.strip() for line in lines if _REFUSALS.search(line)), None)
 
 
 @dataclass
@@ -147,6 +161,7 @@ class Target(abc.ABC):
             self.timeline.clocks[config.endpoint] = self.device_time
         #: how to attach a debugger, once started with ``gdb_port`` (printed by ``replay --gdb``)
         self.gdb_command: list[str] | None = None
+        self._bootstrap: list[str] = []  # shell commands repeated after a reboot
 
     @property
     def firmware_elf(self) -> Path | None:
@@ -279,6 +294,38 @@ class Target(abc.ABC):
         """What IoTNetEMU does after boot: point the device's LwM2M client at the gateway."""
         self.record("bootstrap", server_uri=server_uri)
         await self.shell.exec(f"embserve connector lwm2m server_add {server_uri} {self.endpoint}", timeout)
+
+    async def run_bootstrap(self, commands: list[str], timeout: float = 10.0) -> None:
+        """IoTNetEMU's bootstrap: ``commands`` sent to the shell as written, in order, and repeated after a reboot.
+
+        :class:`BootstrapRefused` names the first command the firmware did
+        not take (see :func:`shell_refusal`) and what it said.
+        """
+        if self.uplink is not None:
+            uri = next((w for c in commands for w in c.split() if w.startswith(("coap://", "coaps://"))), None)
+            await self.uplink.start_bridge(uri)
+        self._bootstrap = list(commands)
+        for command in commands:
+            await self.run_checked(command, timeout)
+
+    async def run_checked(self, command: str, timeout: float = 10.0) -> list[str]:
+        """Run one shell command; :class:`BootstrapRefused` when the firmware refuses it."""
+        out = await self.shell.exec(command, timeout)
+        refusal = shell_refusal(out)
+        if refusal is not None:
+            raise BootstrapRefused(command, refusal)
+        return out
+
+    async def configure_ipv4(self, timeout: float = 10.0) -> None:
+        """Give the node the static address of option ``ipv4`` (``("10.10.12.1/24", "10.10.12.254")``), if any.
+
+        Run after every boot, before the bootstrap commands: the reference
+        firmware starts with QEMU user networking's address (10.0.2.15).
+        """
+        ipv4 = self.config.options.get("ipv4")
+        if ipv4:
+            interface, gateway = ipv4
+            await self.run_checked(IPV4_COMMAND.format(interface=interface, gateway=gateway), timeout)
 
     # -- what a test may do to the node: the board file's capabilities ----------
 

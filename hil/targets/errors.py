@@ -22,3 +22,12 @@ class CapabilityMissing(TargetError):
     The pytest plugin turns it into a skip with this message: a test needing
     what the bench lacks is skipped, never failed.
     """
+
+
+class BootstrapRefused(TargetError):
+    """The node's shell did not take a bootstrap (or set-up) command; says which and what the node answered."""
+
+    def __init__(self, command: str, answer: str):
+        super().__init__(f"the node refused {command!r}: {answer}")
+        self.command = command
+        self.answer = answer

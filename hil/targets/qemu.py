@@ -7,8 +7,8 @@ on the host's loopback through user networking at 10.0.2.2. With
 again and repeats the bootstrap commands, as FITA's IoTNetEMU does after boot.
 
 Options (``TargetConfig.options``): ``virtual_time`` (default true),
-``qemu_icount`` (the ``-icount`` value), ``qemu_extra_args`` (a list),
-``net``: ``"eth"`` (default: LAN9118 on user networking) or ``"slip"``.
+``qemu_icount`` (the ``-icount`` value, e.g. ``"shift=auto"``), ``qemu_extra_args``
+(a list), ``net``: ``"eth"`` (default: LAN9118 on user networking), ``"slip"`` or ``"tap"``.
 
 Device time is virtual (:mod:`hil.targets.qemu_clock`) on boards whose
 clock the harness can read (the mps2 family), with the node on the LAN9118
@@ -18,10 +18,18 @@ frame's bytes only, too late to know its device time): QEMU runs with
 its idle time is skipped whenever the gateway has nothing in flight with
 the node (:meth:`Target.govern_time`), and readings carry the device time
 their message left at. With a debugger (``-gdb``/``-s`` in
-``qemu_extra_args``) the debugger owns stop and cont: QEMU runs in real
-time, unstepped, and device time (read, and stamped on readings) stands
-still while the debugger holds the CPU. With ``virtual_time`` false QEMU
-runs in real time as before.
+``qemu_extra_args``, or ``gdb_port``) the debugger owns stop and cont: QEMU
+runs in real time, unstepped, and device time (read, and stamped on
+readings) stands still while the debugger holds the CPU. With
+``virtual_time`` false QEMU runs in real time as before; so does a node on
+a TAP device (fleets: their nodes share networks in real time).
+
+With ``net="tap"`` the LAN9118 is on a TAP device the caller opened
+(option ``tap_fd``, e.g. in a fleet's network namespace, see
+:mod:`hil.infra.netns`), with the MAC of option ``mac``; the node is told
+the gateway's address as it is, and option ``ipv4``
+(``("10.10.12.1/24", "10.10.12.254")``) is its static address, set after
+every boot (:meth:`~hil.targets.base.Target.configure_ipv4`).
 
 With ``net="slip"`` the board has no Ethernet (``-nic none``); UART1 is a
 second socket the harness connects to, and :class:`hil.targets.slip.SlipUplink`
@@ -49,7 +57,7 @@ from .virtual_time import TimeGovernor
 
 #: where the guest sees the host under QEMU user networking
 HOST_FROM_GUEST = "10.0.2.2"
-NET_MODES = ("eth", "slip")
+NET_MODES = ("eth", "slip", "tap")
 BOOT_TIMEOUT = 15.0
 
 log = logging.getLogger("hil.targets.qemu")
@@ -68,6 +76,9 @@ class QemuTarget(Target):
         self.net = config.options.get("net") or "eth"
         if self.net not in NET_MODES:
             raise TargetError(f"net={self.net!r}: the QEMU target supports {' or '.join(NET_MODES)}")
+        self.tap_fd: int | None = config.options.get("tap_fd")
+        if self.net == "tap" and self.tap_fd is None:
+            raise TargetError(f"{self.endpoint}: net 'tap' needs the TAP device's descriptor (option tap_fd)")
         self.qemu: QemuMachine | None = None
         self.uplink = SlipUplink(self.endpoint, config.log_dir, config.gateway_host) if self.net == "slip" else None
         extra = tuple(config.options.get("qemu_extra_args", ()))
@@ -92,7 +103,7 @@ class QemuTarget(Target):
         self._restart_error: str | None = None
 
     def device_server_uri(self, gateway_host: str, gateway_port: int) -> str:
-        if self.uplink is None and gateway_host in ("127.0.0.1", "localhost", "::1"):
+        if self.uplink is None and self.net != "tap" and gateway_host in ("127.0.0.1", "localhost", "::1"):
             # A gateway on the host's loopback is at 10.0.2.2 for the guest.
             gateway_host = HOST_FROM_GUEST
         return super().device_server_uri(gateway_host, gateway_port)
@@ -120,14 +131,23 @@ class QemuTarget(Target):
             extra_args=extra,
             machine=self.machine_name,
             name=f"{self.endpoint}.qemu",
-            nic=None if self.net == "slip" else "lan9118",
+            nic=self._nic(),
             slip=self.net == "slip",
             qmp=clocked,
             paused=stepped,  # the clock starts it
             niceness=QEMU_NICENESS if stepped else 0,
             pcap=self.config.log_dir / f"{self.endpoint}.tx.pcap" if clocked and self.net == "eth" else None,
+            pass_fds=(self.tap_fd,) if self.tap_fd is not None else (),
         )
         await self._power_on(gdb_port)
+
+    def _nic(self) -> str | None:
+        if self.net == "slip":
+            return None
+        if self.net == "tap":
+            mac = self.config.options.get("mac")
+            return f"tap,fd={self.tap_fd},model=lan9118" + (f",mac={mac}" if mac else "")
+        return "lan9118"
 
     async def _power_on(self, gdb_port: int | None = None) -> None:
         assert self.qemu is not None
@@ -145,6 +165,7 @@ class QemuTarget(Target):
             await self.uplink.bring_up_interface(self.shell)
             if self.uplink.gateway is not None:
                 await self.uplink.start_bridge()
+        await self.configure_ipv4()
 
     async def _stop_uplink(self) -> None:
         if self.uplink is not None:

@@ -38,7 +38,10 @@ UART's socket terminal, the target runs ``net iface slip`` after each boot,
 and the node is told the gateway is at 192.0.2.1 (or ``gateway_host``); see
 :mod:`hil.targets.slip`.
 
-Options (``TargetConfig.options``): ``net``, ``renode_tap``, ``boot_timeout``, ``virtual_time``.
+Options (``TargetConfig.options``): ``net``, ``renode_tap``, ``boot_timeout``, ``virtual_time``;
+``slip_tun_fd`` (a TUN device the SLIP line is relayed to, in a fleet's
+network namespace, see :mod:`hil.targets.slip`) with ``ipv4``, the node's
+static address there (:meth:`~hil.targets.base.Target.configure_ipv4`).
 :meth:`RenodeTarget.check_config` finds a configuration that cannot work
 (no firmware, no platform, a network the board lacks) before Renode starts.
 """
@@ -137,7 +140,8 @@ class RenodeTarget(Target):
         self.net = net
         self.process: RenodeProcess | None = None
         self.monitor: RenodeMonitor | None = None
-        self.uplink = SlipUplink(self.endpoint, config.log_dir, config.gateway_host) if self.net == "slip" else None
+        self.uplink = SlipUplink(self.endpoint, config.log_dir, config.gateway_host,
+                                 tun_fd=config.options.get("slip_tun_fd")) if self.net == "slip" else None
         self._console_writer: asyncio.StreamWriter | None = None
         self._pump: asyncio.Task[None] | None = None
         self._bootstrap: list[str] = []  # repeated after a reboot
@@ -299,6 +303,7 @@ class RenodeTarget(Target):
     async def _after_boot(self) -> None:
         if self.uplink is not None:
             await self.uplink.bring_up_interface(self.shell)
+        await self.configure_ipv4()
 
     async def _virtual_time(self) -> str:
         try:

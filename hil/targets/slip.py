@@ -13,6 +13,11 @@ address on the host.
 the target has opened it, brings ``sl0`` up through the shell after each
 boot, builds the server URI, and starts the bridge once the gateway's
 address is known. The bridge's log is ``<endpoint>.slip.log``.
+
+With ``tun_fd`` (a TUN device in a fleet's network namespace) the line is
+relayed to that TUN instead (:class:`hil.net.tun.SlipTunRelay`): the node is
+at its own address on that network, is told the gateway's real address, and
+nothing is rewritten.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from urllib.parse import urlsplit
 from ..console import Shell
 from ..net import SlipBridge
 from ..net.links import SlipLink
+from ..net.tun import SlipTunRelay
 from .errors import TargetError
 
 #: the SLIP peer in the reference firmware's default addressing (device 192.0.2.2/24)
@@ -39,12 +45,14 @@ class SlipUplink:
     :data:`SLIP_PEER`); the bridge answers as that address.
     """
 
-    def __init__(self, endpoint: str, log_dir: Path, peer: str | None = None):
+    def __init__(self, endpoint: str, log_dir: Path, peer: str | None = None, *, tun_fd: int | None = None):
         self.endpoint = endpoint
         self.log_path = log_dir / f"{endpoint}.slip.log"
         self.peer = peer or SLIP_PEER
+        self.tun_fd = tun_fd
         self.link: SlipLink | None = None
         self.bridge: SlipBridge | None = None
+        self.relay: SlipTunRelay | None = None  # with tun_fd
         self.gateway: tuple[str, int] | None = None  # where the bridge relays to
         self._log: logging.Logger | None = None
         #: ``(source, destination, payload)`` sink for the line's datagrams (a packet capture), set before the bridge starts
@@ -57,6 +65,8 @@ class SlipUplink:
     def server_uri(self, gateway_host: str, gateway_port: int) -> str:
         """The URI the node is told for a gateway listening at host:port (remembered for the bridge)."""
         self.gateway = (gateway_host, gateway_port)
+        if self.tun_fd is not None:
+            return f"coap://{gateway_host}:{gateway_port}"  # the node is on the gateway's network
         return f"coap://{self.peer}:{gateway_port}"
 
     async def bring_up_interface(self, shell: Shell, timeout: float = 10.0) -> None:
@@ -66,8 +76,22 @@ class SlipUplink:
             said = "\n".join(out) or "(nothing)"
             raise TargetError(f"{self.endpoint}: {IFACE_COMMAND!r} did not bring sl0 up; the node said:\n{said}")
 
-    async def start_bridge(self, server_uri: str | None = None) -> SlipBridge:
-        """Start the bridge, once; without a known gateway, the one on this host at the URI's port."""
+    async def start_relay(self) -> SlipTunRelay:
+        """Relay the line to the TUN device (with ``tun_fd``), once."""
+        if self.relay is not None:
+            return self.relay
+        if self.link is None or self.tun_fd is None:
+            raise TargetError(f"{self.endpoint}: the SLIP line is not open" if self.link is None
+                              else f"{self.endpoint}: no TUN device to relay the SLIP line to")
+        relay = SlipTunRelay(self.link, self.tun_fd, log=self._logger())
+        await relay.start()
+        self.relay, self.link = relay, None
+        return relay
+
+    async def start_bridge(self, server_uri: str | None = None) -> SlipBridge | SlipTunRelay:
+        """Start the bridge (or the TUN relay), once; without a known gateway, the one on this host at the URI's port."""
+        if self.tun_fd is not None:
+            return await self.start_relay()
         if self.bridge is not None:
             return self.bridge
         if self.link is None:
@@ -84,7 +108,10 @@ class SlipUplink:
     async def close(self) -> None:
         """Stop the bridge and close the line; safe to call twice."""
         bridge, self.bridge = self.bridge, None
+        relay, self.relay = self.relay, None
         link, self.link = self.link, None
+        if relay is not None:
+            await relay.close()
         if bridge is not None:
             await bridge.close()
         elif link is not None:

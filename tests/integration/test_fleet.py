@@ -1,17 +1,19 @@
-"""Fleets: gateway, SDF/MQTT bridge, REST API and simulated nodes from a fleet file; the CLI around them."""
+"""Fleets of simulated nodes: gateway, SDF/MQTT bridge, REST API and nodes from a fleet file; the CLI around them.
+
+Emulated nodes (QEMU, Renode) on the file's networks: test_fleet_emulated.py.
+"""
 
 from __future__ import annotations
 
 import logging
-import signal
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import aiohttp
 import pytest
 from conftest import SHARED, WAIT, wait_until
+from fleet_helpers import cli, ctrl_c
 from northbound_helpers import MqttProbe
 
 from hil.fleet import Fleet, load_fleet, parse_fleet
@@ -26,7 +28,7 @@ async def test_the_iotnetemu_example_runs_against_the_real_gateway(broker, caplo
     caplog.set_level(logging.INFO, logger="hil.fleet")
     async with MqttProbe(broker.host, broker.port) as probe:
         await probe.watch("announce", "unregister")
-        async with Fleet(load_fleet(IOTNETEMU_EXAMPLE), mqtt=(broker.host, broker.port)) as fleet:
+        async with Fleet(load_fleet(IOTNETEMU_EXAMPLE, simulate=True), mqtt=(broker.host, broker.port)) as fleet:
             await fleet.wait_registered(WAIT)
             apis = fleet.endpoints()
             assert apis["CoAP"] == fleet.gateway.uri and apis["MQTT"] == f"mqtt://{broker.host}:{broker.port}"
@@ -98,13 +100,9 @@ def fleet_file(tmp_path: Path, count: int = 5) -> Path:
     return path
 
 
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hil.cli", "fleet", *args]
-
-
 def test_cli_prints_the_apis_and_summaries_then_stops(tmp_path, broker):
     run = subprocess.run(
-        cli(str(fleet_file(tmp_path)), "--mqtt", f"{broker.host}:{broker.port}", "--every", "0.5", "--duration", "2"),
+        cli(str(fleet_file(tmp_path)), "--simulate", "--mqtt", f"{broker.host}:{broker.port}", "--every", "0.5", "--duration", "2"),
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert run.returncode == 0, run.stderr
@@ -120,7 +118,7 @@ def test_cli_prints_the_apis_and_summaries_then_stops(tmp_path, broker):
 
 def test_cli_starts_its_own_broker_and_stops_on_ctrl_c(tmp_path):
     proc = subprocess.Popen(
-        cli(str(fleet_file(tmp_path, 2)), "--every", "0.5", "--log-dir", str(tmp_path)),
+        cli(str(fleet_file(tmp_path, 2)), "--simulate", "--every", "0.5", "--log-dir", str(tmp_path)),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
@@ -130,12 +128,11 @@ def test_cli_starts_its_own_broker_and_stops_on_ctrl_c(tmp_path):
             if "registered" in line:
                 break
         assert any(line.startswith("MQTT  mqtt://127.0.0.1:") for line in seen), seen
-        proc.send_signal(signal.SIGINT)
-        rest, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    rest, err = ctrl_c(proc, 30)
     assert proc.returncode == 0, err
     assert rest.splitlines()[-1] == "fleet stopped"
     assert (tmp_path / "mosquitto.log").is_file()

@@ -71,11 +71,11 @@ def test_holds_the_place(lg_place):
 
 
 @pytest.fixture(scope="module")
-def lab(hil_reference_firmware: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLab]:
+def lab(hil_reference_firmware, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalLab]:
     for tool, package in (("ser2net", "ser2net"), ("qemu-system-arm", "qemu-system-arm")):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             pytest.skip(f"{tool} is not installed: apt-get install {package}")
-    with LocalLab(hil_reference_firmware, log_dir=tmp_path_factory.mktemp("lab")) as running:
+    with LocalLab(hil_reference_firmware("mps2_an385"), log_dir=tmp_path_factory.mktemp("lab")) as running:
         yield running
         assert who(running.coordinator_url) == [], "a place was left acquired"
 

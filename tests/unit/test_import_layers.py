@@ -21,11 +21,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("hil",),  # the package root: its version
     ("resources", "cache", "progress", "secret"),  # where shipped files and the per-user cache are; long waits told; secrets and their redaction
     ("lwm2m", "service", "console", "boards", "net", "report"),
-    ("fita", "sdk", "infra", "readings", "reference_firmware", "faults"),
+    ("fita", "sdk", "infra", "readings", "reference_firmware", "faults", "fleet_file"),
     ("device", "gateway", "bundle"),
     ("faredge",),
-    ("targets", "fleet"),
-    ("replay",),
+    ("targets", "fleet_net"),
+    ("fleet", "replay"),
     ("pytest_plugin", "pytest_report", "commands", "suites"),
     ("cli",),
 )

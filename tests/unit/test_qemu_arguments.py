@@ -57,3 +57,22 @@ def test_missing_firmware_names_the_file_and_the_build_command(tmp_path: Path) -
     with pytest.raises(InfraError, match=r"nowhere\.elf does not exist \(build it with: make -C firmware\)"):
         machine.start()
     assert machine.pid is None
+
+
+def test_a_nic_on_a_tap_the_target_is_handed(tmp_path: Path) -> None:
+    """QEMU gets the TAP as an inherited descriptor (a fleet opens it inside its namespace)."""
+    from hil.boards import get_board
+    from hil.targets.base import TargetConfig
+    from hil.targets.errors import TargetError
+    from hil.targets.qemu import QemuTarget
+
+    config = TargetConfig(endpoint="n1", log_dir=tmp_path, board=get_board("mps2_an385"),
+                          options={"net": "tap", "tap_fd": 7, "mac": "52:54:00:00:00:01", "ipv4": ("10.0.0.2/24", "10.0.0.1")})
+    target = QemuTarget(config)
+    assert target._nic() == "tap,fd=7,model=lan9118,mac=52:54:00:00:00:01"
+    # the gateway's address is the node's network's, not rewritten to user networking's 10.0.2.2
+    assert target.device_server_uri("127.0.0.1", 5683) == "coap://127.0.0.1:5683"
+    machine = QemuMachine(tmp_path / "fw.elf", log_dir=tmp_path, nic=target._nic(), pass_fds=(7,))
+    assert machine.pass_fds == (7,)
+    with pytest.raises(TargetError, match="net 'tap' needs the TAP device's descriptor"):
+        QemuTarget(TargetConfig(endpoint="n2", log_dir=tmp_path, options={"net": "tap"}))

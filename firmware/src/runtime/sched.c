@@ -5,6 +5,8 @@
 #include "rt_arch.h"
 #include "rt_internal.h"
 
+void systick_idle(void); /* systick.c: wait for an interrupt, with a long tick while idle */
+
 enum { T_FREE = 0, T_READY, T_SLEEPING };
 
 typedef struct {
@@ -381,7 +383,7 @@ void sched_idle(void)
         sched_yield();
         return;
     }
-    __asm volatile("wfi");
+    systick_idle();
 }
 
 uint32_t sched_cpu_permille(int tid)

@@ -21,6 +21,11 @@ void board_init(void)
     counter_runs = counter_last != first;
 }
 
+int board_counts_time(void)
+{
+    return counter_runs;
+}
+
 uint32_t board_systick_periods(void)
 {
     if (!counter_runs)
