@@ -125,7 +125,9 @@ async def test_report_command_rebuilds_the_session_page(hil_session: Session, hi
     assert sorted(row[0] for row in summary) == sorted(recorded)
     for row in summary:
         test = recorded[row[0]]
-        assert row[1] == "passed" and row[3:6] == ["sim", "sim", str(test.readings)], row
+        # the sample bug is the suite's strict xfail: it fails as it should
+        expected = "xfailed" if "test_sample_bug" in row[0] else "passed"
+        assert row[1] == expected and row[3:6] == ["sim", "sim", str(test.readings)], row
         assert float(row[6]) == test.deploy_ms
     check_plots(shown, recorded)
 
