@@ -10,7 +10,9 @@ static volatile uint32_t millis;
  * of 1 ms: an emulator wakes its host thread for every timer interrupt, and
  * a 1 kHz tick costs an idle QEMU node ~4% of a host core (measured; the
  * guest's work per tick barely counts, the wake-up does). Any interrupt
- * ends the wait; timers and sleeping services are up to IDLE_TICK_MS late,
+ * ends the wait; the tick comes no later than the earliest sleeping
+ * service's wake-up (max_ms, from the scheduler), so services wake on time;
+ * the main loop's own timers (CoAP, observe) may be up to IDLE_TICK_MS late,
  * never early. Only on boards whose free-running counter tells how many
  * milliseconds a tick stands for (board_counts_time). */
 #define IDLE_TICK_MS   10u
@@ -29,11 +31,12 @@ uint32_t fw_millis(void)
     return millis;
 }
 
-void systick_idle(void)
+void systick_idle(uint32_t max_ms)
 {
-    int long_tick = board_counts_time();
+    uint32_t tick_ms = max_ms < IDLE_TICK_MS ? max_ms : IDLE_TICK_MS;
+    int long_tick = tick_ms > 1u && board_counts_time();
     if (long_tick) {
-        SYST_RVR = IDLE_TICK_MS * CYCLES_PER_MS - 1u;
+        SYST_RVR = tick_ms * CYCLES_PER_MS - 1u;
         SYST_CVR = 0; /* reload now: the next tick is IDLE_TICK_MS away */
     }
     __asm volatile("dsb\n wfi" ::: "memory");

@@ -7,7 +7,8 @@
 void systick_init(void);
 /* Milliseconds since boot; wraps after ~49 days. */
 uint32_t fw_millis(void);
-/* Wait for an interrupt with a long tick (IDLE_TICK_MS), then count the time that passed (systick.c). */
-void systick_idle(void);
+/* Wait for an interrupt with a long tick (IDLE_TICK_MS, or max_ms when sooner), then count the time that
+ * passed (systick.c). */
+void systick_idle(uint32_t max_ms);
 
 #endif

@@ -5,7 +5,7 @@
 #include "rt_arch.h"
 #include "rt_internal.h"
 
-void systick_idle(void); /* systick.c: wait for an interrupt, with a long tick while idle */
+void systick_idle(uint32_t max_ms); /* systick.c: wait for an interrupt, with a long tick while idle */
 
 enum { T_FREE = 0, T_READY, T_SLEEPING };
 
@@ -383,7 +383,23 @@ void sched_idle(void)
         sched_yield();
         return;
     }
-    systick_idle();
+    /* The long idle tick must not make a sleeping service late: tick no
+     * later than the earliest wake-up. Interrupts stay masked until the
+     * tick is set and the CPU waits (WFI wakes on a pending interrupt even
+     * when masked; the handler runs once they are unmasked), so no tick
+     * falls between reading the wake-ups and programming SysTick. */
+    uint32_t s = rt_irq_save();
+    uint32_t until = 0xFFFFFFFFu;
+    for (int i = 1; i < SCHED_MAX_THREADS; i++) {
+        if (th[i].state == T_SLEEPING) {
+            int32_t left = (int32_t)(th[i].wake - ticks);
+            uint32_t ms = left > 0 ? (uint32_t)left : 1u;
+            if (ms < until)
+                until = ms;
+        }
+    }
+    systick_idle(until);
+    rt_irq_restore(s);
 }
 
 uint32_t sched_cpu_permille(int tid)
