@@ -15,6 +15,7 @@ API for the node::
         on_output=lambda service, key, type, value: ...,  # a declared output was published
         on_fault=lambda service, message: ...,          # a service faulted and was stopped
         machine=None,     # default: a shared emulator from hil.service.cpu.DEFAULT_POOL
+        meters=None,      # hil.service.metering.ServiceMeters(): count each service's instructions and SDK calls
     )
     service = runtime.load(manifest, instance_id)     # ServiceLoadError on bad module / unknown import
     service.activate()       # runs setup(), then loop() until it sleeps
@@ -81,6 +82,13 @@ class Timer(Protocol):
     def cancel(self) -> None: ...
 
 
+class ServiceFactory(Protocol):
+    """Makes the object a loaded service is (e.g. :class:`hil.service.metering.ServiceMeters`, which counts its cost)."""
+
+    def make_service(self, runtime: ServiceRuntime, manifest: Manifest, module: Module,
+                     instance_id: int) -> LoadedService: ...
+
+
 class Clock(Protocol):
     """The device time a runtime runs on: seconds now, and a timer that fires after a delay."""
 
@@ -128,6 +136,7 @@ class ServiceRuntime:
         machine: Machine | None = None,
         stack_size: int = DEFAULT_STACK_SIZE,
         instruction_budget: int = DEFAULT_INSTRUCTION_BUDGET,
+        meters: ServiceFactory | None = None,
     ):
         self.node_name = node_name
         self.clock = clock
@@ -139,6 +148,7 @@ class ServiceRuntime:
         self.machine = machine if machine is not None else DEFAULT_POOL.acquire()
         self.stack_size = stack_size
         self.instruction_budget = instruction_budget
+        self.meters = meters  # None: plain LoadedService objects, no counting at all
         self._services: dict[int, LoadedService] = {}
 
     @property
@@ -169,7 +179,8 @@ class ServiceRuntime:
         for name in sdk_api.REQUIRED_EXPORTS:
             if name not in module.exports:
                 raise ServiceLoadError(f"{manifest.name}: module exports no `{name}` function")
-        service = LoadedService(self, manifest, module, instance_id)
+        make = LoadedService if self.meters is None else self.meters.make_service
+        service = make(self, manifest, module, instance_id)
         self._services[instance_id] = service
         return service
 

@@ -19,7 +19,7 @@ import hil
 # Bottom up; units on one line are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("hil",),  # the package root: its version
-    ("resources", "cache"),  # where shipped files and the per-user cache are
+    ("resources", "cache", "metrics"),  # where shipped files and the per-user cache are; execution metrics (data only)
     ("lwm2m", "service", "console", "boards", "net"),
     ("fita", "sdk", "infra", "readings", "reference_firmware"),
     ("device", "gateway"),

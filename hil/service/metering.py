@@ -1,0 +1,141 @@
+"""What each service costs a simulated node: instructions per slice and SDK calls, counted exactly.
+
+Off unless asked for, and then nothing here runs: a :class:`ServiceRuntime`
+made with ``meters=ServiceMeters()`` loads every service as a
+:class:`MeteredService`; without it, services are plain
+:class:`~hil.service.runtime.LoadedService` objects and the emulator has no
+hook more than before.
+
+Instructions are counted per translated block: a unicorn block hook over
+the service's own code (its image's code range, so the host-call trampolines
+and other services' code are not counted) adds the number of Thumb
+instructions in the block, decoded once per block. A block runs to its end
+unless the service faults in it (the count of a faulting slice may then be
+a few instructions high), so the counts are exact for everything else. The
+hook is a Python call per block executed: about ten per period of the
+temperature service.
+
+The records (:class:`hil.metrics.cost.ServiceCost`) are kept by service name in
+:class:`ServiceMeters`, so they outlive an unload, a redeploy and, when the
+node keeps its :class:`ServiceMeters`, a reboot.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from unicorn import UC_HOOK_BLOCK, Uc
+
+from ..metrics.cost import PERIOD, ServiceCost
+from .cpu import Exit, ExitReason
+from .manifest import Manifest
+from .runtime import LoadedService, ServiceRuntime
+from .udlm import Module
+
+#: SDK imports as the records name them (see hil.metrics.cost)
+CALL_NAMES = {
+    "embserve_output_impl": "output",
+    "embserve_sleep_impl": "sleep",
+    "embserve_get_sensor_data_impl": "sensor_read",
+    "embserve_get_sensor_impl": "get_sensor",
+    "embserve_printf_impl": "printf",
+}
+
+
+def thumb_instructions(code: bytes) -> int:
+    """Instructions in Thumb-2 code: a halfword whose top five bits are 0b11101, 0b11110 or 0b11111 starts a 32-bit one."""
+    count = at = 0
+    end = len(code) - 1
+    while at < end:
+        at += 4 if code[at + 1] >> 3 >= 0x1D else 2
+        count += 1
+    return count
+
+
+class BlockCounter:
+    """Instructions executed in ``[begin, begin + size)``, counted by a block hook; :meth:`close` removes it."""
+
+    def __init__(self, uc: Uc, begin: int, size: int):
+        self.total = 0
+        self._uc = uc
+        self._counts: dict[int, int] = {}  # (address << 16 | size) -> instructions in that block
+        self._hook: int | None = uc.hook_add(UC_HOOK_BLOCK, self._on_block, begin=begin, end=begin + size - 1)
+
+    def _on_block(self, uc: Uc, address: int, size: int, _: object) -> None:
+        key = address << 16 | size
+        n = self._counts.get(key)
+        if n is None:
+            n = self._counts[key] = thumb_instructions(bytes(uc.mem_read(address, size)))
+        self.total += n
+
+    def close(self) -> None:
+        if self._hook is not None:
+            self._uc.hook_del(self._hook)
+            self._hook = None
+
+
+class MeteredService(LoadedService):
+    """A loaded service whose slices and SDK calls go into its :class:`ServiceCost`."""
+
+    def __init__(self, runtime: ServiceRuntime, manifest: Manifest, module: Module, instance_id: int,
+                 cost: ServiceCost):
+        super().__init__(runtime, manifest, module, instance_id)
+        image = self._require_loaded("count")
+        self.cost = cost
+        self._counter = BlockCounter(self._machine.uc, image.code_base, image.code_size)
+        self._counted = 0  # the counter's total at the end of the last slice
+        self._calls: Counter[str] = Counter()  # SDK calls of the slice running now
+        self._resumed = False  # the main thread's slice now running began with a wake-up
+
+    def _slice_ended(self, kind: str) -> None:
+        total = self._counter.total
+        calls, self._calls = dict(self._calls), Counter()
+        self.cost.record(self.runtime.clock.now(), kind, total - self._counted, calls)
+        self._counted = total
+
+    def host_call(self, name: str, machine) -> int:
+        self._calls[CALL_NAMES.get(name, name)] += 1
+        return super().host_call(name, machine)
+
+    def _start_main(self, phase: str) -> None:
+        self._resumed = False
+        super()._start_main(phase)
+
+    def _resume_main(self) -> None:
+        self._resumed = True
+        super()._resume_main()
+
+    def _after(self, exit: Exit) -> None:
+        if self._phase == "setup":
+            kind = "setup"
+        elif exit.reason is ExitReason.SUSPENDED:
+            kind = PERIOD if self._resumed else "first"
+        else:
+            kind = "end"
+        self._slice_ended(kind)  # before the next slice can start (setup returning starts loop)
+        super()._after(exit)
+
+    def _run_handler(self, name: str, args: tuple[int, ...], sp: int | None = None) -> None:
+        super()._run_handler(name, args, sp)
+        self._slice_ended(name)
+
+    def unload(self) -> None:
+        super().unload()
+        self._counter.close()  # after the code is gone; its range will hold other code later
+
+
+class ServiceMeters:
+    """The costs of the services one node runs, by service name; give it to :class:`ServiceRuntime` as ``meters``."""
+
+    def __init__(self) -> None:
+        self.costs: dict[str, ServiceCost] = {}
+
+    def make_service(self, runtime: ServiceRuntime, manifest: Manifest, module: Module,
+                     instance_id: int) -> LoadedService:
+        cost = self.costs.get(manifest.name)
+        if cost is None:
+            cost = self.costs[manifest.name] = ServiceCost(manifest.name, start=runtime.clock.now())
+        return MeteredService(runtime, manifest, module, instance_id, cost)
+
+    def snapshot(self) -> dict[str, ServiceCost]:
+        return {name: cost.copy() for name, cost in self.costs.items()}
