@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from ..lwm2m.model import ObjLnk, Path, ResourceType, UpdateResult, UpdateState, resource_def
 from ..service.manifest import Manifest, ManifestError, parse_manifest
+from ..service.metering import ServiceMeters
 from ..service.runtime import (
     DEFAULT_STACK_SIZE,
     Clock,
@@ -93,6 +94,7 @@ class ServiceHost(Protocol):
     shell: Shell
     sensors: Sensors
     objects: ObjectStore
+    service_meters: ServiceMeters | None  # counts what each service runs, when asked for
 
     @property
     def uptime(self) -> float: ...
@@ -124,6 +126,7 @@ class Services:
                 sensors=self._sensor,
                 on_output=self._on_output,
                 on_fault=self._on_fault,
+                meters=self.node.service_meters,
             )
         return self._runtime
 

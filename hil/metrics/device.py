@@ -127,7 +127,7 @@ class DeviceMetrics:
     def summary(self) -> dict[str, Any]:
         """The figures a report shows, as plain data (what the HIL suite records)."""
         out: dict[str, Any] = {"endpoint": self.endpoint, "source": self.source,
-                               "window_s": round(self.duration, 6)}
+                               "window_s": round(self.duration, 3)}
         if self.source == "simulator":
             for name, cost in self.services.items():
                 periods = cost.kinds.get("period")

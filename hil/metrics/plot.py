@@ -89,7 +89,8 @@ def node_figures(metrics: DeviceMetrics) -> list[tuple[str, str]]:
                     ax.plot([p.time for p in points], [p.instructions for p in points], marker="o", markersize=3,
                             linewidth=0.8, label=f"{name} (most {max((p.instructions for p in points), default=0):,})")
                 ax.set_ylabel("instructions")
-                ax.set_ylim(bottom=0)
+                most = max((p.instructions for c in costs.values() for p in c.periods()), default=0)
+                ax.set_ylim(0, max(1, most) * 1.2)
 
             add("periods", "instructions per loop() period", periods)
         return out
@@ -133,11 +134,11 @@ def metrics_page(nodes: dict[str, DeviceMetrics], title: str) -> str:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:1em 2em}table{border-collapse:collapse;margin:.5em 0}"
              "th,td{border:1px solid #ccc;padding:2px 6px;text-align:left;font-size:90%}th{font-weight:normal;color:#555}"
-             "svg{display:block;max-width:100%;height:auto}</style></head><body>",
+             "svg{display:block;max-width:100%;height:auto}h1{font-size:1.3em;overflow-wrap:anywhere}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
     for endpoint, metrics in nodes.items():
         parts.append(f"<h2>{html.escape(endpoint)} <small>({html.escape(metrics.source)},"
-                     f" {metrics.start:.3f}-{metrics.end:.3f} s of virtual time)</small></h2>")
+                     f" {round(metrics.start, 3) + 0.0:.3f}-{metrics.end:.3f} s of virtual time)</small></h2>")
         parts.append(_summary_table(metrics))
         parts.extend(f"<p><em>{html.escape(note)}</em></p>" for note in metrics.notes)
         if available():
