@@ -104,7 +104,7 @@ class ProfileParser:
                 return
         at = self._entries(buf, at)
         self._pending = buf[at:]
-        self.bytes_parsed += at
+        self.bytes_parsed += at  # buf starts where the bytes parsed so far end
 
     @property
     def pending(self) -> int:
@@ -164,7 +164,6 @@ class ProfileParser:
         self.ranges = sorted(ranges, key=lambda r: r.start)
         self._starts = [r.start for r in self.ranges]
         self._header_done = True
-        self.bytes_parsed += at
         return at
 
     def _entries(self, buf: bytes, at: int) -> int:

@@ -9,11 +9,13 @@ stays exact.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_WIDTH = 0.01  # seconds of virtual time per bin, before any merging
 MAX_BINS = 2048
+_EPSILON = 1e-9  # in bins: 0.03 / 0.01 is 2.9999999999999996
 
 
 @dataclass
@@ -51,8 +53,8 @@ class Series:
 
     def between(self, t0: float, t1: float) -> int:
         """Events in the bins that start at or after ``t0`` and end at or before ``t1`` (bin resolution)."""
-        first = max(0, int(-(-(t0 - self.start) // self.width)))
-        last = min(len(self.counts), int((t1 - self.start) // self.width))
+        first = max(0, math.ceil((t0 - self.start) / self.width - _EPSILON))
+        last = min(len(self.counts), math.floor((t1 - self.start) / self.width + _EPSILON))
         return sum(self.counts[first:last]) if last > first else 0
 
     def cumulative(self) -> tuple[list[float], list[int]]:

@@ -170,7 +170,7 @@ async def test_service_cost_is_recorded(metrics, deployer, node, temperature_ser
     its peripheral accesses and exceptions. Targets that record no metrics skip.
     """
     deployment, collector, period = await deploy_and_collect(deployer, node, temperature_service, readings)
-    await collector.wait_more(3, timeout=wall(node, 4 * period))
+    await collector.wait_more(1, timeout=wall(node, 2 * period))  # a whole period (sleep to sleep) past the first
     cost = await metrics.collect(node)
     await collector.stop()
     if cost.source == "simulator":
