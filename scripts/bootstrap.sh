@@ -43,7 +43,7 @@ want=$(cat pyproject.toml setup.py | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e ".[dev]"   # dev: what the tests need besides the package
+  "$VENV/bin/pip" install -q -e ".[dev,report]"   # dev: what the tests need besides the package; report: plots
   echo "$want" > "$stamp"
 fi
 

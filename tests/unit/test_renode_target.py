@@ -410,7 +410,7 @@ async def test_missing_renode_is_unavailable_with_install_hint(
         async with renode_target(tmp_path, firmware):
             pass
     assert "renode is not on PATH" in str(info.value)
-    assert "renode-colab" in str(info.value) and "portable" in str(info.value)
+    assert "portable" in str(info.value) and "renode-run" in str(info.value) and "renode-colab" not in str(info.value)
 
 
 async def test_missing_platform_and_firmware_are_named(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
