@@ -181,9 +181,10 @@ async def deploy(gw: Gateway, node: Node, package: bytes, rate_ms: int | None) -
         node.services.input(INSTANCE, "rate", rate_ms)
 
 
-async def add_nodes(gw: Gateway, clock: VirtualClock, names: Iterable[str], timeout: float) -> list[Node]:
+async def add_nodes(gw: Gateway, clock: VirtualClock, names: Iterable[str], timeout: float,
+                    meter_services: bool = False) -> list[Node]:
     """Boot new nodes and register them to ``gw``; on failure they are closed again."""
-    nodes = [Node(name, clock=clock) for name in names]
+    nodes = [Node(name, clock=clock, meter_services=meter_services) for name in names]
     try:
         await asyncio.gather(*(n.start() for n in nodes))
         await asyncio.gather(*(n.connect(gw.uri) for n in nodes))
@@ -215,11 +216,12 @@ async def deploy_all(gw: Gateway, nodes: list[Node], package: bytes, rate_ms: in
 
 
 async def bring_up(
-    gw: Gateway, clock: VirtualClock, package: bytes, names: Iterable[str], rate_ms: int | None
+    gw: Gateway, clock: VirtualClock, package: bytes, names: Iterable[str], rate_ms: int | None,
+    meter_services: bool = False,
 ) -> tuple[list[Node], float]:
     """New nodes registered and running the service; also the peak RSS (MB) once they were registered."""
     names = list(names)
-    nodes = await add_nodes(gw, clock, names, timeout=30 + 0.05 * len(names))
+    nodes = await add_nodes(gw, clock, names, timeout=30 + 0.05 * len(names), meter_services=meter_services)
     registered_rss = peak_rss_mb()
     try:
         await deploy_all(gw, nodes, package, rate_ms, timeout=30 + 0.1 * len(nodes))
@@ -383,12 +385,16 @@ class VirtualRun:
         return self.span_s / self.wall_s
 
 
-async def virtual_run(package: bytes, count: int, rate_ms: int | None, span: float) -> VirtualRun:
-    """Advance ``count`` nodes ``span`` simulated seconds once their services are in their steady period."""
+async def virtual_run(package: bytes, count: int, rate_ms: int | None, span: float,
+                      meter_services: bool = False) -> VirtualRun:
+    """Advance ``count`` nodes ``span`` simulated seconds once their services are in their steady period.
+
+    ``meter_services``: the nodes count what their services run (hil.service.metering).
+    """
     clock = VirtualClock(realtime=False)
     meter = Meter()
     async with Gateway(expiry_grace=60.0) as gw:
-        nodes, _ = await bring_up(gw, clock, package, (f"virt{i}" for i in range(count)), rate_ms)
+        nodes, _ = await bring_up(gw, clock, package, (f"virt{i}" for i in range(count)), rate_ms, meter_services)
         try:
             # Not timed: up to the end of the first 30 s sleep, after which a new rate applies.
             await clock.advance(DEFAULT_PERIOD_S)

@@ -21,20 +21,19 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .series import Series
 
-MAX_SLICES = 20_000  # kept one by one; past this only the totals and per-kind figures grow
+MAX_SLICES = 20_000  # kept one by one; past this they are folded into per-kind figures and totals
 PERIOD = "period"
 
 
-@dataclass(frozen=True)
-class Slice:
+class Slice(NamedTuple):  # a tuple: recording one costs the simulator next to nothing
     time: float  # virtual seconds when it ended
     kind: str
     instructions: int
-    calls: dict[str, int] = field(default_factory=dict)
+    calls: dict[str, int]
 
 
 @dataclass
@@ -53,70 +52,104 @@ class KindStats:
 
 @dataclass
 class ServiceCost:
+    """A service's slices as they ran; the figures over them are computed when asked for.
+
+    The first :data:`MAX_SLICES` slices are kept one by one; later ones are
+    folded into per-kind figures, call totals and the instructions series, so
+    the record stops growing and its totals stay exact.
+    """
+
     name: str
     start: float = 0.0  # virtual seconds when counting began
     slices: list[Slice] = field(default_factory=list)
-    kinds: dict[str, KindStats] = field(default_factory=dict)
-    calls: Counter[str] = field(default_factory=Counter)
-    instructions: Series | None = None  # instructions over virtual time, every slice included
-    dropped: int = 0  # slices past MAX_SLICES: in the totals, not in ``slices``
-
-    def __post_init__(self) -> None:
-        if self.instructions is None:
-            self.instructions = Series(start=self.start)
+    dropped: int = 0  # slices past MAX_SLICES: in the figures, not in ``slices``
+    folded_kinds: dict[str, KindStats] = field(default_factory=dict)
+    folded_calls: Counter[str] = field(default_factory=Counter)
+    folded_instructions: Series | None = None
 
     def record(self, time: float, kind: str, instructions: int, calls: dict[str, int]) -> None:
         if len(self.slices) < MAX_SLICES:
             self.slices.append(Slice(time, kind, instructions, calls))
-        else:
-            self.dropped += 1
-        self.kinds.setdefault(kind, KindStats()).add(instructions)
-        self.calls.update(calls)
-        assert self.instructions is not None
-        self.instructions.add(time, instructions)
+            return
+        self.dropped += 1
+        self.folded_kinds.setdefault(kind, KindStats()).add(instructions)
+        self.folded_calls.update(calls)
+        if self.folded_instructions is None:
+            self.folded_instructions = Series(start=self.start)
+        self.folded_instructions.add(time, instructions)
 
-    # -- summaries ------------------------------------------------------------
+    # -- figures --------------------------------------------------------------
+
+    @property
+    def kinds(self) -> dict[str, KindStats]:
+        """Per kind of slice: how many, their instructions in all, the least and the most one took."""
+        kinds = {k: KindStats(s.count, s.instructions, s.least, s.most) for k, s in self.folded_kinds.items()}
+        for piece in self.slices:
+            kinds.setdefault(piece.kind, KindStats()).add(piece.instructions)
+        return kinds
+
+    @property
+    def calls(self) -> Counter[str]:
+        """SDK calls in all, by name."""
+        calls = Counter(self.folded_calls)
+        for piece in self.slices:
+            calls.update(piece.calls)
+        return calls
+
+    @property
+    def instructions(self) -> Series:
+        """Instructions over virtual time, every slice included."""
+        series = self.folded_instructions.copy() if self.folded_instructions else Series(start=self.start)
+        for piece in self.slices:
+            series.add(piece.time, piece.instructions)
+        return series
 
     @property
     def total_instructions(self) -> int:
-        return sum(k.instructions for k in self.kinds.values())
+        return sum(p.instructions for p in self.slices) + sum(k.instructions for k in self.folded_kinds.values())
 
     def periods(self) -> list[Slice]:
         return [s for s in self.slices if s.kind == PERIOD]
 
     def instructions_per_period(self) -> int:
         """The most instructions one ``loop()`` period took (sleep to sleep); LookupError before the first."""
-        stats = self.kinds.get(PERIOD)
+        kinds = self.kinds
+        stats = kinds.get(PERIOD)
         if stats is None:
-            seen = ", ".join(f"{k} x{s.count}" for k, s in self.kinds.items()) or "nothing"
+            seen = ", ".join(f"{k} x{s.count}" for k, s in kinds.items()) or "nothing"
             raise LookupError(f"{self.name} has not completed a loop() period (sleep to sleep) yet; it ran: {seen}")
         return stats.most
 
     # -- JSON -------------------------------------------------------------------
 
     def copy(self) -> ServiceCost:
-        assert self.instructions is not None
-        return ServiceCost(self.name, self.start, list(self.slices),
-                           {k: KindStats(s.count, s.instructions, s.least, s.most) for k, s in self.kinds.items()},
-                           Counter(self.calls), self.instructions.copy(), self.dropped)
+        return ServiceCost(self.name, self.start, list(self.slices), self.dropped,
+                           {k: KindStats(s.count, s.instructions, s.least, s.most) for k, s in self.folded_kinds.items()},
+                           Counter(self.folded_calls),
+                           self.folded_instructions.copy() if self.folded_instructions else None)
 
     def to_json(self) -> dict[str, Any]:
-        assert self.instructions is not None
         return {
             "name": self.name,
             "start": self.start,
+            "slices": [list(s) for s in self.slices],
+            "dropped": self.dropped,
+            "folded_kinds": {k: vars(s) for k, s in self.folded_kinds.items()},
+            "folded_calls": dict(self.folded_calls),
+            "folded_instructions": self.folded_instructions.to_json() if self.folded_instructions else None,
+            # figures over all slices, for readers of the file
             "kinds": {k: vars(s) for k, s in self.kinds.items()},
             "calls": dict(self.calls),
-            "instructions": self.instructions.to_json(),
-            "dropped": self.dropped,
-            "slices": [[s.time, s.kind, s.instructions, s.calls] for s in self.slices],
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ServiceCost:
+        folded = data.get("folded_instructions")
         return cls(
             data["name"], float(data["start"]),
             [Slice(float(t), kind, int(n), dict(calls)) for t, kind, n, calls in data["slices"]],
-            {k: KindStats(**s) for k, s in data["kinds"].items()},
-            Counter(data["calls"]), Series.from_json(data["instructions"]), int(data["dropped"]),
+            int(data["dropped"]),
+            {k: KindStats(**s) for k, s in data["folded_kinds"].items()},
+            Counter(data["folded_calls"]),
+            Series.from_json(folded) if folded else None,
         )

@@ -23,6 +23,7 @@ from hil.device.clock import VirtualClock
 from hil.metrics import DeviceMetrics, MetricsUnavailable
 from hil.sdk import build_service
 from hil.service.manifest import Manifest, parse_manifest
+from hil.service import metering
 from hil.service.metering import MeteredService, ServiceMeters, thumb_instructions
 from hil.service.runtime import LoadedService, ServiceRuntime
 
@@ -220,19 +221,23 @@ async def test_records_outlive_an_unload_and_the_hook_leaves_with_the_code(node,
     assert len(cost.periods()) == 4 and cost.total_instructions > before
 
 
-async def test_metrics_off_loads_plain_services_with_no_hook(built):
-    plain = MeteredNode(meters=None)
-    try:
-        uc = plain.runtime.machine.uc
-        hooks = len(uc._callbacks)  # the binding's table of the hooks it installed
-        service = plain.runtime.load(manifest(built["metered"]), 1000)
-        assert type(service) is LoadedService
-        assert len(uc._callbacks) == hooks
-        service.activate()
-        await plain.clock.advance(1.5)
-        assert len(plain.outputs) == 2
-    finally:
-        plain.runtime.close()
+async def test_metrics_off_loads_plain_services_and_adds_no_hook(built, monkeypatch):
+    counters = []  # every block hook metering adds (a spy around the real BlockCounter)
+    real = metering.BlockCounter
+    monkeypatch.setattr(metering, "BlockCounter", lambda *args: counters.append(real(*args)) or counters[-1])
+    for meters in (None, ServiceMeters()):
+        node = MeteredNode(meters)
+        try:
+            service = node.runtime.load(manifest(built["metered"]), 1000)
+            service.activate()
+            await node.clock.advance(1.5)
+            assert len(node.outputs) == 2
+            if meters is None:
+                assert type(service) is LoadedService and counters == []
+            else:
+                assert len(counters) == 1 and counters[0].total > 0
+        finally:
+            node.runtime.close()
 
 
 def test_what_the_simulator_cannot_count_says_where_it_is_counted(built):

@@ -1,0 +1,226 @@
+"""Issue 21: execution metrics: how fast Renode's profiler file is read, and what counting costs the simulator.
+
+1. Reading the profiler's file (hil.metrics.ProfileReader, 1 MB chunks):
+   MB/s and entries/s, best of BENCH_REPEATS passes, and the peak memory the
+   parser allocates (tracemalloc, one more pass), on
+   a. a file a real Renode wrote: the reference firmware on renode/mps2_an385.repl,
+      profiler on from power-on, BENCH_RENODE_SECONDS (10) of virtual time
+      (boot included); also how fast Renode wrote it (MB per wall second), the
+      rate the reader must keep up with. Only with Renode (renode on PATH or $RENODE);
+   b. a synthetic file of BENCH_PROFILE_MB (64) with the mix of entries of a
+      running node (measured on Renode 1.16.1: per second of virtual time ~10,000
+      instructions entries, ~19,000 memory, ~1,000 exceptions, ~400 peripheral).
+2. The simulator, the temperature service at a 1 s period on a manual clock,
+   metering off and on, in alternating rounds (BENCH_ROUNDS, 7):
+   a. bare runtime wake-ups (ServiceRuntime alone, BENCH_WAKES, 20,000 per
+      round, each round a fresh process): CPU us per wake;
+   b. a whole node (LwM2M to an in-process gateway, registration Updates
+      included; bench_services.virtual_run): one simulated hour, CPU per reading.
+   The overheads are computed from each variant's least disturbed round (its
+   minimum): on a machine other work shares, the medians wander by more than
+   the difference being measured.
+   With BENCH_BASELINE=<a checkout of another revision>, 2a also runs with that
+   tree's code (metering did not exist there): "off" against it shows what off costs.
+
+    python -m benchmarks metrics
+    BENCH_BASELINE=/tmp/main python -m benchmarks metrics
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+from benchmarks.bench_services import SERVICE_DIR, env_ints, load_average, virtual_run
+from hil.infra.process import MissingBinaryError
+from hil.infra.renode import RenodeMonitor, RenodeProcess, renode_binary
+from hil.metrics import ProfileParser, ProfileReader
+from hil.reference_firmware import reference_firmware
+from hil.resources import renode_dir
+from hil.sdk import build_service
+
+REPO = Path(__file__).resolve().parents[1]
+HOUR = 3600.0
+
+# One bare runtime measurement, run in a fresh interpreter with a given tree on sys.path.
+WAKES = r"""
+import asyncio, sys, time
+from hil.device.clock import VirtualClock
+from hil.service.manifest import parse_manifest
+from hil.service.runtime import ServiceRuntime
+package, wakes, metered = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "on"
+extra = {}
+if metered:
+    from hil.service.metering import ServiceMeters
+    extra["meters"] = ServiceMeters()
+clock = VirtualClock(realtime=False)
+runtime = ServiceRuntime("bench", clock, console=lambda *a: None, sensors=lambda kind: 21.5,
+                         on_output=lambda *a: None, on_fault=lambda service, message: sys.exit(message), **extra)
+service = runtime.load(parse_manifest(open(package, "rb").read()), 1000)
+service.activate()
+service.input("rate", 1000)
+
+async def run():
+    await clock.advance(31)  # past the first 30 s sleep, after which the rate applies
+    start = time.process_time()  # CPU time: other processes on a shared machine disturb it less than wall time
+    await clock.advance(wakes)
+    return (time.process_time() - start) / wakes
+
+print(asyncio.run(run()) * 1e6)
+"""
+
+
+def env_float(name: str, default: str) -> float:
+    text = os.environ.get(name, default)
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if value <= 0:
+        raise SystemExit(f"{name}={text!r}: expected a positive number")
+    return value
+
+
+# ---------------------------------------------------------------------- reading the profiler's file
+
+
+def read_once(path: Path) -> tuple[float, int]:
+    reader = ProfileReader(path, ProfileParser())
+    start = time.perf_counter()
+    reader.update()
+    return time.perf_counter() - start, reader.parser.entries
+
+
+def measure_reading(path: Path, label: str, repeats: int) -> None:
+    size = path.stat().st_size
+    best, entries = min(read_once(path) for _ in range(repeats))
+    tracemalloc.start()
+    read_once(path)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"  {label}: {size / 1e6:.1f} MB, {entries:,} entries: {size / best / 1e6:.1f} MB/s, "
+          f"{entries / best / 1e6:.2f} M entries/s (best of {repeats}); parser's peak allocation {peak / 1e6:.1f} MB")
+
+
+def synthetic_profile(path: Path, megabytes: float) -> None:
+    """A running node's mix of entries, in virtual-time order, until the file is ``megabytes`` long."""
+    rng = random.Random(21)
+    head = struct.Struct("<qdB")
+    names = [(b"uart0", 0x4000_4000), (b"uart1", 0x4000_5000), (b"nvic", 0xE000_E000)]
+    header = struct.pack("<i", 1) + struct.pack("<ii", 0, 3) + b"cpu" + struct.pack("<i", len(names))
+    for name, base in names:
+        header += struct.pack("<i", len(name)) + name + struct.pack("<QQ", base, base + 0xFFF)
+    limit = int(megabytes * 1e6)
+    out = bytearray(header)
+    executed, ms = 0, 0.0
+    while len(out) < limit:  # one quantum of 100 us: its memory accesses, maybe an interrupt or an I/O access, its count
+        for _ in range(rng.choice((1, 2, 2, 3))):
+            out += head.pack(0, ms, 1) + bytes((rng.choice((2, 2, 2, 3, 3)),))
+        if rng.random() < 0.1:
+            out += head.pack(0, ms, 3) + struct.pack("<Q", 5)
+        if rng.random() < 0.04:
+            name, base = rng.choice(names)
+            out += head.pack(0, ms, 2) + struct.pack("<BQ", rng.choice((0, 1)), base + 4 * rng.randrange(8))
+        executed += rng.randrange(20, 120)
+        out += head.pack(0, ms, 0) + struct.pack("<iQ", 0, executed)
+        ms += 0.1
+    path.write_bytes(out)
+
+
+async def renode_profile(path: Path, seconds: float) -> float | None:
+    """The reference firmware's profile from power-on; the wall time Renode took, or None without Renode."""
+    try:
+        renode_binary()
+    except MissingBinaryError as e:
+        print(f"  (no Renode: {e.args[0].split(';')[0]}; the real file is skipped)")
+        return None
+    firmware = reference_firmware()
+    with RenodeProcess(log_dir=path.parent, name="bench-renode") as renode:
+        monitor = await RenodeMonitor.connect(renode.host, renode.port, transcript=path.parent / "monitor.log")
+        try:
+            for command in ('mach create "bench"', f"machine LoadPlatformDescription @{renode_dir() / 'mps2_an385.repl'}",
+                            f"sysbus LoadELF @{firmware}", f'machine EnableProfiler "{path}"'):
+                await monitor.execute(command, 60)
+            start = time.perf_counter()
+            await monitor.execute(f'emulation RunFor "{seconds:g}"', 60 + 10 * seconds)
+            wall = time.perf_counter() - start
+            await monitor.execute('machine EnableProfiler "/dev/null"', 30)
+        finally:
+            await monitor.quit()
+    return wall
+
+
+# ---------------------------------------------------------------------- the simulator
+
+
+def wake_us(tree: Path, package: Path, wakes: int, metered: bool) -> float:
+    env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
+    done = subprocess.run([sys.executable, "-c", WAKES, str(package), str(wakes), "on" if metered else "off"],
+                          env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"the wake-up measurement failed with {tree} on sys.path:\n{done.stderr[-2000:]}")
+    return float(done.stdout.split()[-1])
+
+
+def spread(values: list[float]) -> str:
+    return f"min {min(values):.1f}, median {statistics.median(values):.1f}, max {max(values):.1f}"
+
+
+def overhead(base: list[float], other: list[float]) -> str:
+    a, b = min(base), min(other)
+    return f"{100 * (b - a) / a:+.1f} % ({b - a:+.1f} us; medians {100 * (statistics.median(other) / statistics.median(base) - 1):+.1f} %)"
+
+
+async def main() -> None:
+    repeats = env_ints("BENCH_REPEATS", "3")[0]
+    rounds = env_ints("BENCH_ROUNDS", "7")[0]
+    wakes = env_ints("BENCH_WAKES", "20000")[0]
+    baseline = os.environ.get("BENCH_BASELINE")
+    print(f"load average before: {load_average()} ({os.cpu_count()} CPUs)")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        print("reading Renode's profiler file:")
+        real = work / "renode-profile.bin"
+        seconds = env_float("BENCH_RENODE_SECONDS", "10")
+        wall = await renode_profile(real, seconds)
+        if wall is not None:
+            size = real.stat().st_size
+            print(f"  Renode wrote {size / 1e6:.1f} MB for {seconds:g} s of virtual time (boot included) in {wall:.1f} s"
+                  f" of wall time: {size / wall / 1e6:.1f} MB/s")
+            measure_reading(real, "that file", repeats)
+        synthetic = work / "synthetic-profile.bin"
+        synthetic_profile(synthetic, env_float("BENCH_PROFILE_MB", "64"))
+        measure_reading(synthetic, "synthetic file, a running node's mix", repeats)
+
+        package = build_service(SERVICE_DIR, work / "build")
+        print(f"simulator, temperature service at 1 s, {rounds} rounds, off and on alternating:")
+        trees = [("off", REPO, False), ("on", REPO, True)] + ([("baseline", Path(baseline), False)] if baseline else [])
+        per_wake: dict[str, list[float]] = {label: [] for label, _, _ in trees}
+        for _ in range(rounds):
+            for label, tree, metered in trees:
+                per_wake[label].append(wake_us(tree, package, wakes, metered))
+        for label, values in per_wake.items():
+            print(f"  bare runtime, metering {label}: us per wake {spread(values)}")
+        print(f"  metering on against off, per bare wake: {overhead(per_wake['off'], per_wake['on'])}")
+        if baseline:
+            print(f"  metering off against {baseline}: {overhead(per_wake['baseline'], per_wake['off'])}")
+
+        reading: dict[bool, list[float]] = {False: [], True: []}
+        package_bytes = package.read_bytes()
+        for _ in range(rounds):
+            for metered in (False, True):
+                run = await virtual_run(package_bytes, 1, 1000, HOUR, meter_services=metered)
+                reading[metered].append(run.cpu_s / max(1, run.readings) * 1e6)
+        for metered, values in reading.items():
+            print(f"  one node, one simulated hour, metering {'on' if metered else 'off'}: us CPU per reading {spread(values)}")
+        print(f"  metering on against off, per reading of a node: {overhead(reading[False], reading[True])}")
+    print(f"load average after: {load_average()}")
