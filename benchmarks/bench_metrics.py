@@ -40,7 +40,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from benchmarks.bench_services import SERVICE_DIR, env_ints, load_average, virtual_run
+from benchmarks.bench_services import SERVICE_DIR, env_ints, env_seconds, load_average, virtual_run
 from hil.infra.process import MissingBinaryError
 from hil.infra.renode import RenodeMonitor, RenodeProcess, renode_binary
 from hil.metrics import ProfileParser, ProfileReader
@@ -77,17 +77,6 @@ async def run():
 
 print(asyncio.run(run()) * 1e6)
 """
-
-
-def env_float(name: str, default: str) -> float:
-    text = os.environ.get(name, default)
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if value <= 0:
-        raise SystemExit(f"{name}={text!r}: expected a positive number")
-    return value
 
 
 # ---------------------------------------------------------------------- reading the profiler's file
@@ -190,7 +179,7 @@ async def main() -> None:
         work = Path(tmp)
         print("reading Renode's profiler file:")
         real = work / "renode-profile.bin"
-        seconds = env_float("BENCH_RENODE_SECONDS", "10")
+        seconds = env_seconds("BENCH_RENODE_SECONDS", "10")
         wall = await renode_profile(real, seconds)
         if wall is not None:
             size = real.stat().st_size
@@ -198,7 +187,7 @@ async def main() -> None:
                   f" of wall time: {size / wall / 1e6:.1f} MB/s")
             measure_reading(real, "that file", repeats)
         synthetic = work / "synthetic-profile.bin"
-        synthetic_profile(synthetic, env_float("BENCH_PROFILE_MB", "64"))
+        synthetic_profile(synthetic, env_seconds("BENCH_PROFILE_MB", "64", unit="megabytes"))
         measure_reading(synthetic, "synthetic file, a running node's mix", repeats)
 
         package = build_service(SERVICE_DIR, work / "build")

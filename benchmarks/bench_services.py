@@ -80,14 +80,14 @@ def env_ints(name: str, default: str) -> list[int]:
     return values
 
 
-def env_seconds(name: str, default: str) -> float:
+def env_seconds(name: str, default: str, unit: str = "seconds") -> float:
     text = os.environ.get(name, default)
     try:
         value = float(text)
     except ValueError:
         value = 0.0
     if value <= 0:
-        raise SystemExit(f"{name}={text!r}: expected a positive number of seconds")
+        raise SystemExit(f"{name}={text!r}: expected a positive number of {unit}")
     return value
 
 
