@@ -218,3 +218,21 @@ def test_the_renode_colab_plots_and_the_standalone_page(tmp_path: Path) -> None:
     plot.write_metrics_page(page, {"node1": m}, "a <test>")
     text = page.read_text()
     assert text.count("<svg") == 4 and "a &lt;test&gt;" in text and "peripherals.uart0.read" in text
+
+
+def test_the_metrics_command_reads_a_profile_and_a_metrics_json(tmp_path: Path, capsys) -> None:
+    from hil.cli import main
+
+    profile = tmp_path / "node1.bin"
+    profile.write_bytes(sample())
+    page = tmp_path / "page.html"
+    assert main(["metrics", str(profile), "-o", str(page), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["node1"]
+    assert summary["peripherals"]["uart0"] == {"read": 2, "write": 1} and summary["instructions"]["cpu0"] == 1_600
+    assert "peripheral accesses" in page.read_text()
+    write_metrics_json(tmp_path / "metrics.json", {"node7": parse(sample()).metrics()})
+    assert main(["metrics", str(tmp_path / "metrics.json")]) == 0
+    assert "exceptions: {'2 (SVC)': 1, '5 (interrupt)': 3}" in capsys.readouterr().out
+    (tmp_path / "bad.bin").write_bytes(b"\xff" * 40)
+    assert main(["metrics", str(tmp_path / "bad.bin")]) == 1
+    assert "bad.bin: profiler header: the number of CPUs is -1 at byte 0" in capsys.readouterr().err
