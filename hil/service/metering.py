@@ -23,6 +23,7 @@ node keeps its :class:`ServiceMeters`, a reboot.
 from __future__ import annotations
 
 import ctypes
+from collections import defaultdict
 
 from unicorn import UC_HOOK_BLOCK, Uc, UcError
 
@@ -84,11 +85,11 @@ class BlockCounter:
             self._handle = uc.hook_add(UC_HOOK_BLOCK, self._on_block, begin=begin, end=end)
 
     def _on_block(self, _uc: object, address: int, size: int, _data: object) -> None:
-        key = address << 16 | size
-        n = self._counts.get(key)
-        if n is None:
-            n = self._counts[key] = thumb_instructions(bytes(self._uc.mem_read(address, size)))
-        self.total += n
+        try:
+            self.total += self._counts[address << 16 | size]
+        except KeyError:  # the block's first run
+            n = self._counts[address << 16 | size] = thumb_instructions(bytes(self._uc.mem_read(address, size)))
+            self.total += n
 
     def close(self) -> None:
         if self._handle is None:
@@ -113,18 +114,17 @@ class MeteredService(LoadedService):
         self.cost = cost
         self._counter = BlockCounter(self._machine.uc, image.code_base, image.code_size)
         self._counted = 0  # the counter's total at the end of the last slice
-        self._calls: dict[str, int] = {}  # SDK calls of the slice running now
+        self._calls: defaultdict[str, int] = defaultdict(int)  # SDK calls of the slice running now
         self._resumed = False  # the main thread's slice now running began with a wake-up
 
     def _slice_ended(self, kind: str) -> None:
         total = self._counter.total
-        calls, self._calls = self._calls, {}
+        calls, self._calls = dict(self._calls), defaultdict(int)
         self.cost.record(self.runtime.clock.now(), kind, total - self._counted, calls)
         self._counted = total
 
     def host_call(self, name: str, machine) -> int:
-        calls, key = self._calls, CALL_NAMES.get(name, name)
-        calls[key] = calls.get(key, 0) + 1
+        self._calls[CALL_NAMES.get(name, name)] += 1
         return LoadedService.host_call(self, name, machine)
 
     def _start_main(self, phase: str) -> None:
