@@ -29,7 +29,7 @@ MAX_SLICES = 20_000  # kept one by one; past this they are folded into per-kind 
 PERIOD = "period"
 
 
-class Slice(NamedTuple):  # a tuple: recording one costs the simulator next to nothing
+class Slice(NamedTuple):
     time: float  # virtual seconds when it ended
     kind: str
     instructions: int
@@ -61,15 +61,16 @@ class ServiceCost:
 
     name: str
     start: float = 0.0  # virtual seconds when counting began
-    slices: list[Slice] = field(default_factory=list)
+    raw: list[tuple[float, str, int, dict[str, int]]] = field(default_factory=list)  # plain tuples: cheapest to record
     dropped: int = 0  # slices past MAX_SLICES: in the figures, not in ``slices``
     folded_kinds: dict[str, KindStats] = field(default_factory=dict)
     folded_calls: Counter[str] = field(default_factory=Counter)
     folded_instructions: Series | None = None
 
     def record(self, time: float, kind: str, instructions: int, calls: dict[str, int]) -> None:
-        if len(self.slices) < MAX_SLICES:
-            self.slices.append(Slice(time, kind, instructions, calls))
+        """One slice that ended at virtual ``time``; ``calls`` becomes the record's (it is not copied)."""
+        if len(self.raw) < MAX_SLICES:
+            self.raw.append((time, kind, instructions, calls))
             return
         self.dropped += 1
         self.folded_kinds.setdefault(kind, KindStats()).add(instructions)
@@ -81,35 +82,39 @@ class ServiceCost:
     # -- figures --------------------------------------------------------------
 
     @property
+    def slices(self) -> list[Slice]:
+        return [Slice._make(r) for r in self.raw]
+
+    @property
     def kinds(self) -> dict[str, KindStats]:
         """Per kind of slice: how many, their instructions in all, the least and the most one took."""
         kinds = {k: KindStats(s.count, s.instructions, s.least, s.most) for k, s in self.folded_kinds.items()}
-        for piece in self.slices:
-            kinds.setdefault(piece.kind, KindStats()).add(piece.instructions)
+        for _, kind, instructions, _ in self.raw:
+            kinds.setdefault(kind, KindStats()).add(instructions)
         return kinds
 
     @property
     def calls(self) -> Counter[str]:
         """SDK calls in all, by name."""
         calls = Counter(self.folded_calls)
-        for piece in self.slices:
-            calls.update(piece.calls)
+        for *_, piece in self.raw:
+            calls.update(piece)
         return calls
 
     @property
     def instructions(self) -> Series:
         """Instructions over virtual time, every slice included."""
         series = self.folded_instructions.copy() if self.folded_instructions else Series(start=self.start)
-        for piece in self.slices:
-            series.add(piece.time, piece.instructions)
+        for time, _, instructions, _ in self.raw:
+            series.add(time, instructions)
         return series
 
     @property
     def total_instructions(self) -> int:
-        return sum(p.instructions for p in self.slices) + sum(k.instructions for k in self.folded_kinds.values())
+        return sum(r[2] for r in self.raw) + sum(k.instructions for k in self.folded_kinds.values())
 
     def periods(self) -> list[Slice]:
-        return [s for s in self.slices if s.kind == PERIOD]
+        return [Slice._make(r) for r in self.raw if r[1] == PERIOD]
 
     def instructions_per_period(self) -> int:
         """The most instructions one ``loop()`` period took (sleep to sleep); LookupError before the first."""
@@ -123,7 +128,7 @@ class ServiceCost:
     # -- JSON -------------------------------------------------------------------
 
     def copy(self) -> ServiceCost:
-        return ServiceCost(self.name, self.start, list(self.slices), self.dropped,
+        return ServiceCost(self.name, self.start, list(self.raw), self.dropped,
                            {k: KindStats(s.count, s.instructions, s.least, s.most) for k, s in self.folded_kinds.items()},
                            Counter(self.folded_calls),
                            self.folded_instructions.copy() if self.folded_instructions else None)
@@ -132,7 +137,7 @@ class ServiceCost:
         return {
             "name": self.name,
             "start": self.start,
-            "slices": [list(s) for s in self.slices],
+            "slices": [list(r) for r in self.raw],
             "dropped": self.dropped,
             "folded_kinds": {k: vars(s) for k, s in self.folded_kinds.items()},
             "folded_calls": dict(self.folded_calls),
@@ -147,7 +152,7 @@ class ServiceCost:
         folded = data.get("folded_instructions")
         return cls(
             data["name"], float(data["start"]),
-            [Slice(float(t), kind, int(n), dict(calls)) for t, kind, n, calls in data["slices"]],
+            [(float(t), kind, int(n), dict(calls)) for t, kind, n, calls in data["slices"]],
             int(data["dropped"]),
             {k: KindStats(**s) for k, s in data["folded_kinds"].items()},
             Counter(data["folded_calls"]),

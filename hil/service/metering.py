@@ -119,7 +119,7 @@ class MeteredService(LoadedService):
 
     def _slice_ended(self, kind: str) -> None:
         total = self._counter.total
-        calls, self._calls = dict(self._calls), defaultdict(int)
+        calls, self._calls = self._calls, defaultdict(int)
         self.cost.record(self.runtime.clock.now(), kind, total - self._counted, calls)
         self._counted = total
 
