@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 from .series import Series
 
-MAX_SLICES = 20_000  # kept one by one; past this they are folded into per-kind figures and totals
+MAX_SLICES = 4096  # kept one by one (~1.5 MB); the older half is then folded into per-kind figures and totals
 PERIOD = "period"
 
 
@@ -54,30 +54,42 @@ class KindStats:
 class ServiceCost:
     """A service's slices as they ran; the figures over them are computed when asked for.
 
-    The first :data:`MAX_SLICES` slices are kept one by one; later ones are
-    folded into per-kind figures, call totals and the instructions series, so
-    the record stops growing and its totals stay exact.
+    The latest slices are kept one by one: when :data:`MAX_SLICES` are, the
+    older half is folded into per-kind figures, call totals and the
+    instructions series, so the record stops growing (recording stays a tuple
+    and an append, the folding a tight loop now and then) and every figure
+    stays exact.
     """
 
     name: str
     start: float = 0.0  # virtual seconds when counting began
     raw: list[tuple[float, str, int, dict[str, int]]] = field(default_factory=list)  # plain tuples: cheapest to record
-    dropped: int = 0  # slices past MAX_SLICES: in the figures, not in ``slices``
+    folded: int = 0  # older slices in the figures, no longer in ``slices``
     folded_kinds: dict[str, KindStats] = field(default_factory=dict)
     folded_calls: Counter[str] = field(default_factory=Counter)
     folded_instructions: Series | None = None
 
     def record(self, time: float, kind: str, instructions: int, calls: dict[str, int]) -> None:
         """One slice that ended at virtual ``time``; ``calls`` becomes the record's (it is not copied)."""
-        if len(self.raw) < MAX_SLICES:
-            self.raw.append((time, kind, instructions, calls))
-            return
-        self.dropped += 1
-        self.folded_kinds.setdefault(kind, KindStats()).add(instructions)
-        self.folded_calls.update(calls)
-        if self.folded_instructions is None:
-            self.folded_instructions = Series(start=self.start)
-        self.folded_instructions.add(time, instructions)
+        raw = self.raw
+        raw.append((time, kind, instructions, calls))
+        if len(raw) >= MAX_SLICES:
+            self._fold(len(raw) // 2)
+
+    def _fold(self, n: int) -> None:
+        old, self.raw = self.raw[:n], self.raw[n:]
+        kinds, totals = self.folded_kinds, self.folded_calls
+        series = self.folded_instructions or Series(start=self.start)
+        for time, kind, instructions, calls in old:
+            stats = kinds.get(kind)
+            if stats is None:
+                stats = kinds[kind] = KindStats()
+            stats.add(instructions)
+            for name, count in calls.items():
+                totals[name] += count
+            series.add(time, instructions)
+        self.folded_instructions = series
+        self.folded += n
 
     # -- figures --------------------------------------------------------------
 
@@ -128,7 +140,7 @@ class ServiceCost:
     # -- JSON -------------------------------------------------------------------
 
     def copy(self) -> ServiceCost:
-        return ServiceCost(self.name, self.start, list(self.raw), self.dropped,
+        return ServiceCost(self.name, self.start, list(self.raw), self.folded,
                            {k: KindStats(s.count, s.instructions, s.least, s.most) for k, s in self.folded_kinds.items()},
                            Counter(self.folded_calls),
                            self.folded_instructions.copy() if self.folded_instructions else None)
@@ -138,7 +150,7 @@ class ServiceCost:
             "name": self.name,
             "start": self.start,
             "slices": [list(r) for r in self.raw],
-            "dropped": self.dropped,
+            "folded": self.folded,
             "folded_kinds": {k: vars(s) for k, s in self.folded_kinds.items()},
             "folded_calls": dict(self.folded_calls),
             "folded_instructions": self.folded_instructions.to_json() if self.folded_instructions else None,
@@ -153,7 +165,7 @@ class ServiceCost:
         return cls(
             data["name"], float(data["start"]),
             [(float(t), kind, int(n), dict(calls)) for t, kind, n, calls in data["slices"]],
-            int(data["dropped"]),
+            int(data["folded"]),
             {k: KindStats(**s) for k, s in data["folded_kinds"].items()},
             Counter(data["folded_calls"]),
             Series.from_json(folded) if folded else None,

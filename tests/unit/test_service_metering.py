@@ -10,7 +10,7 @@ come from unicorn's block hook and a Thumb decoder of ours.
 
 from __future__ import annotations
 
-import asyncio
+import json
 import re
 import shutil
 import subprocess
@@ -20,7 +20,8 @@ import pytest
 from conftest import REPO
 
 from hil.device.clock import VirtualClock
-from hil.metrics import DeviceMetrics, MetricsUnavailable
+from hil.metrics import DeviceMetrics, MetricsUnavailable, ServiceCost, Slice
+from hil.metrics.cost import MAX_SLICES, KindStats
 from hil.sdk import build_service
 from hil.service.manifest import Manifest, parse_manifest
 from hil.service import metering
@@ -238,6 +239,19 @@ async def test_metrics_off_loads_plain_services_and_adds_no_hook(built, monkeypa
                 assert len(counters) == 1 and counters[0].total > 0
         finally:
             node.runtime.close()
+
+
+def test_a_long_record_stops_growing_and_its_figures_stay_exact():
+    cost = ServiceCost("svc", start=0.0)
+    for i in range(3 * MAX_SLICES + 7):
+        cost.record(float(i), "period", 40 + i % 3, {"output": 1, "sleep": 1})
+    assert len(cost.slices) < MAX_SLICES and cost.folded + len(cost.slices) == 3 * MAX_SLICES + 7
+    assert cost.kinds["period"] == KindStats(3 * MAX_SLICES + 7, sum(40 + i % 3 for i in range(3 * MAX_SLICES + 7)), 40, 42)
+    assert cost.calls == {"output": 3 * MAX_SLICES + 7, "sleep": 3 * MAX_SLICES + 7}
+    assert cost.instructions.total == cost.total_instructions == cost.kinds["period"].instructions
+    assert cost.slices[-1] == Slice(3 * MAX_SLICES + 6.0, "period", 40 + (3 * MAX_SLICES + 6) % 3, {"output": 1, "sleep": 1})
+    again = ServiceCost.from_json(json.loads(json.dumps(cost.to_json())))
+    assert (again.kinds, again.calls, again.total_instructions) == (cost.kinds, cost.calls, cost.total_instructions)
 
 
 def test_what_the_simulator_cannot_count_says_where_it_is_counted(built):
