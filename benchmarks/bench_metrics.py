@@ -140,7 +140,7 @@ async def renode_profile(path: Path, seconds: float) -> float | None:
         return None
     firmware = reference_firmware()
     with RenodeProcess(log_dir=path.parent, name="bench-renode") as renode:
-        monitor = await RenodeMonitor.connect(renode.host, renode.port, transcript=path.parent / "monitor.log")
+        monitor = await RenodeMonitor.connect(renode.host, renode.port, timeout=60, transcript=path.parent / "monitor.log")
         try:
             for command in ('mach create "bench"', f"machine LoadPlatformDescription @{renode_dir() / 'mps2_an385.repl'}",
                             f"sysbus LoadELF @{firmware}", f'machine EnableProfiler "{path}"'):
