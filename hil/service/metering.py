@@ -72,7 +72,9 @@ class BlockCounter:
         try:
             from unicorn.unicorn_py3 import unicorn as binding
 
-            raw = binding.HOOK_CODE_CFUNC(self._on_block)
+            # Declared without the hook's last argument (user data, unused): a C caller's extra argument is
+            # harmless under every calling convention unicorn runs on, and ctypes converts one value fewer.
+            raw = ctypes.CFUNCTYPE(None, binding.uc_engine, ctypes.c_uint64, ctypes.c_uint32)(self._on_block)
             handle = binding.uc_hook_h()
             status = binding.uclib.uc_hook_add(uc._uch, ctypes.byref(handle), UC_HOOK_BLOCK, raw, None,
                                                ctypes.c_uint64(begin), ctypes.c_uint64(end))
@@ -84,7 +86,7 @@ class BlockCounter:
         except (ImportError, AttributeError):
             self._handle = uc.hook_add(UC_HOOK_BLOCK, self._on_block, begin=begin, end=end)
 
-    def _on_block(self, _uc: object, address: int, size: int, _data: object) -> None:
+    def _on_block(self, _uc: object, address: int, size: int, _data: object = None) -> None:
         try:
             self.total += self._counts[address << 16 | size]
         except KeyError:  # the block's first run
@@ -105,7 +107,11 @@ class BlockCounter:
 
 
 class MeteredService(LoadedService):
-    """A loaded service whose slices and SDK calls go into its :class:`ServiceCost`."""
+    """A loaded service whose slices and SDK calls go into its :class:`ServiceCost`.
+
+    Its overrides run once per SDK call and once per slice, so they are kept
+    to a few dictionary and tuple operations each (``python -m benchmarks metrics``).
+    """
 
     def __init__(self, runtime: ServiceRuntime, manifest: Manifest, module: Module, instance_id: int,
                  cost: ServiceCost):
@@ -113,33 +119,31 @@ class MeteredService(LoadedService):
         image = self._require_loaded("count")
         self.cost = cost
         self._counter = BlockCounter(self._machine.uc, image.code_base, image.code_size)
+        self._now = runtime.clock.now
         self._counted = 0  # the counter's total at the end of the last slice
         self._calls: defaultdict[str, int] = defaultdict(int)  # SDK calls of the slice running now
-        self._resumed = False  # the main thread's slice now running began with a wake-up
+        self._first = False  # the main thread's slice now running began with a call of setup() or loop()
 
     def _slice_ended(self, kind: str) -> None:
         total = self._counter.total
         calls, self._calls = self._calls, defaultdict(int)
-        self.cost.record(self.runtime.clock.now(), kind, total - self._counted, calls)
+        self.cost.record(self._now(), kind, total - self._counted, calls)
         self._counted = total
 
     def host_call(self, name: str, machine) -> int:
         self._calls[CALL_NAMES.get(name, name)] += 1
-        return LoadedService.host_call(self, name, machine)
+        return getattr(self, "_sdk_" + name)(machine)  # LoadedService.host_call, without a call more
 
     def _start_main(self, phase: str) -> None:
-        self._resumed = False
+        self._first = True
         super()._start_main(phase)
-
-    def _resume_main(self) -> None:
-        self._resumed = True
-        super()._resume_main()
 
     def _after(self, exit: Exit) -> None:
         if self._phase == "setup":
             kind = "setup"
         elif exit.reason is ExitReason.SUSPENDED:
-            kind = PERIOD if self._resumed else "first"
+            kind = "first" if self._first else PERIOD
+            self._first = False
         else:
             kind = "end"
         self._slice_ended(kind)  # before the next slice can start (setup returning starts loop)
