@@ -81,7 +81,12 @@ through_clock = asyncio.run(run())
 start = time.process_time()
 for _ in range(wakes):  # the wake-up itself, the clock left out: resume, run to the next sleep, dispatch
     service._on_wake()
-print(through_clock * 1e6, (time.process_time() - start) / wakes * 1e6)
+alone = (time.process_time() - start) / wakes
+if metered:  # the figures are of metering only if it counted every wake-up
+    periods = extra["meters"].costs[service.name].kinds["period"].count
+    if periods < 2 * wakes:
+        sys.exit(f"metering recorded {periods} periods, expected at least {2 * wakes}")
+print(through_clock * 1e6, alone * 1e6)
 """
 
 
@@ -222,6 +227,10 @@ async def main() -> None:
         for _ in range(rounds):
             for metered in (False, True):
                 run = await virtual_run(package_bytes, 1, 1000, HOUR, meter_services=metered)
+                if metered and run.metered_periods < run.readings:  # a path around metering would show here
+                    raise SystemExit(f"metering on recorded {run.metered_periods} periods for {run.readings} readings")
+                if not metered and run.metered_periods:
+                    raise SystemExit(f"metering off recorded {run.metered_periods} periods")
                 reading[metered].append(run.cpu_s / max(1, run.readings) * 1e6)
         for metered, values in reading.items():
             print(f"  one node, one simulated hour, metering {'on' if metered else 'off'}: us CPU per reading {spread(values)}")

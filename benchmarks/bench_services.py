@@ -49,6 +49,7 @@ from pathlib import Path as FilePath
 from hil.device.clock import VirtualClock
 from hil.device.node import Node
 from hil.device.objects import Change
+from hil.metrics.cost import PERIOD
 from hil.service.runtime import ServiceState
 from hil.gateway.server import Gateway
 from hil.lwm2m.model import Path
@@ -379,6 +380,7 @@ class VirtualRun:
     cpu_s: float
     readings: int
     timers: int
+    metered_periods: int = 0  # loop() periods the nodes' meters recorded, warm-up included (meter_services)
 
     @property
     def speedup(self) -> float:
@@ -403,9 +405,11 @@ async def virtual_run(package: bytes, count: int, rate_ms: int | None, span: flo
             t0, cpu0 = time.perf_counter(), time.process_time()
             timers = await clock.advance(span)
             wall_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+            metered = sum(stats.count for n in nodes if n.service_meters for cost in n.service_meters.costs.values()
+                          if (stats := cost.kinds.get(PERIOD)))
         finally:
             await close_nodes(nodes)
-    return VirtualRun(count, span, wall_s, cpu_s, sum(meter.seen.values()), timers)
+    return VirtualRun(count, span, wall_s, cpu_s, sum(meter.seen.values()), timers, metered)
 
 
 def virtual_span(count: int, period_s: float, max_wakes: int) -> float:

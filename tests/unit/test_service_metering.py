@@ -10,6 +10,7 @@ come from unicorn's block hook and a Thumb decoder of ours.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -20,6 +21,7 @@ import pytest
 from conftest import REPO
 
 from hil.device.clock import VirtualClock
+from hil.device.node import Node
 from hil.metrics import DeviceMetrics, MetricsUnavailable, ServiceCost, Slice
 from hil.metrics.cost import MAX_SLICES, KindStats
 from hil.sdk import build_service
@@ -239,6 +241,44 @@ async def test_metrics_off_loads_plain_services_and_adds_no_hook(built, monkeypa
                 assert len(counters) == 1 and counters[0].total > 0
         finally:
             node.runtime.close()
+
+
+def deploy_on(node: Node, inst: int, service_json: Path) -> None:
+    """What the gateway's create, write, install and activate do on the node's /9, called on its object store."""
+    node.objects.create("/9", iid=inst)
+    node.objects.write(f"/9/{inst}/2", {f"/9/{inst}/2": service_json.read_bytes()})
+    node.objects.execute(f"/9/{inst}/4")
+    node.objects.execute(f"/9/{inst}/10")
+
+
+@pytest.mark.parametrize("realtime", [False, True], ids=["virtual-time", "real-time"])
+async def test_a_node_meters_its_services_on_either_clock_and_across_a_reboot(built, realtime):
+    """The node's own path (object 9 and its runtime), on the manual clock of virtual-time runs and on the
+    real-time clock of the sim target (100 times faster than the wall: a 1 s period in 10 ms)."""
+    expected = period_from_disassembly(elf_of(built["metered"]))
+    clock = VirtualClock(realtime=realtime, scale=100.0)
+
+    async def run_for(seconds: float) -> None:
+        if realtime:
+            await asyncio.sleep(seconds / clock.scale)
+        else:
+            await clock.advance(seconds)
+
+    async with Node("metered1", clock=clock, meter_services=True) as node:
+        meters = node.service_meters
+        deploy_on(node, 1000, built["metered"])
+        assert isinstance(node.services.packages[1000].service, MeteredService)
+        await run_for(5.5)
+        cost = meters.costs["metered"]
+        before = len(cost.periods())
+        assert before >= (3 if realtime else 5)  # a loaded machine may run a real-time node's timers late
+        await node.reboot()  # services are gone with the RAM; their records stay with the node
+        assert node.service_meters is meters and meters.costs["metered"] is cost
+        deploy_on(node, 1000, built["metered"])
+        await run_for(3.5)
+        assert len(cost.periods()) >= before + (2 if realtime else 3)
+        assert {p.instructions for p in cost.periods()} == {expected}
+        assert [s.kind for s in cost.slices].count("setup") == 2
 
 
 def test_a_long_record_stops_growing_and_its_figures_stay_exact():
