@@ -20,7 +20,9 @@ SDK calls go by the SDK's names without ``embserve_`` and ``_impl``
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any, NamedTuple
 
 from .series import Series
@@ -49,28 +51,38 @@ class KindStats:
         self.count += 1
         self.instructions += instructions
 
+    def add_many(self, instructions: list[int] | tuple[int, ...]) -> None:
+        if not instructions:
+            return
+        least, most = min(instructions), max(instructions)
+        self.least = least if self.count == 0 else min(self.least, least)
+        self.most = max(self.most, most)
+        self.count += len(instructions)
+        self.instructions += sum(instructions)
+
 
 @dataclass
 class ServiceCost:
     """A service's slices as they ran; the figures over them are computed when asked for.
 
-    The latest slices are kept one by one: when :data:`MAX_SLICES` are, the
-    older half is folded into per-kind figures, call totals and the
-    instructions series, so the record stops growing (recording stays a tuple
-    and an append, the folding a tight loop now and then) and every figure
-    stays exact.
+    The latest slices are kept one by one, each with its SDK calls as a list
+    of names (one per call, in order: the cheapest thing to record while the
+    service runs). When :data:`MAX_SLICES` are kept, the older half is folded
+    into per-kind figures, call totals and the instructions series, so the
+    record stops growing (recording stays a tuple and an append, folding a
+    few passes of builtins now and then) and every figure stays exact.
     """
 
     name: str
     start: float = 0.0  # virtual seconds when counting began
-    raw: list[tuple[float, str, int, dict[str, int]]] = field(default_factory=list)  # plain tuples: cheapest to record
+    raw: list[tuple[float, str, int, list[str]]] = field(default_factory=list)  # plain tuples: cheapest to record
     folded: int = 0  # older slices in the figures, no longer in ``slices``
     folded_kinds: dict[str, KindStats] = field(default_factory=dict)
     folded_calls: Counter[str] = field(default_factory=Counter)
     folded_instructions: Series | None = None
 
-    def record(self, time: float, kind: str, instructions: int, calls: dict[str, int]) -> None:
-        """One slice that ended at virtual ``time``; ``calls`` becomes the record's (it is not copied)."""
+    def record(self, time: float, kind: str, instructions: int, calls: list[str]) -> None:
+        """One slice that ended at virtual ``time``; ``calls`` names each SDK call it made and becomes the record's."""
         raw = self.raw
         raw.append((time, kind, instructions, calls))
         if len(raw) >= MAX_SLICES:
@@ -78,16 +90,16 @@ class ServiceCost:
 
     def _fold(self, n: int) -> None:
         old, self.raw = self.raw[:n], self.raw[n:]
-        kinds, totals = self.folded_kinds, self.folded_calls
-        series = self.folded_instructions or Series(start=self.start)
-        for time, kind, instructions, calls in old:
-            stats = kinds.get(kind)
+        times, kinds, counts, calls = zip(*old)
+        for kind in set(kinds):
+            mine = counts if len(kinds) == kinds.count(kind) else [c for k, c in zip(kinds, counts) if k == kind]
+            stats = self.folded_kinds.get(kind)
             if stats is None:
-                stats = kinds[kind] = KindStats()
-            stats.add(instructions)
-            for name, count in calls.items():
-                totals[name] += count
-            series.add(time, instructions)
+                stats = self.folded_kinds[kind] = KindStats()
+            stats.add_many(mine)
+        self.folded_calls.update(chain.from_iterable(calls))
+        series = self.folded_instructions or Series(start=self.start)
+        series.add_many(times, counts)
         self.folded_instructions = series
         self.folded += n
 
@@ -95,7 +107,7 @@ class ServiceCost:
 
     @property
     def slices(self) -> list[Slice]:
-        return [Slice._make(r) for r in self.raw]
+        return [Slice(t, kind, n, _counted(calls)) for t, kind, n, calls in self.raw]
 
     @property
     def kinds(self) -> dict[str, KindStats]:
@@ -109,8 +121,7 @@ class ServiceCost:
     def calls(self) -> Counter[str]:
         """SDK calls in all, by name."""
         calls = Counter(self.folded_calls)
-        for *_, piece in self.raw:
-            calls.update(piece)
+        calls.update(chain.from_iterable(r[3] for r in self.raw))
         return calls
 
     @property
@@ -126,7 +137,7 @@ class ServiceCost:
         return sum(r[2] for r in self.raw) + sum(k.instructions for k in self.folded_kinds.values())
 
     def periods(self) -> list[Slice]:
-        return [Slice._make(r) for r in self.raw if r[1] == PERIOD]
+        return [Slice(t, kind, n, _counted(calls)) for t, kind, n, calls in self.raw if kind == PERIOD]
 
     def instructions_per_period(self) -> int:
         """The most instructions one ``loop()`` period took (sleep to sleep); LookupError before the first."""
@@ -149,7 +160,7 @@ class ServiceCost:
         return {
             "name": self.name,
             "start": self.start,
-            "slices": [list(r) for r in self.raw],
+            "slices": [[t, kind, n, _counted(calls)] for t, kind, n, calls in self.raw],
             "folded": self.folded,
             "folded_kinds": {k: vars(s) for k, s in self.folded_kinds.items()},
             "folded_calls": dict(self.folded_calls),
@@ -164,9 +175,18 @@ class ServiceCost:
         folded = data.get("folded_instructions")
         return cls(
             data["name"], float(data["start"]),
-            [(float(t), kind, int(n), dict(calls)) for t, kind, n, calls in data["slices"]],
+            [(float(t), kind, int(n), _names(calls)) for t, kind, n, calls in data["slices"]],
             int(data["folded"]),
             {k: KindStats(**s) for k, s in data["folded_kinds"].items()},
             Counter(data["folded_calls"]),
             Series.from_json(folded) if folded else None,
         )
+
+
+def _counted(calls: Iterable[str]) -> dict[str, int]:
+    """A slice's calls by name, as its figures and the JSON file give them."""
+    return dict(Counter(calls))
+
+
+def _names(calls: Mapping[str, int]) -> list[str]:
+    return [name for name, count in calls.items() for _ in range(int(count))]

@@ -23,7 +23,6 @@ node keeps its :class:`ServiceMeters`, a reboot.
 from __future__ import annotations
 
 import ctypes
-from collections import defaultdict
 
 from unicorn import UC_HOOK_BLOCK, Uc, UcError
 
@@ -31,6 +30,7 @@ from ..metrics.cost import PERIOD, ServiceCost
 from .cpu import Exit, ExitReason
 from .manifest import Manifest
 from .runtime import LoadedService, ServiceRuntime
+from .sdk_api import IMPORTS
 from .udlm import Module
 
 #: SDK imports as the records name them (see hil.metrics.cost)
@@ -63,11 +63,10 @@ class BlockCounter:
     """
 
     def __init__(self, uc: Uc, begin: int, size: int):
-        self.total = 0
         self._uc = uc
-        self._counts: dict[int, int] = {}  # (address << 16 | size) -> instructions in that block
         self._raw: object | None = None
         self._handle: int | None = None
+        self._on_block, self._read = self._counting(uc)
         end = begin + size - 1
         try:
             from unicorn.unicorn_py3 import unicorn as binding
@@ -86,12 +85,25 @@ class BlockCounter:
         except (ImportError, AttributeError):
             self._handle = uc.hook_add(UC_HOOK_BLOCK, self._on_block, begin=begin, end=end)
 
-    def _on_block(self, _uc: object, address: int, size: int, _data: object = None) -> None:
-        try:
-            self.total += self._counts[address << 16 | size]
-        except KeyError:  # the block's first run
-            n = self._counts[address << 16 | size] = thumb_instructions(bytes(self._uc.mem_read(address, size)))
-            self.total += n
+    @staticmethod
+    def _counting(uc: Uc):
+        """The block hook and the reader of its total; the total is a closure's, cheaper to add to than an attribute."""
+        total = 0
+        counts: dict[int, int] = {}  # (address << 16 | size) -> instructions in that block
+
+        def on_block(_uc: object, address: int, size: int, _data: object = None) -> None:
+            nonlocal total
+            try:
+                total += counts[address << 16 | size]
+            except KeyError:  # the block's first run
+                n = counts[address << 16 | size] = thumb_instructions(bytes(uc.mem_read(address, size)))
+                total += n
+
+        return on_block, lambda: total
+
+    @property
+    def total(self) -> int:
+        return self._read()
 
     def close(self) -> None:
         if self._handle is None:
@@ -121,18 +133,24 @@ class MeteredService(LoadedService):
         self._counter = BlockCounter(self._machine.uc, image.code_base, image.code_size)
         self._now = runtime.clock.now
         self._counted = 0  # the counter's total at the end of the last slice
-        self._calls: defaultdict[str, int] = defaultdict(int)  # SDK calls of the slice running now
+        self._calls: list[str] = []  # SDK calls of the slice running now, one name per call
         self._first = False  # the main thread's slice now running began with a call of setup() or loop()
+        # import name -> (the records' name, the SDK method): one lookup per call, no name built
+        self._sdk = {name: (CALL_NAMES.get(name, name), getattr(self, "_sdk_" + name)) for name in IMPORTS}
 
     def _slice_ended(self, kind: str) -> None:
         total = self._counter.total
-        calls, self._calls = self._calls, defaultdict(int)
+        calls, self._calls = self._calls, []
         self.cost.record(self._now(), kind, total - self._counted, calls)
         self._counted = total
 
     def host_call(self, name: str, machine) -> int:
-        self._calls[CALL_NAMES.get(name, name)] += 1
-        return getattr(self, "_sdk_" + name)(machine)  # LoadedService.host_call, without a call more
+        try:
+            recorded, serve = self._sdk[name]
+        except KeyError:
+            return super().host_call(name, machine)  # what an import of no SDK function meets there
+        self._calls.append(recorded)
+        return serve(machine)
 
     def _start_main(self, phase: str) -> None:
         self._first = True
