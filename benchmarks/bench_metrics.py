@@ -10,19 +10,20 @@
    b. a synthetic file of BENCH_PROFILE_MB (64) with the mix of entries of a
       running node (measured on Renode 1.16.1: per second of virtual time ~10,000
       instructions entries, ~19,000 memory, ~1,000 exceptions, ~400 peripheral).
-2. The simulator, the temperature service at a 1 s period on a manual clock,
-   metering off and on, in alternating rounds (BENCH_ROUNDS, 7):
-   a. bare runtime wake-ups (ServiceRuntime alone, BENCH_WAKES, 20,000 per
-      round, each round a fresh process): CPU us per wake through the manual
-      clock, and per wake-up alone (the service resumed directly, no clock: the
-      emulation and the SDK calls, where metering adds its work);
+2. The simulator, the temperature service at a 1 s period on a manual clock, metering off and on:
+   a. bare runtime wake-ups (ServiceRuntime alone): both variants in one fresh
+      process, each with its own emulator, in alternating batches
+      (BENCH_BATCHES, 40, of BENCH_BATCH, 1,000 wake-ups): CPU us per wake
+      through the manual clock, and per wake-up alone (the service resumed
+      directly, no clock: the emulation and the SDK calls, where metering adds
+      its work). The cost of "on" is the median of the paired batches' ratios:
+      neighbouring batches meet the same disturbances of a shared machine;
    b. a whole node (LwM2M to an in-process gateway, registration Updates
-      included; bench_services.virtual_run): one simulated hour, CPU per reading.
-   The overheads are computed from each variant's least disturbed round (its
-   minimum): on a machine other work shares, the medians wander by more than
-   the difference being measured.
-   With BENCH_BASELINE=<a checkout of another revision>, 2a also runs with that
-   tree's code (metering did not exist there): "off" against it shows what off costs.
+      included; bench_services.virtual_run): one simulated hour per run,
+      BENCH_ROUNDS (9) runs per variant alternating, CPU per reading; cost as in a.
+   With BENCH_BASELINE=<a checkout of another revision>, 2a also runs that
+   tree's runtime (metering did not exist there) against this one's, metering
+   off, in alternating processes (unpaired: medians): what off costs.
 
     python -m benchmarks metrics
     BENCH_BASELINE=/tmp/main python -m benchmarks metrics
@@ -31,6 +32,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import statistics
@@ -53,40 +55,59 @@ from hil.sdk import build_service
 REPO = Path(__file__).resolve().parents[1]
 HOUR = 3600.0
 
-# One bare runtime measurement, run in a fresh interpreter with a given tree on sys.path.
+# The bare runtime, metering off and on side by side in one interpreter (a fresh one, with a given tree on
+# sys.path): each variant its own emulator and manual clock, measured in alternating batches, so that both
+# meet the same disturbances of a shared machine and each batch of "on" has its neighbour of "off" to compare with.
 WAKES = r"""
-import asyncio, sys, time
+import asyncio, json, sys, time
 from hil.device.clock import VirtualClock
+from hil.service.cpu import Machine
 from hil.service.manifest import parse_manifest
 from hil.service.runtime import ServiceRuntime
-package, wakes, metered = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "on"
-extra = {}
-if metered:
-    from hil.service.metering import ServiceMeters
-    extra["meters"] = ServiceMeters()
-clock = VirtualClock(realtime=False)
-runtime = ServiceRuntime("bench", clock, console=lambda *a: None, sensors=lambda kind: 21.5,
-                         on_output=lambda *a: None, on_fault=lambda service, message: sys.exit(message), **extra)
-service = runtime.load(parse_manifest(open(package, "rb").read()), 1000)
-service.activate()
-service.input("rate", 1000)
+package, batches, batch, variants = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4].split(",")
+manifest = parse_manifest(open(package, "rb").read())
 
-async def run():
-    await clock.advance(31)  # past the first 30 s sleep, after which the rate applies
+def node(metered):
+    extra = {}
+    if metered:
+        from hil.service.metering import ServiceMeters
+        extra["meters"] = ServiceMeters()
+    clock = VirtualClock(realtime=False)
+    runtime = ServiceRuntime("bench", clock, console=lambda *a: None, sensors=lambda kind: 21.5,
+                             on_output=lambda *a: None, on_fault=lambda service, message: sys.exit(message),
+                             machine=Machine(), **extra)
+    service = runtime.load(manifest, 1000)
+    service.activate()
+    service.input("rate", 1000)
+    asyncio.run(clock.advance(31))  # past the first 30 s sleep, after which the rate applies
+    return clock, service, extra.get("meters")
+
+nodes = {v: node(v == "on") for v in variants}
+
+async def through_clock(clock):
     start = time.process_time()  # CPU time: other processes on a shared machine disturb it less than wall time
-    await clock.advance(wakes)
-    return (time.process_time() - start) / wakes
+    await clock.advance(batch)
+    return (time.process_time() - start) / batch * 1e6
 
-through_clock = asyncio.run(run())
-start = time.process_time()
-for _ in range(wakes):  # the wake-up itself, the clock left out: resume, run to the next sleep, dispatch
-    service._on_wake()
-alone = (time.process_time() - start) / wakes
-if metered:  # the figures are of metering only if it counted every wake-up
-    periods = extra["meters"].costs[service.name].kinds["period"].count
-    if periods < 2 * wakes:
-        sys.exit(f"metering recorded {periods} periods, expected at least {2 * wakes}")
-print(through_clock * 1e6, alone * 1e6)
+def alone(service):  # the wake-up itself, the clock left out: resume, run to the next sleep, dispatch
+    start = time.process_time()
+    for _ in range(batch):
+        service._cancel_wake()  # the clock's timer for this wake-up: left, the batches through the clock would run twice
+        service._on_wake()
+    return (time.process_time() - start) / batch * 1e6
+
+out = {v: {"clock": [], "alone": []} for v in variants}
+for b in range(batches):
+    for v in (variants if b % 2 == 0 else variants[::-1]):
+        clock, service, _ = nodes[v]
+        out[v]["clock"].append(asyncio.run(through_clock(clock)))
+        out[v]["alone"].append(alone(service))
+for v, (clock, service, meters) in nodes.items():
+    if meters is not None:  # the figures are of metering only if it counted every wake-up
+        periods = meters.costs[service.name].kinds["period"].count
+        if periods < 2 * batches * batch:
+            sys.exit(f"metering recorded {periods} periods, expected at least {2 * batches * batch}")
+print(json.dumps(out))
 """
 
 
@@ -162,30 +183,33 @@ async def renode_profile(path: Path, seconds: float) -> float | None:
 # ---------------------------------------------------------------------- the simulator
 
 
-def wake_us(tree: Path, package: Path, wakes: int, metered: bool) -> tuple[float, float]:
-    """CPU us per wake-up through the manual clock, and per wake-up alone, in a fresh interpreter."""
+def wake_us(tree: Path, package: Path, batches: int, batch: int, variants: list[str]) -> dict[str, dict[str, list[float]]]:
+    """Per variant, CPU us per wake-up of each batch: through the manual clock ("clock") and by itself ("alone")."""
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONDONTWRITEBYTECODE="1")
-    done = subprocess.run([sys.executable, "-c", WAKES, str(package), str(wakes), "on" if metered else "off"],
-                          env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run([sys.executable, "-c", WAKES, str(package), str(batches), str(batch), ",".join(variants)],
+                          env=env, cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=1200)
     if done.returncode != 0:
         raise SystemExit(f"the wake-up measurement failed with {tree} on sys.path:\n{done.stderr[-2000:]}")
-    through_clock, alone = done.stdout.split()[-2:]
-    return float(through_clock), float(alone)
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def spread(values: list[float]) -> str:
-    return f"min {min(values):.1f}, median {statistics.median(values):.1f}, max {max(values):.1f}"
+    return f"median {statistics.median(values):.1f} (min {min(values):.1f}, max {max(values):.1f})"
 
 
 def overhead(base: list[float], other: list[float]) -> str:
-    a, b = min(base), min(other)
-    return f"{100 * (b - a) / a:+.1f} % ({b - a:+.1f} us; medians {100 * (statistics.median(other) / statistics.median(base) - 1):+.1f} %)"
+    """The cost of ``other`` over ``base``: the median of the paired batches' ratios, and of the medians."""
+    paired = statistics.median(b / a for a, b in zip(base, other))
+    medians = statistics.median(other) / statistics.median(base)
+    return (f"{100 * (paired - 1):+.1f} % (median of paired ratios; medians {100 * (medians - 1):+.1f} %, "
+            f"{statistics.median(other) - statistics.median(base):+.1f} us)")
 
 
 async def main() -> None:
     repeats = env_ints("BENCH_REPEATS", "3")[0]
-    rounds = env_ints("BENCH_ROUNDS", "7")[0]
-    wakes = env_ints("BENCH_WAKES", "20000")[0]
+    rounds = env_ints("BENCH_ROUNDS", "9")[0]
+    batches = env_ints("BENCH_BATCHES", "40")[0]
+    batch = env_ints("BENCH_BATCH", "1000")[0]
     baseline = os.environ.get("BENCH_BASELINE")
     print(f"load average before: {load_average()} ({os.cpu_count()} CPUs)")
     with tempfile.TemporaryDirectory() as tmp:
@@ -204,28 +228,32 @@ async def main() -> None:
         measure_reading(synthetic, "synthetic file, a running node's mix", repeats)
 
         package = build_service(SERVICE_DIR, work / "build")
-        print(f"simulator, temperature service at 1 s, {rounds} rounds, off and on alternating:")
-        trees = [("off", REPO, False), ("on", REPO, True)] + ([("baseline", Path(baseline), False)] if baseline else [])
-        per_wake: dict[str, list[float]] = {label: [] for label, _, _ in trees}
-        alone: dict[str, list[float]] = {label: [] for label, _, _ in trees}
-        for _ in range(rounds):
-            for label, tree, metered in trees:
-                through_clock, by_itself = wake_us(tree, package, wakes, metered)
-                per_wake[label].append(through_clock)
-                alone[label].append(by_itself)
-        for label in per_wake:
-            print(f"  bare runtime, metering {label}: us per wake through the clock {spread(per_wake[label])};"
-                  f" the wake-up alone {spread(alone[label])}")
-        print(f"  metering on against off, per bare wake: {overhead(per_wake['off'], per_wake['on'])};"
-              f" per wake-up alone: {overhead(alone['off'], alone['on'])}")
-        if baseline:
-            print(f"  metering off against {baseline}: {overhead(per_wake['baseline'], per_wake['off'])};"
-                  f" per wake-up alone: {overhead(alone['baseline'], alone['off'])}")
+        print(f"simulator, temperature service at 1 s; bare runtime: {batches} batches of {batch} wake-ups per variant,"
+              f" alternating in one process:")
+        runs = {"": wake_us(REPO, package, batches, batch, ["off", "on"])}
+        if baseline:  # that tree has no metering: its runtime against this one's, metering off, processes alternating
+            runs[baseline], runs["this tree"] = {"off": {"clock": [], "alone": []}}, {"off": {"clock": [], "alone": []}}
+            for r in range(4):
+                for label, tree in ((baseline, Path(baseline)), ("this tree", REPO))[:: 1 if r % 2 == 0 else -1]:
+                    for kind, values in wake_us(tree, package, max(1, batches // 4), batch, ["off"])["off"].items():
+                        runs[label]["off"][kind] += values
+        here = runs[""]
+        for label in ("off", "on"):
+            print(f"  bare runtime, metering {label}: us CPU per wake through the clock {spread(here[label]['clock'])};"
+                  f" the wake-up alone {spread(here[label]['alone'])}")
+        print(f"  metering on against off, per wake through the clock: {overhead(here['off']['clock'], here['on']['clock'])}")
+        print(f"  metering on against off, per wake-up alone: {overhead(here['off']['alone'], here['on']['alone'])}")
+        if baseline:  # two processes one after the other: unpaired, medians only
+            theirs, ours = runs[baseline]["off"], runs["this tree"]["off"]
+            for kind in ("clock", "alone"):
+                a, b = statistics.median(theirs[kind]), statistics.median(ours[kind])
+                print(f"  metering off against {baseline} ({kind}): medians {a:.1f} -> {b:.1f} us ({100 * (b / a - 1):+.1f} %)")
 
         reading: dict[bool, list[float]] = {False: [], True: []}
         package_bytes = package.read_bytes()
-        for _ in range(rounds):
-            for metered in (False, True):
+        print(f"  one node (LwM2M to an in-process gateway), one simulated hour per run, {rounds} runs per variant, alternating:")
+        for r in range(rounds):
+            for metered in ((False, True) if r % 2 == 0 else (True, False)):
                 run = await virtual_run(package_bytes, 1, 1000, HOUR, meter_services=metered)
                 if metered and run.metered_periods < run.readings:  # a path around metering would show here
                     raise SystemExit(f"metering on recorded {run.metered_periods} periods for {run.readings} readings")
@@ -233,6 +261,6 @@ async def main() -> None:
                     raise SystemExit(f"metering off recorded {run.metered_periods} periods")
                 reading[metered].append(run.cpu_s / max(1, run.readings) * 1e6)
         for metered, values in reading.items():
-            print(f"  one node, one simulated hour, metering {'on' if metered else 'off'}: us CPU per reading {spread(values)}")
+            print(f"  one node, metering {'on' if metered else 'off'}: us CPU per reading {spread(values)}")
         print(f"  metering on against off, per reading of a node: {overhead(reading[False], reading[True])}")
     print(f"load average after: {load_average()}")

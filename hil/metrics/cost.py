@@ -65,9 +65,9 @@ class KindStats:
 class ServiceCost:
     """A service's slices as they ran; the figures over them are computed when asked for.
 
-    The latest slices are kept one by one, each with its SDK calls as a list
+    The latest slices are kept one by one, each with its SDK calls as a tuple
     of names (one per call, in order: the cheapest thing to record while the
-    service runs). When :data:`MAX_SLICES` are kept, the older half is folded
+    service runs, and shared by the slices that made the same calls). When :data:`MAX_SLICES` are kept, the older half is folded
     into per-kind figures, call totals and the instructions series, so the
     record stops growing (recording stays a tuple and an append, folding a
     few passes of builtins now and then) and every figure stays exact.
@@ -75,13 +75,13 @@ class ServiceCost:
 
     name: str
     start: float = 0.0  # virtual seconds when counting began
-    raw: list[tuple[float, str, int, list[str]]] = field(default_factory=list)  # plain tuples: cheapest to record
+    raw: list[tuple[float, str, int, tuple[str, ...]]] = field(default_factory=list)  # plain tuples: cheapest to record
     folded: int = 0  # older slices in the figures, no longer in ``slices``
     folded_kinds: dict[str, KindStats] = field(default_factory=dict)
     folded_calls: Counter[str] = field(default_factory=Counter)
     folded_instructions: Series | None = None
 
-    def record(self, time: float, kind: str, instructions: int, calls: list[str]) -> None:
+    def record(self, time: float, kind: str, instructions: int, calls: tuple[str, ...]) -> None:
         """One slice that ended at virtual ``time``; ``calls`` names each SDK call it made and becomes the record's."""
         raw = self.raw
         raw.append((time, kind, instructions, calls))
@@ -188,5 +188,5 @@ def _counted(calls: Iterable[str]) -> dict[str, int]:
     return dict(Counter(calls))
 
 
-def _names(calls: Mapping[str, int]) -> list[str]:
-    return [name for name, count in calls.items() for _ in range(int(count))]
+def _names(calls: Mapping[str, int]) -> tuple[str, ...]:
+    return tuple(name for name, count in calls.items() for _ in range(int(count)))

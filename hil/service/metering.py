@@ -134,13 +134,18 @@ class MeteredService(LoadedService):
         self._now = runtime.clock.now
         self._counted = 0  # the counter's total at the end of the last slice
         self._calls: list[str] = []  # SDK calls of the slice running now, one name per call
+        self._sequences: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._first = False  # the main thread's slice now running began with a call of setup() or loop()
         # import name -> (the records' name, the SDK method): one lookup per call, no name built
         self._sdk = {name: (CALL_NAMES.get(name, name), getattr(self, "_sdk_" + name)) for name in IMPORTS}
 
     def _slice_ended(self, kind: str) -> None:
         total = self._counter.total
-        calls, self._calls = self._calls, []
+        calls = tuple(self._calls)
+        self._calls.clear()
+        # One tuple per distinct sequence of calls (every period of a service makes the same): less memory, and
+        # records of strings and tuples of strings only, which the garbage collector stops tracking.
+        calls = self._sequences.setdefault(calls, calls)
         self.cost.record(self._now(), kind, total - self._counted, calls)
         self._counted = total
 

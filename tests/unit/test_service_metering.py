@@ -284,7 +284,7 @@ async def test_a_node_meters_its_services_on_either_clock_and_across_a_reboot(bu
 def test_a_long_record_stops_growing_and_its_figures_stay_exact():
     cost = ServiceCost("svc", start=0.0)
     for i in range(3 * MAX_SLICES + 7):
-        cost.record(float(i), "period", 40 + i % 3, ["output", "sleep"])
+        cost.record(float(i), "period", 40 + i % 3, ("output", "sleep"))
     assert len(cost.slices) < MAX_SLICES and cost.folded + len(cost.slices) == 3 * MAX_SLICES + 7
     assert cost.kinds["period"] == KindStats(3 * MAX_SLICES + 7, sum(40 + i % 3 for i in range(3 * MAX_SLICES + 7)), 40, 42)
     assert cost.calls == {"output": 3 * MAX_SLICES + 7, "sleep": 3 * MAX_SLICES + 7}
