@@ -67,10 +67,11 @@ class ServiceCost:
 
     The latest slices are kept one by one, each with its SDK calls as a tuple
     of names (one per call, in order: the cheapest thing to record while the
-    service runs, and shared by the slices that made the same calls). When :data:`MAX_SLICES` are kept, the older half is folded
-    into per-kind figures, call totals and the instructions series, so the
-    record stops growing (recording stays a tuple and an append, folding a
-    few passes of builtins now and then) and every figure stays exact.
+    service runs, and shared by the slices that made the same calls). When
+    :data:`MAX_SLICES` are kept, the older half is folded into per-kind
+    figures, call totals and the instructions series, so the record stops
+    growing (recording stays a tuple and an append, folding a few passes of
+    builtins now and then) and every figure stays exact.
     """
 
     name: str

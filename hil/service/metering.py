@@ -23,6 +23,7 @@ node keeps its :class:`ServiceMeters`, a reboot.
 from __future__ import annotations
 
 import ctypes
+from collections.abc import Callable
 
 from unicorn import UC_HOOK_BLOCK, Uc, UcError
 
@@ -86,7 +87,7 @@ class BlockCounter:
             self._handle = uc.hook_add(UC_HOOK_BLOCK, self._on_block, begin=begin, end=end)
 
     @staticmethod
-    def _counting(uc: Uc):
+    def _counting(uc: Uc) -> tuple[Callable[..., None], Callable[[], int]]:
         """The block hook and the reader of its total; the total is a closure's, cheaper to add to than an attribute."""
         total = 0
         counts: dict[int, int] = {}  # (address << 16 | size) -> instructions in that block
