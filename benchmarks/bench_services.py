@@ -58,6 +58,7 @@ from pathlib import Path as FilePath
 from hil.device.clock import VirtualClock
 from hil.device.node import Node
 from hil.device.objects import Change
+from hil.metrics.cost import PERIOD
 from hil.service.runtime import ServiceState
 from hil.gateway.capture import tap
 from hil.gateway.server import Gateway
@@ -93,14 +94,14 @@ def env_ints(name: str, default: str) -> list[int]:
     return values
 
 
-def env_seconds(name: str, default: str) -> float:
+def env_seconds(name: str, default: str, unit: str = "seconds") -> float:
     text = os.environ.get(name, default)
     try:
         value = float(text)
     except ValueError:
         value = 0.0
     if value <= 0:
-        raise SystemExit(f"{name}={text!r}: expected a positive number of seconds")
+        raise SystemExit(f"{name}={text!r}: expected a positive number of {unit}")
     return value
 
 
@@ -194,9 +195,10 @@ async def deploy(gw: Gateway, node: Node, package: bytes, rate_ms: int | None) -
         node.services.input(INSTANCE, "rate", rate_ms)
 
 
-async def add_nodes(gw: Gateway, clock: VirtualClock, names: Iterable[str], timeout: float) -> list[Node]:
+async def add_nodes(gw: Gateway, clock: VirtualClock, names: Iterable[str], timeout: float,
+                    meter_services: bool = False) -> list[Node]:
     """Boot new nodes and register them to ``gw``; on failure they are closed again."""
-    nodes = [Node(name, clock=clock) for name in names]
+    nodes = [Node(name, clock=clock, meter_services=meter_services) for name in names]
     try:
         await asyncio.gather(*(n.start() for n in nodes))
         await asyncio.gather(*(n.connect(gw.uri) for n in nodes))
@@ -228,11 +230,12 @@ async def deploy_all(gw: Gateway, nodes: list[Node], package: bytes, rate_ms: in
 
 
 async def bring_up(
-    gw: Gateway, clock: VirtualClock, package: bytes, names: Iterable[str], rate_ms: int | None
+    gw: Gateway, clock: VirtualClock, package: bytes, names: Iterable[str], rate_ms: int | None,
+    meter_services: bool = False,
 ) -> tuple[list[Node], float]:
     """New nodes registered and running the service; also the peak RSS (MB) once they were registered."""
     names = list(names)
-    nodes = await add_nodes(gw, clock, names, timeout=30 + 0.05 * len(names))
+    nodes = await add_nodes(gw, clock, names, timeout=30 + 0.05 * len(names), meter_services=meter_services)
     registered_rss = peak_rss_mb()
     try:
         await deploy_all(gw, nodes, package, rate_ms, timeout=30 + 0.1 * len(nodes))
@@ -400,19 +403,25 @@ class VirtualRun:
     cpu_s: float
     readings: int
     timers: int
+    metered_periods: int = 0  # loop() periods the nodes' meters recorded, warm-up included (meter_services)
 
     @property
     def speedup(self) -> float:
         return self.span_s / self.wall_s
 
 
-async def virtual_run(package: bytes, count: int, rate_ms: int | None, span: float, record: bool | None = None) -> VirtualRun:
-    """Advance ``count`` nodes ``span`` simulated seconds once their services are in their steady period."""
+async def virtual_run(package: bytes, count: int, rate_ms: int | None, span: float, record: bool | None = None,
+                      meter_services: bool = False) -> VirtualRun:
+    """Advance ``count`` nodes ``span`` simulated seconds once their services are in their steady period.
+
+    ``record``: the gateway's datagrams go into a capture (bundles, issue 14); ``meter_services``: the
+    nodes count what their services run (hil.service.metering).
+    """
     clock = VirtualClock(realtime=False)
     meter = Meter()
     async with Gateway(expiry_grace=60.0) as gw:
         recording(gw, record)
-        nodes, _ = await bring_up(gw, clock, package, (f"virt{i}" for i in range(count)), rate_ms)
+        nodes, _ = await bring_up(gw, clock, package, (f"virt{i}" for i in range(count)), rate_ms, meter_services)
         try:
             # Not timed: up to the end of the first 30 s sleep, after which a new rate applies.
             await clock.advance(DEFAULT_PERIOD_S)
@@ -421,9 +430,11 @@ async def virtual_run(package: bytes, count: int, rate_ms: int | None, span: flo
             t0, cpu0 = time.perf_counter(), time.process_time()
             timers = await clock.advance(span)
             wall_s, cpu_s = time.perf_counter() - t0, time.process_time() - cpu0
+            metered = sum(stats.count for n in nodes if n.service_meters for cost in n.service_meters.costs.values()
+                          if (stats := cost.kinds.get(PERIOD)))
         finally:
             await close_nodes(nodes)
-    return VirtualRun(count, span, wall_s, cpu_s, sum(meter.seen.values()), timers)
+    return VirtualRun(count, span, wall_s, cpu_s, sum(meter.seen.values()), timers, metered)
 
 
 def virtual_span(count: int, period_s: float, max_wakes: int) -> float:

@@ -14,6 +14,7 @@ embserve-hil gets it. The fixtures only compose the library:
     deployer                    -> far-edge deployer through the gateway
     temperature_service         -> the project's temperature service pushed to the registry
     readings                    -> awaits readings from a node's /3303/x/5700
+    metrics                     -> execution metrics of the test's nodes (hil.metrics)
 
 With ``--lg-place NAME|PATTERN|LIST`` or ``--lg-env FILE`` the node is a
 board on a place of a labgrid lab (target ``labgrid``, the default then):
@@ -24,6 +25,11 @@ which place ran which test.
 
 Each test gets its own log directory (console, gateway, and links to the
 session's registry and broker logs); a failing test's report names it.
+
+Execution metrics (``--hil-metrics``, the ``hil_metrics`` marker, or a test
+that takes the ``metrics`` fixture): the nodes record what they run (the
+simulator per service, Renode through its profiler), and after the test its
+log directory holds ``metrics.json`` and ``metrics.html`` (plots).
 
 The project using the plugin needs no configuration: the async fixtures are
 pytest-asyncio fixtures, and an ``async def`` test marked ``hil`` gets the
@@ -55,6 +61,7 @@ from .infra.process import MissingBinaryError
 
 if TYPE_CHECKING:
     from .faredge.deployer import Deployment
+    from .metrics import DeviceMetrics
 from .targets.base import (
     BOARD_BACKEND,
     DEFAULT_BOARDS,
@@ -75,6 +82,8 @@ READINGS_KEY = pytest.StashKey[list[str]]()
 REPORTS_KEY = pytest.StashKey[dict]()
 BUNDLE_DIR = "bundle"
 PLACE_PROPERTY = "labgrid place"
+METRICS_LINES_KEY = pytest.StashKey[list[str]]()
+TARGETS_KEY = pytest.StashKey[list[Target]]()  # on a test item: the targets its fixtures brought up
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -128,6 +137,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                            " else 127.0.0.1:20408)")
     lab.addoption("--lg-acquire-timeout", type=float, default=300.0,
                   help="seconds to wait in labgrid's queue for a free place (default 300)")
+    group.addoption("--hil-metrics", action="store_true",
+                    help="record execution metrics of every test's nodes (simulator: per service; Renode: its profiler)"
+                         " into metrics.json and metrics.html in the test's log directory")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -137,6 +149,7 @@ def pytest_configure(config: pytest.Config) -> None:
         ("emulation", "runs an emulator (QEMU or Renode)"),
         ("hardware", "needs a real board"),
         ("requires_renode", "needs the renode binary on PATH"),
+        ("hil_metrics", "record the nodes' execution metrics for this test, as --hil-metrics does"),
     ]:
         config.addinivalue_line("markers", f"{marker}: {text}")
     base = config.getoption("--hil-log-dir")
@@ -535,8 +548,13 @@ def hil_firmware(pytestconfig: pytest.Config, hil_reference_firmware: Callable[[
     return None  # the target resolves what the board file names, and says so when it is missing
 
 
+def _metrics_wanted(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.getoption("--hil-metrics") or request.node.get_closest_marker("hil_metrics")
+                or "metrics" in request.fixturenames)
+
+
 def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Path, endpoint: str,
-                   firmware: Path | None, extra: dict | None = None, recorder=None) -> TargetConfig:
+                   firmware: Path | None, extra: dict | None = None, recorder=None, metrics: bool = False) -> TargetConfig:
     return TargetConfig(
         endpoint=endpoint,
         log_dir=log_dir,
@@ -549,7 +567,7 @@ def _target_config(pytestconfig: pytest.Config, board: Board | None, log_dir: Pa
                  "gdb_announce": lambda command: _terminal_line(
                      pytestconfig, f"embserve-hil: {endpoint} waits for the debugger; attach with:\n  {command}"),
                  "renode_tap": pytestconfig.getoption("--renode-tap"),
-                 "virtual_time": pytestconfig.getoption("--device-time") == "virtual", **(extra or {})},
+                 "virtual_time": pytestconfig.getoption("--device-time") == "virtual", "metrics": metrics, **(extra or {})},
         timeline=recorder.timeline if recorder is not None else None,
         capture=recorder.capture if recorder is not None else None,
         gdb_port=pytestconfig.getoption("--hil-gdb"),
@@ -656,21 +674,25 @@ async def bring_up_node(target_name: str, config: TargetConfig, gateway, timeout
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def node(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-               hil_log_dir: Path, hil_target_options: dict, hil_test_record, hil_recorder) -> AsyncIterator[NodeHandle]:
+async def node(pytestconfig: pytest.Config, request: pytest.FixtureRequest, hil_target_name: str, board,
+               hil_firmware: Path | None, gateway, hil_log_dir: Path, hil_target_options: dict, hil_test_record,
+               hil_recorder) -> AsyncIterator[NodeHandle]:
     """One device from the selected target, booted, bootstrapped and registered to ``gateway``."""
-    config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware, hil_target_options, hil_recorder)
+    config = _target_config(pytestconfig, board, hil_log_dir, "node1", hil_firmware, hil_target_options, hil_recorder,
+                            metrics=_metrics_wanted(request))
     try:
         target = await bring_up_node(hil_target_name, config, gateway, timeout=_registration_timeout(config),
                                      recorder=hil_recorder)
     except TargetUnavailable as e:
         pytest.skip(str(e))
     hil_test_record.node_started(target)
+    request.node.stash.setdefault(TARGETS_KEY, []).append(target)
     try:
         yield NodeHandle(config.endpoint, target, gateway, hil_test_record)
     finally:
         hil_recorder.device_stopping(target)
         await target.__aexit__(None, None, None)
+        await _record_metrics(request, hil_log_dir, [target])
 
 
 def _registration_timeout(config: TargetConfig) -> float:
@@ -691,19 +713,23 @@ def shell(node: NodeHandle):
 
 
 @pytest_asyncio.fixture(loop_scope="function")
-async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_firmware: Path | None, gateway,
-                hil_log_dir: Path, hil_target_options: dict, hil_test_record, hil_recorder) -> AsyncIterator[list[NodeHandle]]:
+async def nodes(pytestconfig: pytest.Config, request: pytest.FixtureRequest, hil_target_name: str, board,
+                hil_firmware: Path | None, gateway, hil_log_dir: Path, hil_target_options: dict, hil_test_record,
+                hil_recorder) -> AsyncIterator[list[NodeHandle]]:
     """``--nodes`` devices of the selected target, all registered."""
     import asyncio
 
     count = pytestconfig.getoption("--nodes")
     if count > 1 and "labgrid_place" in hil_target_options:
         _fail(f"--nodes {count}: a run holds one labgrid place (one board); spread tests over places with -n N instead")
-    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}", hil_firmware, hil_target_options, hil_recorder)
+    metrics = _metrics_wanted(request)
+    configs = [_target_config(pytestconfig, board, hil_log_dir, f"node{i}", hil_firmware, hil_target_options, hil_recorder,
+                              metrics=metrics)
                for i in range(1, count + 1)]
     results = await asyncio.gather(*(bring_up_node(hil_target_name, c, gateway, recorder=hil_recorder) for c in configs),
                                    return_exceptions=True)
     started = [r for r in results if not isinstance(r, BaseException)]
+    request.node.stash.setdefault(TARGETS_KEY, []).extend(started)
     try:
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -715,6 +741,76 @@ async def nodes(pytestconfig: pytest.Config, hil_target_name: str, board, hil_fi
         for t in started:
             hil_recorder.device_stopping(t)
             await t.__aexit__(None, None, None)
+        await _record_metrics(request, hil_log_dir, started)
+
+
+# --------------------------------------------------------------------------- execution metrics
+
+NODE_METRICS_KEY = pytest.StashKey[dict[str, "DeviceMetrics"]]()
+
+
+async def _record_metrics(request: pytest.FixtureRequest, log_dir: Path, targets: list[Target]) -> None:
+    """After the nodes stopped: their metrics (complete now) into metrics.json and metrics.html of the test."""
+    from .metrics import MetricsUnavailable, write_metrics_json
+    from .metrics.plot import write_metrics_page
+
+    recorded = request.node.stash.setdefault(NODE_METRICS_KEY, {})
+    for target in targets:
+        if target.metrics_enabled:
+            with contextlib.suppress(MetricsUnavailable):  # e.g. the node stopped before its profiler started
+                recorded[target.endpoint] = await target.metrics()
+    if not recorded:
+        return
+    write_metrics_json(log_dir / "metrics.json", recorded)
+    write_metrics_page(log_dir / "metrics.html", recorded, f"execution metrics: {request.node.nodeid}")
+    lines = request.config.stash.setdefault(METRICS_LINES_KEY, [])
+    lines.append(f"{request.node.name}: {log_dir / 'metrics.html'}")
+    for metrics in recorded.values():
+        lines.append("    " + _one_line(metrics))
+
+
+def _one_line(metrics: DeviceMetrics) -> str:
+    if metrics.source == "simulator":
+        parts = []
+        for name, cost in metrics.services.items():
+            periods = cost.kinds.get("period")
+            calls = ", ".join(f"{call} {n}" for call, n in sorted(cost.calls.items()))
+            most = f"{periods.most:,} instructions per period (most)" if periods else "no complete period"
+            parts.append(f"{name}: {most}; SDK calls {calls or 'none'}")
+        return f"{metrics.endpoint} (simulator, {metrics.duration:.1f} s): " + ("; ".join(parts) or "no service ran")
+    instructions = sum(s.total for s in metrics.instruction_series.values())
+    rate = instructions / metrics.duration if metrics.duration else 0.0
+    accesses = ", ".join(f"{name} {sum(s.total for s in kinds.values()):,}" for name, kinds in metrics.peripheral_series.items())
+    exceptions = sum(s.total for s in metrics.exception_series.values())
+    return (f"{metrics.endpoint} ({metrics.source}, {metrics.duration:.1f} s): {instructions:,} instructions ({rate:,.0f}/s),"
+            f" peripheral accesses {accesses or 'none'}, exceptions {exceptions:,}" + "".join(f"; {n}" for n in metrics.notes))
+
+
+class HilMetrics:
+    """The ``metrics`` fixture: ``m = await metrics.collect(node)``, then ``m.instructions_per_period(...)``."""
+
+    def __init__(self, item: pytest.Item):
+        self._item = item
+
+    async def collect(self, node: NodeHandle | str | None = None) -> DeviceMetrics:
+        """The node's metrics so far (:class:`hil.metrics.DeviceMetrics`); ``node`` may be left out when there is one."""
+        targets = self._item.stash.get(TARGETS_KEY, [])
+        if isinstance(node, NodeHandle):
+            node = node.endpoint
+        chosen = [t for t in targets if node is None or t.endpoint == node]
+        if len(chosen) != 1:
+            have = ", ".join(t.endpoint for t in targets) or "none yet"
+            which = "name one" if node is None and targets else f"no node {node!r}"
+            raise LookupError(f"metrics.collect({node!r}): {which} (this test's nodes: {have})")
+        return await chosen[0].metrics()
+
+
+@pytest.fixture
+def metrics(request: pytest.FixtureRequest, hil_target_class: type[Target]) -> HilMetrics:
+    """Execution metrics of this test's nodes; taking it turns them on. Skips on a target that records none."""
+    if not hil_target_class.metrics_source:
+        pytest.skip(f"the {hil_target_class.name} target records no execution metrics (the simulator and Renode do)")
+    return HilMetrics(request.node)
 
 
 @pytest.fixture
@@ -860,9 +956,10 @@ class _PlaceSummary:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """With --hil-show-readings: what each test's node reported, after the run."""
-    lines = config.stash.get(READINGS_KEY, [])
-    if lines:
-        terminalreporter.section("embServe readings")
-        for line in lines:
-            terminalreporter.write_line(line)
+    """With --hil-show-readings: what each test's node reported, after the run; and where metrics went."""
+    for key, title in ((READINGS_KEY, "embServe readings"), (METRICS_LINES_KEY, "embServe execution metrics")):
+        lines = config.stash.get(key, [])
+        if lines:
+            terminalreporter.section(title)
+            for line in lines:
+                terminalreporter.write_line(line)

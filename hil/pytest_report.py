@@ -9,7 +9,8 @@ whose fixtures tell a test's :class:`~hil.report.TestRecord` what happens
 * gives it the JUnit properties ``target``, ``board``, ``firmware_sha256``,
   ``service_digest``, ``readings`` and ``deploy_ms`` (seen with ``--junitxml``);
 * with pytest-html writing a report (``--html``), adds the test's section:
-  facts, deploy step timings, readings plots, links to its logs.
+  facts, deploy step timings, readings plots, links to its logs, and the
+  execution metrics' plots where the test recorded them (``metrics.json``).
 
 It also puts the progress of long waits (:mod:`hil.progress`) on the
 terminal: whole lines, between pytest's own, and pytest's line of the
@@ -99,8 +100,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
             from .report.render import section
 
-            report.extras = [*getattr(report, "extras", []), extras.html(redact_text(section(recorded, base)))]
+            page = section(recorded, base)
+            if record.log_dir is not None and (record.log_dir / "metrics.json").is_file():
+                page += _metrics_section(record.log_dir / "metrics.json")
+            report.extras = [*getattr(report, "extras", []), extras.html(redact_text(page))]
     return report
+
+
+def _metrics_section(path: Path) -> str:
+    """The test's execution metrics (written by the node fixtures before this report is made), as plots."""
+    from .metrics import read_metrics_json
+    from .metrics.plot import metrics_section
+
+    try:
+        return metrics_section(read_metrics_json(path))
+    except (OSError, ValueError) as e:  # the test's result stands; its report says what is missing
+        return f"<p>execution metrics in {path} not shown: {e}</p>"
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -7,12 +7,11 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   python3 python3-venv python3-pip    # the harness itself
   gcc-arm-none-eabi picolibc-arm-none-eabi libnewlib-arm-none-eabi  # services and firmware
-  qemu-system-arm iproute2            # emulated boards; their networks (ip netns, bridges, TAP devices)
+  qemu-system-arm iproute2            # emulated boards; their networks (ip netns, bridges, TAP devices; off-loopback tests)
   clang libclang-rt-dev               # libFuzzer and sanitizers for the firmware parsers (tests/firmware_host)
   mosquitto                           # MQTT broker (gateway northbound API)
   docker-registry                     # OCI registry for the far-edge path
   gcc autoconf automake               # build DTLSSocket (tinydtls) from its source: DTLS-PSK on the CoAP path
-  iproute2                            # network namespaces of the off-loopback access tests
   tshark                              # reads the bundles' pcap-ng captures (tests, replays)
   gdb-multiarch                       # debugger for replays (--gdb) and its tests
   ser2net                             # RFC 2217 console server of the local labgrid lab (tests/lab)
@@ -50,7 +49,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing Python packages into $VENV"
   "$VENV/bin/pip" install -q --upgrade pip
   # dev: what the tests need besides the package; labgrid and xdist: shared benches, many at once;
-  # report: the HTML report's plugin and plots; dtls: DTLS-PSK on the CoAP path (DTLSSocket, built here)
+  # report: the HTML report's plugin and plots (readings, execution metrics); dtls: DTLS-PSK on the CoAP path (DTLSSocket, built here)
   "$VENV/bin/pip" install -q -e ".[dev,labgrid,xdist,report,dtls]"
   echo "$want" > "$stamp"
 fi

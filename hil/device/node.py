@@ -51,6 +51,7 @@ from .client import (
     cancel_and_wait,
     parse_server_uri,
 )
+from ..service.metering import ServiceMeters
 from .clock import TimerHandle, VirtualClock
 from .console import Console
 from .objects import MethodNotAllowed, ObjectHandler, ObjectStore
@@ -131,13 +132,16 @@ class Node:
         announce_format: bool = True,
         psk: PskCredential | None = None,
         socket_factory: SocketFactory | None = None,
+        meter_services: bool = False,
     ):
         """``formats``: the structured content formats the node speaks, preferred first (SenML CBOR,
         SenML JSON, TLV; e.g. ``(SENML_JSON,)`` for a 1.1 client built without TLV); text and opaque
         always. ``report``: how service outputs reach the server, ``"notify"`` (observations) or
         ``"send"`` (LwM2M 1.1 Send to /dp, observers are not notified of them). ``announce_format``
         False: the root link names no format, as many clients do. ``psk``: register over DTLS-PSK
-        (coaps:// servers only); the Security object /0 says so (mode 0, the identity and key)."""
+        (coaps:// servers only); the Security object /0 says so (mode 0, the identity and key).
+        ``meter_services``: count what each service runs (instructions per slice, SDK calls) into
+        :attr:`service_meters`; off, nothing is counted."""
         if not endpoint or any(c in endpoint for c in "&?=/ "):
             raise ValueError(f"bad endpoint name {endpoint!r}: non-empty, no spaces or '&?=/'")
         if lifetime < 1:
@@ -174,6 +178,7 @@ class Node:
         next(c for c in commands if c.name == "embserve").add(service_commands(lambda: self.services))
         self.shell = Shell(self.console, commands, uptime=lambda: self.uptime)
         self.services: Services | None = None  # the service runtime; rebuilt on every boot
+        self.service_meters = ServiceMeters() if meter_services else None  # kept across reboots
         self.sensors = Sensors(DEFAULT_SENSORS if sensors is None else sensors, self.clock.now, self.seed)
         self.server: str | None = None  # survives reboots, like IoTNetEMU's bootstrap
         self.objects = ObjectStore()

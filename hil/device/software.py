@@ -46,6 +46,7 @@ from typing import Any, Protocol
 
 from ..lwm2m.model import ObjLnk, Path, ResourceType, UpdateResult, UpdateState, resource_def
 from ..service.manifest import Manifest, ManifestError, parse_manifest
+from ..service.metering import ServiceMeters
 from ..service.runtime import (
     DEFAULT_STACK_SIZE,
     Clock,
@@ -107,6 +108,7 @@ class ServiceHost(Protocol):
     shell: Shell
     sensors: Sensors
     objects: ObjectStore
+    service_meters: ServiceMeters | None  # counts what each service runs, when asked for
 
     @property
     def uptime(self) -> float: ...
@@ -139,6 +141,7 @@ class Services:
                 on_output=self._on_output,
                 on_fault=self._on_fault,
                 machine=getattr(self.node, "service_machine", None),  # a node of its own CPU (e.g. under a debugger)
+                meters=self.node.service_meters,
             )
         return self._runtime
 

@@ -36,9 +36,9 @@ from pathlib import Path
 from .process import InfraError, ManagedProcess, MissingBinaryError, NotReady, log_tail
 
 INSTALL_HINT = (
-    "install Renode and put `renode` on PATH (or set $RENODE to the binary): `pip install renode-colab`"
-    " ships it, or unpack Renode's portable Linux build (renode-*.linux-portable.tar.gz from the Renode"
-    " releases page); see README, 'Renode'"
+    "install Renode and put `renode` on PATH (or set $RENODE to the binary): unpack Renode's portable Linux"
+    " build (renode-*.linux-portable.tar.gz from github.com/renode/renode/releases), or use Antmicro's"
+    " renode-run (`renode-run download`) or conda-forge's renode-cli package; see README, 'Renode'"
 )
 #: the monitor prompt, alone on the last line
 PROMPT = re.compile(r"(?:^|\n)\((?P<name>[^()\s]+)\) ?$")

@@ -15,6 +15,7 @@ API for the node::
         on_output=lambda service, key, type, value: ...,  # a declared output was published
         on_fault=lambda service, message: ...,          # a service faulted and was stopped
         machine=None,     # default: a shared emulator from hil.service.cpu.DEFAULT_POOL
+        meters=None,      # hil.service.metering.ServiceMeters(): count each service's instructions and SDK calls
     )
     service = runtime.load(manifest, instance_id)     # ServiceLoadError on bad module / unknown import
     service.activate()       # runs setup(), then loop() until it sleeps
@@ -79,6 +80,13 @@ FaultCallback = Callable[["LoadedService", str], None]
 
 class Timer(Protocol):
     def cancel(self) -> None: ...
+
+
+class ServiceFactory(Protocol):
+    """Makes the object a loaded service is (e.g. :class:`hil.service.metering.ServiceMeters`, which counts its cost)."""
+
+    def make_service(self, runtime: ServiceRuntime, manifest: Manifest, module: Module,
+                     instance_id: int) -> LoadedService: ...
 
 
 class Clock(Protocol):
@@ -146,6 +154,7 @@ class ServiceRuntime:
         machine: Machine | None = None,
         stack_size: int = DEFAULT_STACK_SIZE,
         instruction_budget: int = DEFAULT_INSTRUCTION_BUDGET,
+        meters: ServiceFactory | None = None,
     ):
         self.node_name = node_name
         self.clock = clock
@@ -157,6 +166,7 @@ class ServiceRuntime:
         self.machine = machine if machine is not None else DEFAULT_POOL.acquire()
         self.stack_size = stack_size
         self.instruction_budget = instruction_budget
+        self.meters = meters  # None: plain LoadedService objects, no counting at all
         self._services: dict[int, LoadedService] = {}
 
     @property
@@ -187,7 +197,8 @@ class ServiceRuntime:
         for name in sdk_api.REQUIRED_EXPORTS:
             if name not in module.exports:
                 raise ServiceLoadError(f"{manifest.name}: module exports no `{name}` function")
-        service = LoadedService(self, manifest, module, instance_id)
+        make = LoadedService if self.meters is None else self.meters.make_service
+        service = make(self, manifest, module, instance_id)
         self._services[instance_id] = service
         return service
 

@@ -160,3 +160,23 @@ async def test_remove_stops_readings(deployer, node, temperature_service, readin
     instances = await deployer.channel.instances(node.endpoint)
     assert deployment.instance not in instances
     await collector.stop()
+
+
+async def test_service_cost_is_recorded(metrics, deployer, node, temperature_service, readings, record_property):
+    """What the service costs the device, recorded (not asserted) as JUnit properties and in metrics.json.
+
+    The simulator counts the service's own instructions per period and its SDK
+    calls; Renode's profiler the whole CPU (service, network stack, timers),
+    its peripheral accesses and exceptions. Targets that record no metrics skip.
+    """
+    deployment, collector, period = await deploy_and_collect(deployer, node, temperature_service, readings)
+    await collector.wait_more(1, timeout=wall(node, 2 * period))  # a whole period (sleep to sleep) past the first
+    cost = await metrics.collect(node)
+    await collector.stop()
+    if cost.source == "simulator":
+        # Exact on the simulator; a budget would be `assert cost.instructions_per_period(name) < N`.
+        assert cost.instructions_per_period(deployment.name) > 0
+    else:
+        assert cost.instructions_total() > 0, cost.notes
+    for key, value in cost.summary().items():
+        record_property(f"cost.{key}", value)

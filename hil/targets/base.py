@@ -27,6 +27,7 @@ from ..faults import FaultWatcher, gdb_symbol_script
 from ..net.capture import PacketCapture
 from ..infra.process import MissingBinaryError
 from ..lwm2m import Path as LwPath
+from ..metrics import DeviceMetrics, MetricsUnavailable
 from ..net import SlipBridge
 from ..progress import waiting
 from ..service.manifest import Manifest
@@ -144,6 +145,8 @@ class Target(abc.ABC):
     clock: EmulatorClock | None = None
     #: switches the clock between skipping idle time and keeping the host's pace (hil.targets.virtual_time)
     governor: TimeGovernor | None = None
+    #: where the backend's execution metrics come from (option ``metrics``); "" when it records none
+    metrics_source: ClassVar[str] = ""
 
     def __init__(self, config: TargetConfig):
         self.config = config
@@ -408,6 +411,24 @@ class Target(abc.ABC):
                               f" but the node registers no /{mapping.obj} instance")
         typed = int(value) if spec.type is ValueType.INT else float(value)
         return LwPath(mapping.obj, instances[0], mapping.res), typed
+
+    @property
+    def metrics_enabled(self) -> bool:
+        """Execution metrics were asked for (option ``metrics``) and this backend records them."""
+        return bool(self.config.options.get("metrics")) and bool(self.metrics_source)
+
+    async def metrics(self) -> DeviceMetrics:
+        """The node's execution metrics so far (after :meth:`stop`, all of them); see :mod:`hil.metrics`.
+
+        :class:`MetricsUnavailable` when the backend records none or they were not turned on.
+        """
+        if not self.metrics_source:
+            raise MetricsUnavailable(
+                f"{self.endpoint}: the {self.name} target records no execution metrics; the simulator counts what"
+                f" each service runs and Renode's profiler what the CPU and its peripherals do (--target sim or renode)"
+            )
+        raise MetricsUnavailable(f"{self.endpoint}: execution metrics were not turned on for this node"
+                                 f" (target option metrics; --hil-metrics, the hil_metrics marker or the metrics fixture)")
 
     def govern_time(self, in_flight: ExchangeSource) -> None:
         """Let the device's idle time be skipped whenever ``in_flight`` (the gateway's ``Gateway.in_flight``)

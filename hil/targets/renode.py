@@ -38,7 +38,19 @@ UART's socket terminal, the target runs ``net iface slip`` after each boot,
 and the node is told the gateway is at 192.0.2.1 (or ``gateway_host``); see
 :mod:`hil.targets.slip`.
 
-Options (``TargetConfig.options``): ``net``, ``renode_tap``, ``boot_timeout``, ``virtual_time``;
+Execution metrics (option ``metrics``): once the node has booted, the
+target turns Renode's profiler on (``machine EnableProfiler``, machine
+paused meanwhile) into ``<endpoint>.renode-profile.bin`` in the log
+directory, and :meth:`metrics` parses what the file gained since the last
+call (:mod:`hil.metrics.renode_profile`: instructions per CPU, memory and
+peripheral accesses, exceptions, over virtual time). Renode has no command
+that turns the profiler off: :meth:`disable_profiler` points it at
+``/dev/null``, which closes the file and flushes its last entries; stopping
+the target does that before Renode quits, so the metrics read after
+:meth:`stop` are complete. While it runs, Renode's file buffer keeps the
+last few kB of entries back.
+
+Options (``TargetConfig.options``): ``net``, ``renode_tap``, ``boot_timeout``, ``virtual_time``, ``metrics``;
 ``slip_tun_fd`` (a TUN device the SLIP line is relayed to, in a fleet's
 network namespace, see :mod:`hil.targets.slip`) with ``ipv4``, the node's
 static address there (:meth:`~hil.targets.base.Target.configure_ipv4`).
@@ -50,6 +62,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from pathlib import Path
 
@@ -58,6 +71,7 @@ from ..console import ConsoleTimeout
 from ..infra.ports import LOOPBACK, free_port
 from ..infra.process import InfraError, MissingBinaryError
 from ..infra.renode import LOG_LEVEL, RenodeError, RenodeMonitor, RenodeProcess, renode_binary
+from ..metrics import DeviceMetrics, ProfileParser, ProfileReader
 from ..net import open_tcp_link
 from .base import Target, TargetConfig, TargetError, TargetUnavailable, register_target
 from .errors import TargetConfigError
@@ -129,6 +143,7 @@ def default_net(board: Board | None, tap: str | None = None) -> str | None:
 class RenodeTarget(Target):
     name = "renode"
     loads_firmware = True
+    metrics_source = "Renode profiler"
 
     def __init__(self, config: TargetConfig):
         board = config.board
@@ -149,6 +164,8 @@ class RenodeTarget(Target):
         self.firmware: Path | None = None  # known once started
         self._clock_poll: asyncio.Task[None] | None = None
         self.console.diagnostics.append(self._renode_diagnosis)
+        self._profile: ProfileReader | None = None
+        self._profiling = False
 
     def _platform(self) -> str:
         board = self.config.board
@@ -275,6 +292,8 @@ class RenodeTarget(Target):
             # Wall-clock time says little about a slow emulation: say how far the machine got.
             raise ConsoleTimeout(f"{e}\nRenode's virtual time then: {await self._virtual_time()}") from e
         await self._after_boot()
+        if self.metrics_enabled:
+            await self.enable_profiler()
 
     async def _take_over_time(self, board: Board) -> None:
         """From now on the harness's clock drives the machine's time (see hil.targets.renode_clock);
@@ -332,6 +351,43 @@ class RenodeTarget(Target):
             except RenodeError as e:
                 raise TargetError(f"{self.endpoint}: {e}") from e
 
+    # -- execution metrics ------------------------------------------------------------
+
+    async def _paused(self, command: str) -> None:
+        """``command`` with the machine paused: the profiler is swapped while no CPU is logging to it."""
+        await self.command("pause")
+        try:
+            await self.command(command)
+        finally:
+            await self.command("start")
+
+    async def enable_profiler(self, path: Path | None = None) -> Path:
+        """Renode's execution metrics from now on, into ``path`` (default: the log directory); returns the path."""
+        path = Path(path) if path is not None else self.config.log_dir / f"{self.endpoint}.renode-profile.bin"
+        await self._paused(f'machine EnableProfiler "{path}"')
+        self._profile = ProfileReader(path, ProfileParser(self.endpoint, source=self.metrics_source))
+        self._profiling = True
+        return path
+
+    async def disable_profiler(self) -> None:
+        """No more metrics: the profiler writes to /dev/null from now on, and its file is closed (complete)."""
+        if self._profiling:
+            self._profiling = False
+            await self._paused(f'machine EnableProfiler "{os.devnull}"')
+
+    async def metrics(self) -> DeviceMetrics:
+        if self._profile is None:
+            return await super().metrics()
+        profile = self._profile
+        await asyncio.to_thread(profile.update)
+        metrics = profile.parser.metrics()
+        if profile.parser.pending and not self._profiling and self.process is None:
+            metrics.notes.append(f"{profile.parser.pending} bytes at the end of {profile.path} are an incomplete"
+                                 f" entry (Renode did not close the file)")
+        if not metrics.instruction_series and not metrics.notes:
+            metrics.notes.append(f"the profiler has written no instructions entry yet ({profile.path})")
+        return metrics
+
     async def stop(self) -> None:
         poll, self._clock_poll = self._clock_poll, None
         if poll is not None:
@@ -340,6 +396,9 @@ class RenodeTarget(Target):
                 await poll
         if self.uplink is not None:
             await self.uplink.close()
+        if self._profiling and self.monitor is not None:
+            with contextlib.suppress(TargetError):
+                await self.disable_profiler()  # flushed and closed before Renode goes
         monitor, self.monitor = self.monitor, None
         if monitor is not None:
             with contextlib.suppress(Exception):

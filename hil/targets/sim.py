@@ -8,6 +8,9 @@ faster than the wall clock (option ``sim_speed``, default 10): a service's
 
 Readings carry the device time they were produced at: the node's clock when
 the service wrote the observed resource (:meth:`SimTarget.device_time_of`).
+
+With option ``metrics`` the node counts what each service runs
+(:mod:`hil.service.metering`): instructions per slice and SDK calls, exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from typing import Any
 
 from ..device.clock import VirtualClock
 from ..lwm2m import Path as LwPath
+from ..metrics import DeviceMetrics
+from ..service.metering import ServiceMeters
 from .base import GDB_HOST, Target, TargetConfig, TargetError, register_target
 
 DEFAULT_SPEED = 10.0
@@ -29,6 +34,7 @@ BOOT_TIMEOUT = 10.0
 @register_target
 class SimTarget(Target):
     name = "sim"
+    metrics_source = "simulator"
 
     def __init__(self, config: TargetConfig):
         super().__init__(config)
@@ -38,6 +44,8 @@ class SimTarget(Target):
         self.gdb_server = None
         #: resource path -> its latest (device time, value) writes
         self._writes: dict[LwPath, deque[tuple[float, Any]]] = {}
+        self._meters: ServiceMeters | None = None  # outlives the node, so metrics can be read after stop()
+        self._metered_from = 0.0
 
     async def start(self) -> None:
         from ..device.node import Node
@@ -45,7 +53,9 @@ class SimTarget(Target):
         board = self.config.board
         sensors = dict(self.config.sensors) if self.config.sensors else None
         kwargs = {"sensors": sensors} if sensors is not None else {}
-        self.node = Node(self.endpoint, clock=self.node_clock, board=board.name if board else "sim", **kwargs)
+        self.node = Node(self.endpoint, clock=self.node_clock, board=board.name if board else "sim",
+                         meter_services=self.metrics_enabled, **kwargs)
+        self._meters, self._metered_from = self.node.service_meters, self.node_clock.now()
         # Each boot builds a fresh object store: listen to each one.
         self.node.add_boot_hook(lambda node: node.objects.add_listener(self._on_store_change))
         if self.config.gdb_port is not None:
@@ -119,6 +129,12 @@ class SimTarget(Target):
         node, self.node = self.node, None
         if node is not None:
             await node.aclose()
+
+    async def metrics(self) -> DeviceMetrics:
+        if self._meters is None:
+            return await super().metrics()
+        return DeviceMetrics(self.endpoint, self.metrics_source, self._metered_from, self.node_clock.now(),
+                             services=self._meters.snapshot())
 
     async def sleep_device(self, seconds: float) -> None:
         if self.node_clock.realtime:

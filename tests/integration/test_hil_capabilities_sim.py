@@ -54,7 +54,7 @@ async def test_suite_without_injection_checks_real_sensor_paths_and_skips_what_t
 
     code, out = production
     assert code == 1, out[-4000:]
-    assert totals(out).startswith("1 failed, 2 passed, 2 skipped in"), out[-4000:]  # and the sample bug: no inputs
+    assert totals(out).startswith("1 failed, 3 passed, 2 skipped in"), out[-4000:]  # and the sample bug: no inputs
     assert outcome(out, "test_deploy_reports_readings") == "PASSED", out[-4000:]
     assert outcome(out, "test_remove_stops_readings") == "PASSED", out[-4000:]
     # The simulated sensor reports 21.5 every time: nothing a real sensor would show.
@@ -64,7 +64,7 @@ async def test_suite_without_injection_checks_real_sensor_paths_and_skips_what_t
                      r" \(board file field 'service_input' is 'none'\)$", out, re.M), out[-4000:]
 
     code, out = bench
-    assert code == 0 and totals(out).startswith("4 passed, 1 xfailed in"), out[-4000:]  # the sample bug, by shell
+    assert code == 0 and totals(out).startswith("5 passed, 1 xfailed in"), out[-4000:]  # the sample bug, by shell
     console = "\n".join(p.read_text() for p in (tmp_path / "bench" / "hil-logs").rglob("node1.console.log"))
     assert "sensor set" not in console, "the board takes no injected values: nothing may have been typed for them"
     assert "embserve service input" in console

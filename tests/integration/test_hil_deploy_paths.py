@@ -23,4 +23,4 @@ async def test_hil_suite_passes_deploying_via(via, tmp_path):
         timeout=300,
     )
     summary = re.search(r"(\d+) passed", output)
-    assert code == 0 and summary and int(summary.group(1)) == 4, output[-4000:]
+    assert code == 0 and summary and int(summary.group(1)) == 5, output[-4000:]

@@ -98,7 +98,9 @@ def test_hil_suite_passes_on_renode_in_virtual_time(firmware_elf: Path, tmp_path
          "--hil-show-readings"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
-    assert run.returncode == 0 and "4 passed" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
+    # five, and the sample bug failing as it should: the fifth records the service's cost, which Renode's
+    # profiler gives (targets without metrics skip it)
+    assert run.returncode == 0 and "5 passed, 1 xfailed" in run.stdout, run.stdout[-4000:] + run.stderr[-2000:]
     rate = re.search(r"^test_rate_input_changes_period: .*\(value@device-time offset\): (.*)$", run.stdout, re.M)
     assert rate, run.stdout[-3000:]
     offsets = [float(x) for x in re.findall(r"@\+([\d.]+)s", rate.group(1))]

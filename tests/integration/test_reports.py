@@ -1,6 +1,6 @@
 """Reports of a HIL run: pytest-html's report with readings plots, JUnit properties, ``embserve-hil report``.
 
-The shipped HIL suite (4 tests and the sample bug) runs once on the simulator in a child pytest
+The shipped HIL suite (5 tests and the sample bug) runs once on the simulator in a child pytest
 with ``--html`` and ``--junitxml``; its report is opened in a real headless
 Chromium and its plots counted there, its JUnit XML parsed back, and the
 session's log folder turned into a report again by the command line.
@@ -93,13 +93,19 @@ async def test_html_report_plots_every_hil_test_in_chromium(hil_session: Session
     report = hil_session.root / "report.html"
     assert not (hil_session.root / "assets").exists(), "pytest-html wrote its assets beside a self-contained report"
     recorded = hil_session.recorded()
-    assert len(recorded) == 5
+    assert len(recorded) == 6
     async with Chromium(hil_log_dir) as browser:
         page = await browser.open(report.as_uri() + "?collapsed=none")  # pytest-html folds passed tests by default
-        await page.wait_for("document.querySelectorAll('.hil-test').length === 5", "the five HIL test sections")
+        await page.wait_for("document.querySelectorAll('.hil-test').length === 6", "the six HIL test sections")
         shown = await page.evaluate(PLOTTED_POINTS)
+        metrics_plots = await page.evaluate(
+            "Object.fromEntries(Array.from(document.querySelectorAll('.hil-test')).map(section =>"
+            " [section.dataset.nodeid, section.parentElement.querySelectorAll('.hil-metrics figure svg').length]))")
         await page.screenshot(hil_log_dir / "html-report.png")
     check_plots(shown, recorded)
+    # The test that records the service's cost (issue 21) shows its execution metrics' plots too.
+    cost = [nodeid for nodeid in metrics_plots if nodeid.endswith("::test_service_cost_is_recorded")]
+    assert cost and metrics_plots[cost[0]] >= 2, metrics_plots
     for section in shown:
         test = recorded[section["nodeid"]]
         log_link = next(href for href in section["links"] if href.startswith("file://"))
@@ -113,7 +119,7 @@ async def test_report_command_rebuilds_the_session_page(hil_session: Session, hi
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, stderr.decode()
-    assert stdout.decode().strip() == f"{out}: 5 tests"
+    assert stdout.decode().strip() == f"{out}: 6 tests"
     recorded = hil_session.recorded()
     async with Chromium(hil_log_dir) as browser:
         page = await browser.open(out.as_uri())
@@ -150,7 +156,10 @@ def test_junit_xml_carries_each_hil_test_s_properties(hil_session: Session):
     assert sorted(seen) == sorted(recorded)
     for name, props in seen.items():
         test = recorded[name]
-        assert list(props) == ["target", "board", "firmware_sha256", "service_digest", "readings", "deploy_ms"]
+        standard = ["target", "board", "firmware_sha256", "service_digest", "readings", "deploy_ms"]
+        assert [p for p in props if not p.startswith("cost.")] == standard, list(props)
+        # the cost test (issue 21) records its cost.* summary too; no other test has any
+        assert any(p.startswith("cost.") for p in props) == name.endswith("test_service_cost_is_recorded"), list(props)
         assert props["target"] == "sim" and props["board"] == "sim"
         assert props["firmware_sha256"] == ""  # the simulator runs no firmware file
         assert re.fullmatch(r"sha256:[0-9a-f]{64}", props["service_digest"]), props
@@ -164,8 +173,8 @@ def test_long_waits_are_told_between_pytest_s_lines(hil_session: Session):
     assert waits and all(re.fullmatch(r"embserve-hil: waiting for node1 /3303/0/5700: \d+ (more )?readings"
                                       r" \(\d+ s of \d+ s\)", w) for w in waits), waits
     results = [line for line in lines if line.startswith("tests/hil/test_temperature_sensor.py ")]
-    # pytest's line is written again after each of ours: the four results are all there, none on our lines
-    assert "".join(re.sub(r"\s+\[\s*\d+%\]$", "", line).split(" ", 1)[1] for line in results) == "....", lines
+    # pytest's line is written again after each of ours: the five results are all there, none on our lines
+    assert "".join(re.sub(r"\s+\[\s*\d+%\]$", "", line).split(" ", 1)[1] for line in results) == ".....", lines
 
 
 WAITING_TEST = """

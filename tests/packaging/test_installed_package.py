@@ -389,9 +389,9 @@ def test_readme_example_verbatim_on_the_simulator(pytest_runs: dict[str, tuple[i
 def test_shipped_suite_runs_from_the_installed_package(pytest_runs: dict[str, tuple[int, str]]) -> None:
     code, out = pytest_runs["suite-sim"]
     assert code == 0, out[-5000:]
-    assert re.search(r"^=+ 4 passed", summary(out)), out[-3000:]
+    assert re.search(r"^=+ 5 passed", summary(out)), out[-3000:]
     for name in ("deploy_reports_readings", "readings_follow_the_sensor", "rate_input_changes_period",
-                 "remove_stops_readings"):
+                 "remove_stops_readings", "service_cost_is_recorded"):
         assert re.search(rf"^PASSED .*::test_{name}$", out, re.M), f"test_{name} did not pass:\n{out[-3000:]}"
 
 

@@ -19,7 +19,7 @@ import hil
 # Bottom up; units on one line are independent of each other.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("hil",),  # the package root: its version
-    ("resources", "cache", "progress", "secret"),  # where shipped files and the per-user cache are; long waits told; secrets and their redaction
+    ("resources", "cache", "progress", "secret", "metrics"),  # shipped files, the per-user cache; long waits told; secrets and their redaction; execution metrics (data only)
     ("lwm2m", "service", "console", "boards", "net", "report"),
     ("fita", "sdk", "infra", "readings", "reference_firmware", "faults", "fleet_file"),
     ("device", "gateway", "bundle"),

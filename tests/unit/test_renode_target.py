@@ -460,7 +460,7 @@ async def test_missing_renode_is_unavailable_with_install_hint(
         async with renode_target(tmp_path, firmware):
             pass
     assert "renode is not on PATH" in str(info.value)
-    assert "renode-colab" in str(info.value) and "portable" in str(info.value)
+    assert "portable" in str(info.value) and "renode-run" in str(info.value) and "renode-colab" not in str(info.value)
 
 
 async def test_missing_platform_and_firmware_are_named(tmp_path: Path, fake_renode: Path, firmware: Path) -> None:
@@ -483,8 +483,8 @@ def test_hil_suite_on_renode_skips_with_the_reason_when_renode_is_missing(tmp_pa
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
     summary = run.stdout.strip().splitlines()[-1]
-    assert summary.startswith("5 skipped in "), run.stdout[-3000:]  # not errors, not "passed" on nothing
-    assert run.stdout.count("is not an executable file") == 5, run.stdout[-3000:]
+    assert summary.startswith("6 skipped in "), run.stdout[-3000:]  # not errors, not "passed" on nothing
+    assert run.stdout.count("is not an executable file") == 6, run.stdout[-3000:]
 
 
 async def test_fake_renode_runaway_firmware_log_is_cut_and_the_timeout_quotes_its_warnings(
