@@ -35,7 +35,8 @@ M4F_BOARDS = {  # board: (what /3/0/1 says, the SLIP interface's driver name on 
 }
 FPU_CHECK = REPO / "tests" / "integration" / "firmware_services" / "fpu_check"
 TAP, TAP_ADDRESS = "tap0", "10.0.2.2"  # eth0's defaults in the firmware: 10.0.2.15/24, gateway 10.0.2.2
-HIL_TESTS = 4
+HIL_PASSED = 5  # tests/hil: the temperature suite and its cost test (Renode records metrics)
+HIL_NODES = 6  # and the sample bug (a strict xfail): every test boots its node
 
 pytestmark = [pytest.mark.emulation, pytest.mark.requires_renode]
 
@@ -166,7 +167,7 @@ def in_netns_with_tap(argv: list[str]) -> list[str]:
 
 async def run_hil_suite(board: str, out: Path, *extra: str, netns: bool = False) -> str:
     """tests/hil on Renode for ``board``, with the firmware its board file names (the reference firmware's
-    build for it, from the per-user cache); the child's output, after checking all four passed."""
+    build for it, from the per-user cache); the child's output, after checking all five passed and the sample bug failed."""
     argv = [sys.executable, "-m", "pytest", "tests/hil", "-q", "-p", "no:cacheprovider", "-rs", "--target", "renode",
             "--board", board, "--hil-log-dir", str(out), *extra]
     child = await asyncio.create_subprocess_exec(*(in_netns_with_tap(argv) if netns else argv), cwd=REPO,
@@ -183,9 +184,9 @@ async def run_hil_suite(board: str, out: Path, *extra: str, netns: bool = False)
             await child.wait()
         raise
     text = output.decode(errors="replace")
-    assert child.returncode == 0 and f"{HIL_TESTS} passed" in text, f"{board} {extra}: logs in {out}\n{text[-4000:]}"
+    assert child.returncode == 0 and f"{HIL_PASSED} passed, 1 xfailed" in text, f"{board} {extra}: logs in {out}\n{text[-4000:]}"
     consoles = sorted(out.glob("*/node1.console.log"))
-    assert len(consoles) == HIL_TESTS, consoles
+    assert len(consoles) == HIL_NODES, consoles
     return text
 
 
