@@ -79,7 +79,7 @@ async def main() -> None:
         runs += [("renode", ()), ("renode", ("--device-time", "real"))]
     else:
         print("renode is not on PATH (nor in $RENODE): no Renode figures")
-    print("HIL suite (4 tests, one boot each), wall seconds:")
+    print("HIL suite (tests/hil, one boot per test), wall seconds:")
     for target, extra in runs:
         seconds, summary = await suite_wall(target, *extra)
         print(f"  --target {target:6} {' '.join(extra):20} {seconds:6.1f} s   ({summary})")
