@@ -92,13 +92,19 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 
 # --------------------------------------------------------------------------- child pytest
 
 
+CHILD_STOP_TIMEOUT = 30.0  # seconds a child pytest gets to tear down after SIGTERM
+
+
 async def run_child_pytest(
     args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 900.0
 ) -> tuple[int, str]:
     """``python -m pytest ARGS`` in the repository; its exit code and combined output.
 
-    The child is killed when it outlives ``timeout`` (the error shows its last
-    output) or the calling test is cancelled.
+    The child is stopped when it outlives ``timeout`` (the error shows its last
+    output) or the calling test is cancelled or fails meanwhile: SIGTERM first,
+    which the plugin turns into Ctrl-C so the child's teardown stops what it
+    started (registry, broker, emulators), then SIGKILL after
+    ``CHILD_STOP_TIMEOUT``.
     """
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pytest", *args,
@@ -120,8 +126,12 @@ async def run_child_pytest(
                              f"{output.decode(errors='replace')[-4000:]}") from None
     finally:
         if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            proc.terminate()
+            try:
+                await asyncio.wait_for(asyncio.shield(proc.wait()), CHILD_STOP_TIMEOUT)
+            except (TimeoutError, asyncio.CancelledError):
+                proc.kill()
+                await proc.wait()
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
     return proc.returncode or 0, output.decode(errors="replace")

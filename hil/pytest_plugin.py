@@ -239,10 +239,17 @@ def _slug(nodeid: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def hil_session_log_dir(pytestconfig: pytest.Config) -> Path:
+def hil_session_log_dir(pytestconfig: pytest.Config) -> Iterator[Path]:
     path = pytestconfig.stash[LOG_KEY]
     path.mkdir(parents=True, exist_ok=True)
-    return path
+    # Every HIL fixture that starts a process needs this one: from here on a SIGTERM (a CI job's timeout,
+    # `kill`) ends the run as Ctrl-C does, so teardown stops the registry, broker, emulators and places
+    # instead of leaving them running. Sessions without HIL tests keep pytest's own SIGTERM.
+    restore = _sigterm_interrupts()
+    try:
+        yield path
+    finally:
+        restore()
 
 
 @pytest.fixture
