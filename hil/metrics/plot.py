@@ -129,16 +129,25 @@ def _summary_table(metrics: DeviceMetrics) -> str:
     return "<table>" + "".join(rows) + "</table>"
 
 
+def _node_parts(endpoint: str, metrics: DeviceMetrics, heading: str) -> list[str]:
+    """One node's heading (``heading`` is the tag: h2 on a page, p in a report section), summary, notes, plots."""
+    what = (f"({html.escape(metrics.source)}, {round(metrics.start, 3) + 0.0:.3f}-{metrics.end:.3f} s"
+            " of virtual time)")
+    parts = [f"<{heading}><strong>{html.escape(endpoint)}</strong> <small>{what}</small></{heading}>",
+             _summary_table(metrics)]
+    parts.extend(f"<p><em>{html.escape(note)}</em></p>" for note in metrics.notes)
+    if available():
+        parts.extend(f"<figure>{svg}</figure>" for _, svg in node_figures(metrics))
+    else:
+        parts.append("<p>(no plots: matplotlib is not installed; it comes with embserve-hil[report])</p>")
+    return parts
+
+
 def metrics_section(nodes: dict[str, DeviceMetrics]) -> str:
     """An HTML fragment for a test's part of a report (pytest-html): each node's summary, notes and plots."""
     parts = ['<div class="hil-metrics"><h4>execution metrics</h4>']
     for endpoint, metrics in nodes.items():
-        parts.append(f"<p><strong>{html.escape(endpoint)}</strong> ({html.escape(metrics.source)},"
-                     f" {round(metrics.start, 3) + 0.0:.3f}-{metrics.end:.3f} s of virtual time)</p>")
-        parts.append(_summary_table(metrics))
-        parts.extend(f"<p><em>{html.escape(note)}</em></p>" for note in metrics.notes)
-        if available():
-            parts.extend(f"<figure>{svg}</figure>" for _, svg in node_figures(metrics))
+        parts.extend(_node_parts(endpoint, metrics, "p"))
     parts.append("</div>")
     return "\n".join(parts)
 
@@ -151,14 +160,7 @@ def metrics_page(nodes: dict[str, DeviceMetrics], title: str) -> str:
              "svg{display:block;max-width:100%;height:auto}h1{font-size:1.3em;overflow-wrap:anywhere}</style></head><body>",
              f"<h1>{html.escape(title)}</h1>"]
     for endpoint, metrics in nodes.items():
-        parts.append(f"<h2>{html.escape(endpoint)} <small>({html.escape(metrics.source)},"
-                     f" {round(metrics.start, 3) + 0.0:.3f}-{metrics.end:.3f} s of virtual time)</small></h2>")
-        parts.append(_summary_table(metrics))
-        parts.extend(f"<p><em>{html.escape(note)}</em></p>" for note in metrics.notes)
-        if available():
-            parts.extend(f"<figure>{svg}</figure>" for _, svg in node_figures(metrics))
-        else:
-            parts.append("<p>(no plots: matplotlib is not installed; it comes with embserve-hil[report])</p>")
+        parts.extend(_node_parts(endpoint, metrics, "h2"))
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
