@@ -147,7 +147,8 @@ async def test_a_second_session_waits_for_the_place_then_runs(lab: LocalLab, run
     run_env["LG_TEST_HOLD"] = "2"
     test = hold_test(tmp_path)
     first, second = await asyncio.gather(*(
-        run_child_pytest([str(test), "-k", name, "--lg-place", "bench-b", *lab_args(tmp_path / name)],
+        # by node id: "-k second" would also match this test's own folder (test_a_second_session_...)
+        run_child_pytest([f"{test}::test_{name}", "--lg-place", "bench-b", *lab_args(tmp_path / name)],
                          env=run_env, timeout=180)
         for name in ("first", "second")))
     for code, out in (first, second):
