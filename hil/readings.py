@@ -201,22 +201,19 @@ class ReadingCollector:
     def intervals(self, readings: list[Reading] | None = None) -> list[float]:
         """Seconds between consecutive readings: in device time when every one of them carries it,
         else in wall-clock time at the gateway (multiply by the target's ``time_scale`` for device time)."""
-        self._stamp()
-        if readings is None:
-            rs = self.readings
-        else:
-            rs = [self._current(r) for r in readings]
-        if rs and all(r.device_time is not None for r in rs):
-            return [b.device_time - a.device_time for a, b in zip(rs, rs[1:])]  # type: ignore[operator]
-        return [b.time - a.time for a, b in zip(rs, rs[1:])]
+        return self._gaps(readings, wall_scale=1.0)
 
     def device_intervals(self, readings: list[Reading] | None = None, *, time_scale: float = 1.0) -> list[float]:
         """Device seconds between consecutive readings: their device times when every one carries
         it, else the wall-clock intervals times ``time_scale`` (the target's device seconds per wall second)."""
+        return self._gaps(readings, wall_scale=time_scale)
+
+    def _gaps(self, readings: list[Reading] | None, wall_scale: float) -> list[float]:
         self._stamp()
         rs = self.readings if readings is None else [self._current(r) for r in readings]
-        stamped = bool(rs) and all(r.device_time is not None for r in rs)
-        return [d if stamped else d * time_scale for d in self.intervals(rs)]
+        if rs and all(r.device_time is not None for r in rs):
+            return [b.device_time - a.device_time for a, b in zip(rs, rs[1:])]  # type: ignore[operator]
+        return [(b.time - a.time) * wall_scale for a, b in zip(rs, rs[1:])]
 
     def _current(self, reading: Reading) -> Reading:
         """``reading`` as the collector holds it now (its device time may have been found since)."""
