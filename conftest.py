@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -95,6 +96,20 @@ async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 
 CHILD_STOP_TIMEOUT = 30.0  # seconds a child pytest gets to tear down after SIGTERM
 
 
+async def stop_child(proc: asyncio.subprocess.Process, how: int = signal.SIGTERM,
+                     grace: float = CHILD_STOP_TIMEOUT) -> None:
+    """Stop a child pytest that is still running: ``how`` first (SIGTERM, which the plugin turns into
+    Ctrl-C, or SIGINT itself) so its teardown stops what it started, then SIGKILL after ``grace`` s."""
+    if proc.returncode is not None:
+        return
+    proc.send_signal(how)
+    try:
+        await asyncio.wait_for(asyncio.shield(proc.wait()), grace)
+    except (TimeoutError, asyncio.CancelledError):
+        proc.kill()
+        await proc.wait()
+
+
 async def run_child_pytest(
     args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 900.0
 ) -> tuple[int, str]:
@@ -125,13 +140,7 @@ async def run_child_pytest(
         raise AssertionError(f"pytest {' '.join(args)} still running after {timeout:g} s; its last output:\n"
                              f"{output.decode(errors='replace')[-4000:]}") from None
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(asyncio.shield(proc.wait()), CHILD_STOP_TIMEOUT)
-            except (TimeoutError, asyncio.CancelledError):
-                proc.kill()
-                await proc.wait()
+        await stop_child(proc)
         reader.cancel()
         await asyncio.gather(reader, return_exceptions=True)
     return proc.returncode or 0, output.decode(errors="replace")

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO, stop_child
 
 from hil.boards import get_board
 from hil.console import ConsoleTimeout
@@ -28,7 +29,6 @@ from hil.lwm2m.model import Path as LwPath
 from hil.targets.base import TargetConfig
 from hil.targets.renode import RenodeTarget
 
-REPO = Path(__file__).resolve().parents[2]
 M4F_BOARDS = {  # board: (what /3/0/1 says, the SLIP interface's driver name on the console)
     "nrf52840dk": ("nrf52840dk", "SLIP on UARTE1"),
     "stm32f4_discovery": ("stm32f4-discovery", "SLIP on USART3"),
@@ -176,12 +176,7 @@ async def run_hil_suite(board: str, out: Path, *extra: str, netns: bool = False)
         output, _ = await asyncio.wait_for(child.communicate(), timeout=900)
     except BaseException:
         # Interrupted (another run failed, or the timeout): SIGINT lets the child's fixtures stop its Renode.
-        child.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(child.wait(), 30)
-        except asyncio.TimeoutError:
-            child.kill()
-            await child.wait()
+        await stop_child(child, signal.SIGINT)
         raise
     text = output.decode(errors="replace")
     assert child.returncode == 0 and f"{HIL_PASSED} passed, 1 xfailed" in text, f"{board} {extra}: logs in {out}\n{text[-4000:]}"

@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from conftest import REPO, firmware_elf, wait_until
+from conftest import REPO, firmware_elf, stop_child, wait_until
 
 
 def processes_naming(text: str) -> list[str]:
@@ -54,13 +54,7 @@ async def test_sigterm_ends_a_hil_run_and_its_processes(tmp_path: Path, tmp_path
         child.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(child.communicate(), 60)
     finally:
-        if child.returncode is None:  # this test failed first: stop the child as gently as it is tested to stop
-            child.terminate()
-            try:
-                await asyncio.wait_for(child.wait(), 30)
-            except TimeoutError:
-                child.kill()
-                await child.wait()
+        await stop_child(child)  # this test failed first: stop the child as gently as it is tested to stop
     text = out.decode(errors="replace")
     assert child.returncode == 2, f"exit {child.returncode}, not pytest's 'interrupted':\n{text[-3000:]}"
     assert "KeyboardInterrupt" in text or "Interrupted" in text or "!!!" in text, text[-3000:]
