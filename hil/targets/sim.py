@@ -21,6 +21,7 @@ from typing import Any
 
 from ..device.clock import VirtualClock
 from ..lwm2m import Path as LwPath
+from ..lwm2m.model import LwM2MError
 from ..metrics import DeviceMetrics
 from ..service.metering import ServiceMeters
 from .base import GDB_HOST, Target, TargetConfig, TargetError, register_target
@@ -102,7 +103,7 @@ class SimTarget(Target):
             return
         try:
             value = self.node.objects.get(path)
-        except Exception:  # a multiple resource read as a whole, or gone again: nothing to stamp with
+        except LwM2MError:  # a multiple resource read as a whole, or gone again: nothing to stamp with
             return
         self._writes.setdefault(path, deque(maxlen=WRITES_KEPT)).append((self.node_clock.now(), value))
 
@@ -114,7 +115,7 @@ class SimTarget(Target):
             return None
         try:
             value = notification.value(path)
-        except Exception:
+        except KeyError:  # the notification does not carry the path (a 4.04 ending the observation)
             return None
         for when, written in reversed(writes):
             if written == value or (isinstance(value, float) and isinstance(written, (int, float))
